@@ -1,0 +1,51 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The stamp carries a hash of everything that decides the install, so a second `make` is a no-op
+# and a changed pin reinstalls.
+INSTALL_HASH := $(shell cat Makefile operator/pyproject.toml trainer/pyproject.toml | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.installed-$(INSTALL_HASH)
+PYTEST_ARGS ?=
+
+.PHONY: install test lint demo crds clean system-deps
+
+install: $(STAMP)
+
+$(STAMP):
+	@echo "==> installing into $(VENV)"
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip==26.3
+	# torch first, from the CPU build: any other torch spec pulls gigabytes of CUDA wheels.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e 'operator[test]' -e 'trainer[test]'
+	$(MAKE) --no-print-directory system-deps
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+# promtool (rule and PromQL checks) and prometheus (scraped in the integration run) come from
+# Debian's prometheus package; git serves the promotion tests. Installed only when missing.
+system-deps:
+	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then \
+	  echo "==> installing Debian's prometheus package (promtool)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	fi
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+test: install lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+crds: install
+	$(BIN)/kubetune crds
+
+demo: install
+	$(BIN)/python examples/demo/run_demo.py
+
+clean:
+	rm -rf $(VENV) .kubetune demo-artifacts

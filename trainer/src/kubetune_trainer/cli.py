@@ -1,0 +1,58 @@
+"""`kubetune-trainer`: the commands that pods (and `kubetune run`) execute.
+
+Each command module exposes `register(subparsers)` and sets `func` on its parser. Errors a user
+can act on print one clear message and exit with the code the operator maps to a condition
+reason (kubetune_trainer.exitcodes); nothing a user feeds in ends in a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from kubetune_trainer import __version__
+from kubetune_trainer.errors import KubetuneError
+from kubetune_trainer.exitcodes import ExitCode
+
+# Module paths, in the order their commands appear in --help.
+COMMANDS = [
+    "kubetune_trainer.models.cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kubetune-trainer",
+        description="kubetune data plane: prepare data, train, evaluate.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--log-level", default=os.environ.get("KUBETUNE_LOG_LEVEL", "INFO"), help="logging level (default INFO)"
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS:
+        importlib.import_module(module).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except KubetuneError as exc:
+        print(f"kubetune-trainer {args.command}: error: {exc.message}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        return int(ExitCode.PREEMPTED)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""One place for every artifact URI: `file://` (and plain paths) for local runs, `s3://` in clusters.
+
+S3 goes through boto3's standard credential chain (env, IRSA web identity, instance profile);
+`AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_S3` point it at an S3-compatible store such as MinIO.
+Writers that publish a directory write its manifest last, so a reader that finds the manifest
+finds every file it names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import IO
+from urllib.parse import unquote, urlparse
+
+from kubetune_trainer.errors import StorageError
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Location:
+    scheme: str  # "file" or "s3"
+    bucket: str  # empty for file
+    path: str  # absolute path for file, key (no leading slash) for s3
+
+    @property
+    def uri(self) -> str:
+        if self.scheme == "s3":
+            return f"s3://{self.bucket}/{self.path}"
+        return f"file://{self.path}"
+
+
+def parse(uri: str | os.PathLike) -> Location:
+    text = os.fspath(uri)
+    if "://" not in text:
+        return Location("file", "", str(Path(text).expanduser().resolve()))
+    parsed = urlparse(text)
+    if parsed.scheme == "file":
+        path = unquote(parsed.netloc + parsed.path) if parsed.netloc else unquote(parsed.path)
+        return Location("file", "", str(Path(path).expanduser().resolve()))
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise StorageError(f"{text}: an s3:// URI needs a bucket (s3://BUCKET/KEY)")
+        return Location("s3", parsed.netloc, parsed.path.lstrip("/"))
+    raise StorageError(f"{text}: unsupported URI scheme {parsed.scheme!r} (use file:// or s3://)")
+
+
+def join(uri: str, *parts: str) -> str:
+    loc = parse(uri)
+    tail = "/".join(p.strip("/") for p in parts if p)
+    if loc.scheme == "s3":
+        key = f"{loc.path.rstrip('/')}/{tail}" if loc.path else tail
+        return f"s3://{loc.bucket}/{key}"
+    return f"file://{Path(loc.path, tail)}"
+
+
+def is_remote(uri: str) -> bool:
+    return parse(uri).scheme == "s3"
+
+
+def local_path(uri: str) -> Path:
+    loc = parse(uri)
+    if loc.scheme != "file":
+        raise StorageError(f"{uri}: not a local path")
+    return Path(loc.path)
+
+
+@cache
+def _s3():
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", config=Config(retries={"max_attempts": 5, "mode": "standard"}))
+
+
+def _s3_error(uri: str, exc: Exception) -> StorageError:
+    return StorageError(f"{uri}: {exc}")
+
+
+def exists(uri: str) -> bool:
+    loc = parse(uri)
+    if loc.scheme == "file":
+        return Path(loc.path).exists()
+    from botocore.exceptions import ClientError
+
+    try:
+        _s3().head_object(Bucket=loc.bucket, Key=loc.path)
+        return True
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+            return bool(list_files(uri, limit=1))
+        raise _s3_error(uri, exc) from exc
+
+
+def read_bytes(uri: str) -> bytes:
+    loc = parse(uri)
+    if loc.scheme == "file":
+        try:
+            return Path(loc.path).read_bytes()
+        except OSError as exc:
+            raise StorageError(f"{uri}: {exc.strerror or exc}") from exc
+    try:
+        return _s3().get_object(Bucket=loc.bucket, Key=loc.path)["Body"].read()
+    except Exception as exc:
+        raise _s3_error(uri, exc) from exc
+
+
+def read_text(uri: str) -> str:
+    return read_bytes(uri).decode("utf-8")
+
+
+@contextmanager
+def open_read(uri: str) -> Iterator[IO[bytes]]:
+    """A binary stream; S3 objects stream without being held in memory."""
+    loc = parse(uri)
+    if loc.scheme == "file":
+        try:
+            handle = open(loc.path, "rb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise StorageError(f"{uri}: {exc.strerror or exc}") from exc
+        with handle:
+            yield handle
+        return
+    try:
+        body = _s3().get_object(Bucket=loc.bucket, Key=loc.path)["Body"]
+    except Exception as exc:
+        raise _s3_error(uri, exc) from exc
+    try:
+        yield body
+    finally:
+        body.close()
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    loc = parse(uri)
+    if loc.scheme == "file":
+        target = Path(loc.path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Write-then-rename so that no reader sees half a file.
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, target)
+        return
+    try:
+        _s3().put_object(Bucket=loc.bucket, Key=loc.path, Body=data)
+    except Exception as exc:
+        raise _s3_error(uri, exc) from exc
+
+
+def write_text(uri: str, text: str) -> None:
+    write_bytes(uri, text.encode("utf-8"))
+
+
+def upload_file(local: Path, uri: str) -> None:
+    loc = parse(uri)
+    if loc.scheme == "file":
+        target = Path(loc.path)
+        if target.resolve() == Path(local).resolve():
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.partial")
+        shutil.copyfile(local, tmp)
+        os.replace(tmp, target)
+        return
+    try:
+        _s3().upload_file(str(local), loc.bucket, loc.path)
+    except Exception as exc:
+        raise _s3_error(uri, exc) from exc
+
+
+def download_file(uri: str, local: Path) -> Path:
+    loc = parse(uri)
+    local = Path(local)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    if loc.scheme == "file":
+        try:
+            shutil.copyfile(loc.path, local)
+        except OSError as exc:
+            raise StorageError(f"{uri}: {exc.strerror or exc}") from exc
+        return local
+    try:
+        _s3().download_file(loc.bucket, loc.path, str(local))
+    except Exception as exc:
+        raise _s3_error(uri, exc) from exc
+    return local
+
+
+def list_files(uri: str, limit: int | None = None) -> list[str]:
+    """Every file below a directory URI, as URIs, sorted."""
+    loc = parse(uri)
+    if loc.scheme == "file":
+        root = Path(loc.path)
+        if root.is_file():
+            return [f"file://{root}"]
+        if not root.exists():
+            return []
+        found = sorted(f"file://{p}" for p in root.rglob("*") if p.is_file())
+        return found[:limit] if limit else found
+    prefix = loc.path.rstrip("/") + "/" if loc.path else ""
+    found: list[str] = []
+    try:
+        for page in _s3().get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                found.append(f"s3://{loc.bucket}/{item['Key']}")
+                if limit and len(found) >= limit:
+                    return found
+    except Exception as exc:
+        raise _s3_error(uri, exc) from exc
+    return sorted(found)
+
+
+def relative(root_uri: str, uri: str) -> str:
+    root = parse(root_uri)
+    loc = parse(uri)
+    return loc.path[len(root.path.rstrip("/")) :].lstrip("/")
+
+
+def upload_dir(local_dir: Path, uri: str, last: tuple[str, ...] = ("manifest.json",)) -> list[str]:
+    """Copy a directory tree to `uri`; the files named in `last` go after all others."""
+    local_dir = Path(local_dir)
+    files = sorted(p for p in local_dir.rglob("*") if p.is_file())
+    ordered = [p for p in files if p.name not in last] + [p for p in files if p.name in last]
+    written = []
+    for path in ordered:
+        target = join(uri, path.relative_to(local_dir).as_posix())
+        upload_file(path, target)
+        written.append(target)
+    return written
+
+
+def download_dir(uri: str, local_dir: Path) -> Path:
+    local_dir = Path(local_dir)
+    loc = parse(uri)
+    if loc.scheme == "file":
+        source = Path(loc.path)
+        if not source.is_dir():
+            raise StorageError(f"{uri}: no such directory")
+        if source.resolve() != local_dir.resolve():
+            shutil.copytree(source, local_dir, dirs_exist_ok=True)
+        return local_dir
+    files = list_files(uri)
+    if not files:
+        raise StorageError(f"{uri}: no objects under this prefix")
+    for file_uri in files:
+        download_file(file_uri, local_dir / relative(uri, file_uri))
+    return local_dir
+
+
+def materialize(uri: str, cache_dir: Path) -> Path:
+    """A local directory holding `uri`: the path itself for file://, a download for s3://."""
+    loc = parse(uri)
+    if loc.scheme == "file":
+        return Path(loc.path)
+    target = Path(cache_dir) / loc.bucket / loc.path
+    return download_dir(uri, target)
+
+
+def delete_tree(uri: str) -> None:
+    loc = parse(uri)
+    if loc.scheme == "file":
+        shutil.rmtree(loc.path, ignore_errors=True)
+        return
+    for file_uri in list_files(uri):
+        item = parse(file_uri)
+        _s3().delete_object(Bucket=item.bucket, Key=item.path)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_tree(local_dir: Path, skip: tuple[str, ...] = ("manifest.json",)) -> dict[str, str]:
+    """sha256 of every file below a directory, keyed by its POSIX relative path."""
+    local_dir = Path(local_dir)
+    return {
+        p.relative_to(local_dir).as_posix(): sha256_file(p)
+        for p in sorted(local_dir.rglob("*"))
+        if p.is_file() and p.name not in skip
+    }
