@@ -81,6 +81,11 @@ def _s3():
     return boto3.client("s3", config=Config(retries={"max_attempts": 5, "mode": "standard"}))
 
 
+def reset_clients() -> None:
+    """Forget the cached S3 client, so that changed AWS_* variables take effect."""
+    _s3.cache_clear()
+
+
 def _s3_error(uri: str, exc: Exception) -> StorageError:
     return StorageError(f"{uri}: {exc}")
 

@@ -1,0 +1,77 @@
+"""Fixtures shared by every test directory: sample data, a tiny model, S3 on loopback."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data: tiny made-up samples of every input format users bring."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"{SHARED_DATA} is missing: the repository expects ../shared beside it")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, shared_data) -> Path:
+    """A 2-layer random-weight Qwen2 model whose tokenizer was trained on ../shared/data."""
+    from kubetune_trainer.models.tiny import corpus_from_files, write_tiny_model
+
+    texts = corpus_from_files(sorted(shared_data.rglob("*.json*")))
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-model"), texts)
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """A moto S3 server on 127.0.0.1 for the whole session; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server._server.server_address[:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(moto_server, monkeypatch) -> dict[str, str]:
+    """AWS_* variables pointing boto3 (in this process and in subprocesses) at the moto server."""
+    env = {
+        "AWS_ENDPOINT_URL": moto_server,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    from kubetune_trainer import storage
+
+    storage.reset_clients()
+    yield env
+    storage.reset_clients()
+
+
+@pytest.fixture
+def s3_bucket(s3_env) -> str:
+    """A fresh bucket owned by this test; yields its name."""
+    import boto3
+
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=name)
+    return name
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for a CLI run in a subprocess: this one, plus `extra`."""
+    return {**os.environ, **extra}

@@ -1,0 +1,39 @@
+import pytest
+
+from kubetune_trainer import storage
+from kubetune_trainer.errors import StorageError
+
+
+def test_plain_paths_and_file_uris_are_the_same_location(tmp_path):
+    assert storage.parse(str(tmp_path)) == storage.parse(f"file://{tmp_path}")
+
+
+def test_unknown_scheme_is_named():
+    with pytest.raises(StorageError, match="gs://x/y: unsupported URI scheme 'gs'"):
+        storage.parse("gs://x/y")
+
+
+def test_directory_round_trip_through_s3_writes_the_manifest_last(tmp_path, s3_bucket):
+    source = tmp_path / "src"
+    (source / "sub").mkdir(parents=True)
+    (source / "manifest.json").write_text("{}")
+    (source / "a.txt").write_text("a")
+    (source / "sub" / "b.txt").write_text("b")
+    written = storage.upload_dir(source, f"s3://{s3_bucket}/run")
+    assert written[-1] == f"s3://{s3_bucket}/run/manifest.json"
+    assert storage.exists(f"s3://{s3_bucket}/run/sub/b.txt")
+    back = storage.download_dir(f"s3://{s3_bucket}/run", tmp_path / "back")
+    assert storage.sha256_tree(back) == storage.sha256_tree(source)
+    assert (back / "manifest.json").read_text() == "{}"
+
+
+def test_local_writes_are_atomic_and_create_parents(tmp_path):
+    target = f"file://{tmp_path}/deep/er/x.json"
+    storage.write_text(target, "hello")
+    assert storage.read_text(target) == "hello"
+    assert [p.name for p in (tmp_path / "deep" / "er").iterdir()] == ["x.json"]
+
+
+def test_missing_file_is_a_storage_error_naming_it(tmp_path):
+    with pytest.raises(StorageError, match=r"nope\.txt"):
+        storage.read_bytes(str(tmp_path / "nope.txt"))
