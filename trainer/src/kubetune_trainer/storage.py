@@ -269,6 +269,18 @@ def materialize(uri: str, cache_dir: Path) -> Path:
     return download_dir(uri, target)
 
 
+def delete_file(uri: str) -> None:
+    """Remove one file or object; a missing one is not an error."""
+    loc = parse(uri)
+    if loc.scheme == "file":
+        Path(loc.path).unlink(missing_ok=True)
+        return
+    try:
+        _s3().delete_object(Bucket=loc.bucket, Key=loc.path)
+    except Exception as exc:
+        raise _s3_error(uri, exc) from exc
+
+
 def delete_tree(uri: str) -> None:
     loc = parse(uri)
     if loc.scheme == "file":
