@@ -15,7 +15,9 @@ from kubetune_operator import __version__
 from kubetune_operator.errors import UserError
 
 # Module paths, in the order their commands appear in --help.
-COMMANDS: list[str] = []
+COMMANDS = [
+    "kubetune_operator.cli.crds",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

