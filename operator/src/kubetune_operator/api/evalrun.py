@@ -493,8 +493,8 @@ class EvalRun(Resource):
     cel_rules: ClassVar = [
         cel(
             f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
+            # No fieldPath: the API server accepts only paths into the schema, and metadata has none.
             f"metadata.name must be at most {MAX_NAME_LENGTH} characters (children add suffixes)",
-            field_path=".metadata.name",
         ),
     ]
 
