@@ -17,6 +17,7 @@ from kubetune_operator.errors import UserError
 # Module paths, in the order their commands appear in --help.
 COMMANDS = [
     "kubetune_operator.cli.crds",
+    "kubetune_operator.cli.promote",
 ]
 
 
