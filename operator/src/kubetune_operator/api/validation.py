@@ -67,6 +67,15 @@ def _validator(kind: str) -> jsonschema.Draft4Validator:
     return jsonschema.Draft4Validator(schema)
 
 
+def prune_nulls(value: Any) -> Any:
+    """A copy without null fields: the API server drops nulls of non-nullable fields before defaulting."""
+    if isinstance(value, dict):
+        return {k: prune_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [prune_nulls(v) for v in value]
+    return value
+
+
 def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
     """Fill in schema defaults top-down, as the API server does before validating."""
     if isinstance(value, dict) and "properties" in schema:
@@ -147,7 +156,7 @@ def check(document: Any, old: Any = None) -> list[FieldError]:
             )
         ]
     schema = _schema(kind)
-    document = apply_defaults(schema, copy.deepcopy(document))
+    document = apply_defaults(schema, prune_nulls(document))
     body = {k: v for k, v in document.items() if k != "status"}
     errors = [
         field_error
@@ -157,7 +166,7 @@ def check(document: Any, old: Any = None) -> list[FieldError]:
     if errors:
         return errors
     if old is not None:
-        old = apply_defaults(schema, copy.deepcopy(old))
+        old = apply_defaults(schema, prune_nulls(old))
     return _cel_errors({**schema, "properties": {k: v for k, v in schema["properties"].items() if k != "status"}},
                        body, old, [])
 
@@ -184,7 +193,7 @@ def validate(document: Any, old: Any = None) -> Resource:
         raise ValidationFailed("; ".join(str(e) for e in errors))
     model = KINDS[document["kind"]]
     try:
-        return model.model_validate(apply_defaults(_schema(document["kind"]), copy.deepcopy(document)))
+        return model.model_validate(apply_defaults(_schema(document["kind"]), prune_nulls(document)))
     except ValidationError as exc:
         # The schema and the model come from the same source, so this means a generator bug.
         raise ValidationFailed(

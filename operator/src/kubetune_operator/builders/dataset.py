@@ -1,0 +1,82 @@
+"""PreferenceDataset → the Job that runs `kubetune-trainer data prepare`."""
+
+from __future__ import annotations
+
+import json
+
+from kubetune_operator.api import PreferenceDataset
+from kubetune_operator.builders import common
+from kubetune_operator.builders.settings import OperatorSettings
+
+
+def job_name(pds: PreferenceDataset) -> str:
+    return f"{pds.metadata.name}-data"
+
+
+def column_map(pds: PreferenceDataset) -> str | None:
+    """An inline mapping in dataset_info.json's own shape (snake_case tags, as LLaMA-Factory spells them)."""
+    mapping = pds.spec.llamafactory
+    if mapping is None or mapping.columns is None:
+        return None
+    entry: dict = {"columns": mapping.columns.model_dump(exclude_none=True)}
+    if mapping.formatting:
+        entry["formatting"] = mapping.formatting
+    entry["ranking"] = mapping.ranking if mapping.ranking is not None else pds.spec.kind == "preference"
+    if mapping.tags:
+        entry["tags"] = mapping.tags.model_dump(exclude_none=True)
+    return json.dumps(entry, sort_keys=True, ensure_ascii=False)
+
+
+def command(pds: PreferenceDataset, output: str) -> list[str]:
+    spec = pds.spec
+    argv = ["kubetune-trainer", "data", "prepare", "--kind", spec.kind]
+    for source in spec.sources:
+        argv += ["--source", source.uri]
+    argv += ["--format", spec.format]
+    if spec.llamafactory and spec.llamafactory.dataset_info:
+        argv += ["--dataset-info", spec.llamafactory.dataset_info, "--dataset", spec.llamafactory.dataset]
+    inline = column_map(pds)
+    if inline:
+        argv += ["--column-map", inline]
+    argv += ["--test-fraction", repr(spec.split.test_fraction), "--seed", str(spec.split.seed)]
+    if spec.split.stratify_by:
+        argv += ["--stratify-by", spec.split.stratify_by]
+    argv.append("--dedupe" if spec.dedupe else "--no-dedupe")
+    if spec.limits.max_rows:
+        argv += ["--max-rows", str(spec.limits.max_rows)]
+    if spec.limits.max_length:
+        argv += ["--max-length", str(spec.limits.max_length)]
+    argv += [
+        "--on-bad-rows",
+        spec.bad_rows.policy,
+        "--max-drop-fraction",
+        repr(spec.bad_rows.max_drop_fraction),
+        "--output",
+        output,
+    ]
+    return argv
+
+
+def build(pds: PreferenceDataset, settings: OperatorSettings) -> list[common.Manifest]:
+    spec = pds.spec
+    volumes, mounts = common.scratch_volumes()
+    container = common.container(
+        name="data",
+        image=settings.trainer_image,
+        command=command(pds, common.output_uri(pds, settings)),
+        env=common.pod_env(pds, settings),
+        resources=common.compute_resources(spec.resources.cpu, spec.resources.memory),
+        mounts=mounts,
+        ports=common.METRICS_PORTS,
+    )
+    pod = common.pod_spec([container], volumes, spec.scheduling, spec.storage)
+    return [
+        common.job(
+            pds,
+            job_name(pds),
+            "data",
+            pod,
+            backoff_limit=3,
+            active_deadline_seconds=spec.active_deadline_seconds,
+        )
+    ]

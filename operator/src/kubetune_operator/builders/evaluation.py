@@ -1,0 +1,126 @@
+"""EvalRun → eval config (ConfigMap) and the Job that runs `kubetune-trainer eval`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubetune_operator.api import EvalRun
+from kubetune_operator.builders import common
+from kubetune_operator.builders.settings import OperatorSettings
+
+
+@dataclass(frozen=True)
+class CandidateArtifacts:
+    """A candidate resolved to URIs: a model, an adapter, or both.
+
+    An adapter without a model is loaded onto the true base recorded in its lineage file.
+    """
+
+    model: str | None = None
+    adapter: str | None = None
+
+
+@dataclass(frozen=True)
+class EvalInputs:
+    """What the handler resolved: the test set's URI and each FineTuneJob candidate's artifacts."""
+
+    test_set_uri: str
+    candidates: dict[str, CandidateArtifacts] = field(default_factory=dict)
+
+
+def job_name(evr: EvalRun) -> str:
+    return f"{evr.metadata.name}-eval"
+
+
+def config_map_name(evr: EvalRun) -> str:
+    return f"{evr.metadata.name}-eval-config"
+
+
+def gpus(evr: EvalRun) -> int:
+    if evr.spec.resources.gpus is not None:
+        return evr.spec.resources.gpus
+    return evr.spec.engine.tensor_parallel if evr.spec.engine.type == "vllm" else 0
+
+
+def _candidate(candidate, inputs: EvalInputs) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": candidate.name, "baseline": candidate.baseline}
+    if candidate.fine_tune_job:
+        resolved = inputs.candidates.get(candidate.name, CandidateArtifacts())
+        entry |= {"model": resolved.model, "adapter": resolved.adapter}
+    else:
+        entry |= {"model": candidate.model, "adapter": candidate.adapter}
+    return {k: v for k, v in entry.items() if v is not None}
+
+
+def _metric(metric) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": metric.name, "type": metric.type}
+    if metric.pattern is not None:
+        entry["pattern"] = metric.pattern
+    if metric.rules is not None:
+        entry["rules"] = [rule.model_dump() for rule in metric.rules]
+    if metric.judge is not None:
+        entry["judge"] = metric.judge.model_dump()
+    return entry
+
+
+def eval_config(evr: EvalRun, settings: OperatorSettings, inputs: EvalInputs) -> dict[str, Any]:
+    """The EvalConfig of docs/contracts.md §7, rendered from the spec."""
+    spec = evr.spec
+    engine = spec.engine
+    config: dict[str, Any] = {
+        "output": common.output_uri(evr, settings),
+        "test_set": inputs.test_set_uri,
+        "test_split": spec.test_set.split,
+        "max_samples": spec.test_set.max_samples,
+        "system_prompt": spec.test_set.system_prompt,
+        "candidates": [_candidate(c, inputs) for c in spec.candidates],
+        "engine": engine.type,
+        "tensor_parallel": engine.tensor_parallel,
+        "max_new_tokens": engine.max_new_tokens,
+        "temperature": engine.temperature,
+        "top_p": engine.top_p,
+        "beam_width": engine.beam_width,
+        "batch_size": engine.batch_size,
+        "max_model_len": engine.max_model_len,
+        "seed": engine.seed,
+        "metrics": [_metric(m) for m in spec.metrics],
+        "stratify_by": spec.stratify_by,
+        "bootstrap_samples": spec.bootstrap.samples,
+        "confidence": spec.bootstrap.confidence,
+        "bootstrap_seed": spec.bootstrap.seed,
+        "gates": [gate.model_dump(exclude_none=True) for gate in spec.gates],
+    }
+    return {key: value for key, value in config.items() if value is not None}
+
+
+def build(evr: EvalRun, settings: OperatorSettings, inputs: EvalInputs) -> list[common.Manifest]:
+    spec = evr.spec
+    resources = spec.resources
+    config = common.config_map(
+        evr, config_map_name(evr), "eval", {"config.yaml": common.dump_config(eval_config(evr, settings, inputs))}
+    )
+    volumes, mounts = common.scratch_volumes(shared_memory=resources.shared_memory)
+    config_volume, config_mount = common.config_volume(config_map_name(evr))
+    container = common.container(
+        name="eval",
+        image=resources.image or settings.eval_image,
+        command=["kubetune-trainer", "eval", "--config", common.CONFIG_FILE],
+        env=common.pod_env(evr, settings),
+        resources=common.compute_resources(resources.cpu, resources.memory, gpus(evr), resources.gpu_resource_name),
+        mounts=[*mounts, config_mount],
+        ports=common.METRICS_PORTS,
+    )
+    pod = common.pod_spec([container], [*volumes, config_volume], spec.scheduling, spec.storage)
+    return [
+        config,
+        common.job(
+            evr,
+            job_name(evr),
+            "eval",
+            pod,
+            backoff_limit=2,
+            active_deadline_seconds=spec.active_deadline_seconds,
+            queue_name=spec.queue_name,
+        ),
+    ]

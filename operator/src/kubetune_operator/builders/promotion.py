@@ -1,0 +1,84 @@
+"""EvalRun with passing gates → the short Job that commits the promotion record to Git.
+
+The operator never reads Secrets, and the eval pod (which runs model code) holds no push
+credentials: only this pod mounts the Git Secret (docs/promotion.md).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kubetune_operator.api import EvalRun
+from kubetune_operator.api.common import Scheduling, Storage
+from kubetune_operator.builders import common
+from kubetune_operator.builders.settings import OperatorSettings
+
+RECORD_DIR = f"{common.CONFIG_DIR}/record"
+CREDENTIALS_DIR = f"{common.CONFIG_DIR}/git"
+
+
+def job_name(evr: EvalRun) -> str:
+    return f"{evr.metadata.name}-promote"
+
+
+def config_map_name(evr: EvalRun) -> str:
+    return f"{evr.metadata.name}-promote-record"
+
+
+def command(evr: EvalRun) -> list[str]:
+    promotion = evr.spec.promotion
+    return [
+        "kubetune",
+        "promote",
+        "--record",
+        f"{RECORD_DIR}/record.json",
+        "--repo",
+        promotion.repository,
+        "--branch",
+        promotion.branch,
+        "--path",
+        promotion.path,
+        "--author",
+        promotion.author,
+        "--credentials-dir",
+        CREDENTIALS_DIR,
+    ]
+
+
+def build(evr: EvalRun, settings: OperatorSettings, record: dict[str, Any]) -> list[common.Manifest]:
+    promotion = evr.spec.promotion
+    if promotion is None:
+        raise ValueError(f"EvalRun {evr.metadata.name} has no promotion target")
+    config = common.config_map(
+        evr,
+        config_map_name(evr),
+        "promote",
+        {"record.json": json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False)},
+    )
+    volumes, mounts = common.scratch_volumes()
+    volumes += [
+        {"name": "record", "configMap": {"name": config_map_name(evr)}},
+        {"name": "git-credentials", "secret": {"secretName": promotion.secret_name, "defaultMode": 0o400}},
+    ]
+    mounts += [
+        {"name": "record", "mountPath": RECORD_DIR, "readOnly": True},
+        {"name": "git-credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True},
+    ]
+    env = [
+        {"name": "HOME", "value": f"{common.SCRATCH_DIR}/home"},
+        {"name": "TMPDIR", "value": f"{common.SCRATCH_DIR}/tmp"},
+        {"name": "KUBETUNE_NAMESPACE", "value": common.namespace_of(evr)},
+        {"name": "KUBETUNE_NAME", "value": evr.metadata.name},
+    ]
+    container = common.container(
+        name="promote",
+        image=settings.operator_image,
+        command=command(evr),
+        env=env,
+        resources=common.compute_resources("500m", "512Mi"),
+        mounts=mounts,
+    )
+    # The promote pod needs neither the eval pod's GPU node selection nor its S3 identity.
+    pod = common.pod_spec([container], volumes, Scheduling(), Storage())
+    return [config, common.job(evr, job_name(evr), "promote", pod, backoff_limit=4, active_deadline_seconds=900)]

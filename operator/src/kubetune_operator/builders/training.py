@@ -1,0 +1,185 @@
+"""FineTuneJob → trainer config (ConfigMap), headless Service for rendezvous, Indexed Job."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kubetune_operator.api import FineTuneJob
+from kubetune_operator.api.finetunejob import Lora
+from kubetune_operator.builders import common
+from kubetune_operator.builders.settings import OperatorSettings
+
+RENDEZVOUS_PORT = 29500
+
+
+@dataclass(frozen=True)
+class TrainingInputs:
+    """What the handler resolved from other resources' statuses."""
+
+    dataset_uri: str
+    dataset_fingerprint: str | None = None
+    start_from_uri: str | None = None
+
+
+def job_name(ftj: FineTuneJob) -> str:
+    return f"{ftj.metadata.name}-train"
+
+
+def config_map_name(ftj: FineTuneJob) -> str:
+    return f"{ftj.metadata.name}-train-config"
+
+
+def deepspeed_stage(ftj: FineTuneJob) -> int:
+    resources = ftj.spec.resources
+    if resources.deepspeed is not None:
+        return resources.deepspeed.stage
+    # ZeRO-3 by default wherever more than one GPU shares the work, as the seed workflows do.
+    return 3 if resources.nodes * resources.gpus_per_node > 1 else 0
+
+
+def trainer_config(ftj: FineTuneJob, settings: OperatorSettings, inputs: TrainingInputs) -> dict[str, Any]:
+    """The TrainConfig of docs/contracts.md §7, rendered from the spec."""
+    spec = ftj.spec
+    hp = spec.hyperparameters
+    config: dict[str, Any] = {
+        "method": spec.method,
+        "base_model": spec.base_model,
+        "dataset": inputs.dataset_uri,
+        "dataset_fingerprint": inputs.dataset_fingerprint or spec.dataset.fingerprint,
+        "output": common.output_uri(ftj, settings),
+        "start_from": inputs.start_from_uri,
+        "peft": spec.peft.type,
+        "learning_rate": hp.learning_rate,
+        "num_train_epochs": hp.epochs,
+        "max_steps": hp.max_steps,
+        "per_device_train_batch_size": hp.batch_size,
+        "gradient_accumulation_steps": hp.gradient_accumulation_steps,
+        "cutoff_len": hp.cutoff_length,
+        "warmup_ratio": hp.warmup_ratio,
+        "weight_decay": hp.weight_decay,
+        "lr_scheduler_type": hp.lr_scheduler,
+        "max_grad_norm": hp.max_grad_norm,
+        "seed": hp.seed,
+        "precision": hp.precision,
+        "gradient_checkpointing": hp.gradient_checkpointing,
+        "save_steps": spec.checkpointing.every_steps,
+        "save_total_limit": spec.checkpointing.keep,
+        "deepspeed_stage": deepspeed_stage(ftj),
+        "merge_final": spec.output.merge_adapter,
+    }
+    if spec.peft.type != "full":
+        lora = spec.peft.lora or Lora()
+        config |= {
+            "lora_r": lora.r,
+            "lora_alpha": lora.alpha,
+            "lora_dropout": lora.dropout,
+            "lora_target_modules": list(lora.target_modules),
+        }
+    if spec.resources.deepspeed is not None:
+        config |= {
+            "offload_optimizer": spec.resources.deepspeed.offload_optimizer,
+            "offload_params": spec.resources.deepspeed.offload_params,
+        }
+    if spec.method == "sft" and spec.sft is not None:
+        config |= {"completion_only_loss": spec.sft.completion_only_loss, "packing": spec.sft.packing}
+        if spec.sft.key_tokens is not None:
+            config |= {
+                "key_token_patterns": list(spec.sft.key_tokens.patterns),
+                "key_token_weight": spec.sft.key_tokens.weight,
+            }
+    if spec.method == "dpo" and spec.dpo is not None:
+        config |= {
+            "beta": spec.dpo.beta,
+            "loss_type": spec.dpo.loss_type,
+            "precompute_ref_log_probs": spec.dpo.precompute_ref_log_probs,
+            "padding_free": spec.dpo.padding_free,
+        }
+    return {key: value for key, value in config.items() if value is not None}
+
+
+def command(ftj: FineTuneJob) -> list[str]:
+    """One process on CPU or one GPU; torchrun for several GPUs; static rendezvous for several nodes."""
+    nodes = ftj.spec.resources.nodes
+    gpus = ftj.spec.resources.gpus_per_node
+    train = ["train", "--config", common.CONFIG_FILE]
+    if nodes == 1 and gpus <= 1:
+        return ["kubetune-trainer", *train]
+    if nodes == 1:
+        return ["torchrun", "--standalone", f"--nproc-per-node={gpus}", "-m", "kubetune_trainer", *train]
+    name = job_name(ftj)
+    return [
+        "torchrun",
+        f"--nnodes={nodes}",
+        f"--nproc-per-node={gpus}",
+        # Expanded by the kubelet from the env var the Job controller gives Indexed pods.
+        "--node-rank=$(JOB_COMPLETION_INDEX)",
+        f"--master-addr={name}-0.{name}",
+        f"--master-port={RENDEZVOUS_PORT}",
+        "-m",
+        "kubetune_trainer",
+        *train,
+    ]
+
+
+def service(ftj: FineTuneJob) -> common.Manifest:
+    """Headless Service that gives each indexed pod a stable DNS name for torchrun's rendezvous."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": common.metadata(ftj, job_name(ftj), "train"),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {
+                "kubetune.dev/resource": ftj.metadata.name,
+                "kubetune.dev/component": "train",
+            },
+            "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT}],
+        },
+    }
+
+
+def build(ftj: FineTuneJob, settings: OperatorSettings, inputs: TrainingInputs) -> list[common.Manifest]:
+    spec = ftj.spec
+    resources = spec.resources
+    config = common.config_map(
+        ftj,
+        config_map_name(ftj),
+        "train",
+        {"config.yaml": common.dump_config(trainer_config(ftj, settings, inputs))},
+    )
+    volumes, mounts = common.scratch_volumes(shared_memory=resources.shared_memory)
+    config_volume, config_mount = common.config_volume(config_map_name(ftj))
+    env = common.pod_env(ftj, settings)
+    if resources.nodes > 1 or resources.gpus_per_node > 1:
+        env.append({"name": "NCCL_DEBUG", "value": "WARN"})
+    container = common.container(
+        name="trainer",
+        image=resources.image or settings.trainer_image,
+        command=command(ftj),
+        env=env,
+        resources=common.compute_resources(
+            resources.cpu, resources.memory, resources.gpus_per_node, resources.gpu_resource_name
+        ),
+        mounts=[*mounts, config_mount],
+        ports=[*common.METRICS_PORTS, {"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}],
+    )
+    pod = common.pod_spec(
+        [container], [*volumes, config_volume], spec.scheduling, spec.storage, subdomain=job_name(ftj)
+    )
+    return [
+        config,
+        service(ftj),
+        common.job(
+            ftj,
+            job_name(ftj),
+            "train",
+            pod,
+            backoff_limit=spec.backoff_limit,
+            active_deadline_seconds=spec.active_deadline_seconds,
+            suspend=spec.suspend,
+            queue_name=spec.queue_name,
+            nodes=resources.nodes,
+        ),
+    ]
