@@ -19,7 +19,9 @@ from kubetune_trainer.exitcodes import ExitCode
 
 # Module paths, in the order their commands appear in --help.
 COMMANDS = [
+    "kubetune_trainer.data.cli",
     "kubetune_trainer.models.cli",
+    "kubetune_trainer.eval.cli",
 ]
 
 

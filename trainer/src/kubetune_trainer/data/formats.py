@@ -1,0 +1,204 @@
+"""Input formats: how each becomes canonical rows, and how `--format auto` recognises it.
+
+A converter takes one input object and returns `(content, metadata)`: content is
+`{"prompt", "chosen", "rejected"}` or `{"messages"}` as message lists, metadata every input field
+the conversion did not consume. Anything wrong with the row raises RowError.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kubetune_trainer.data import llamafactory
+from kubetune_trainer.data.llamafactory import Converter, DatasetAttr
+from kubetune_trainer.data.validate import RowError, items, leftover, message, messages, obj, text
+from kubetune_trainer.errors import ConfigError
+
+FORMATS = ("trl", "llamafactory", "sharegpt", "alpaca", "cvalues", "chat-sft", "defects-raw", "replay")
+# The kinds of rows each format can hold.
+KINDS = {
+    "trl": ("preference", "sft"),
+    "llamafactory": ("preference", "sft"),
+    "sharegpt": ("preference", "sft"),
+    "alpaca": ("preference", "sft"),
+    "cvalues": ("preference",),
+    "chat-sft": ("sft",),
+    "defects-raw": ("sft",),
+    "replay": ("sft",),
+}
+
+DEFECT_USER = "任务：{task}\n\n事件：\n{event}\n\n输出格式：\n{output_format}"
+DEFECT_ASSISTANT = "判断:{judgement}\n\n原因：{reason}"
+
+
+PREFERENCE_KEYS = ("prompt", "chosen", "rejected")
+
+
+def _implicit_prompt(chosen: Any, rejected: Any) -> tuple[list, list, list]:
+    """TRL's implicit-prompt rows: chosen and rejected are whole conversations sharing their start."""
+    chosen = messages(chosen, "chosen")
+    rejected = messages(rejected, "rejected")
+    if chosen == rejected:
+        raise RowError("chosen_equals_rejected", "chosen and rejected are the same conversation")
+    shared = 0
+    while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
+        shared += 1
+    while shared and chosen[shared - 1]["role"] != "user":
+        shared -= 1
+    if not shared:
+        raise RowError("missing_field", "prompt is missing and chosen/rejected share no user turn")
+    return chosen[:shared], chosen[shared:], rejected[shared:]
+
+
+def trl_preference(row: dict) -> tuple[dict, dict]:
+    chosen, rejected = row.get("chosen"), row.get("rejected")
+    if row.get("prompt") is None and type(chosen) is list and type(rejected) is list:
+        prompt, chosen, rejected = _implicit_prompt(chosen, rejected)
+    else:
+        prompt = messages(row.get("prompt"), "prompt", "user")
+        chosen = messages(chosen, "chosen", "assistant")
+        rejected = messages(rejected, "rejected", "assistant")
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}, leftover(row, PREFERENCE_KEYS)
+
+
+def trl_sft(row: dict) -> tuple[dict, dict]:
+    if row.get("messages") is None and "completion" in row:
+        conversation = messages(row.get("prompt"), "prompt", "user") + messages(
+            row.get("completion"), "completion", "assistant"
+        )
+        return {"messages": conversation}, leftover(row, ("prompt", "completion"))
+    return {"messages": messages(row.get("messages"), "messages")}, leftover(row, ("messages",))
+
+
+def cvalues(row: dict) -> tuple[dict, dict]:
+    """Seed 002: user turns hold `value`; assistant turns `chosen_value`/`rejected_value`. Earlier
+    assistant turns are shared history (their chosen_value); the last one is the compared answer."""
+    turns = items(row.get("messages"), "messages")
+    prompt = []
+    for index, turn in enumerate(turns[:-1]):
+        where = f"messages[{index}]"
+        turn = obj(turn, where)
+        role = turn.get("role")
+        if role in ("user", "system"):
+            prompt.append(message(role, text(turn.get("value"), f"{where}.value")))
+        elif role == "assistant":
+            prompt.append(message("assistant", text(turn.get("chosen_value"), f"{where}.chosen_value")))
+        else:
+            raise RowError("unknown_role", f"{where}.role is {role!r}; expected system, user or assistant")
+    where = f"messages[{len(turns) - 1}]"
+    last = obj(turns[-1], where)
+    if last.get("role") != "assistant":
+        raise RowError(
+            "wrong_role_order", f"{where}: the last message must be the assistant turn being compared"
+        )
+    if not prompt:
+        raise RowError("wrong_role_order", "messages: there is no user turn before the compared answer")
+    chosen = [message("assistant", text(last.get("chosen_value"), f"{where}.chosen_value"))]
+    rejected = [message("assistant", text(last.get("rejected_value"), f"{where}.rejected_value"))]
+    metadata = leftover(row, ("messages",))
+    for score in ("chosen_score", "rejected_score"):
+        if score in last:
+            metadata[score] = last[score]
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}, metadata
+
+
+def chat_sft(row: dict) -> tuple[dict, dict]:
+    return {"messages": messages(row.get("text"), "text")}, leftover(row, ("text",))
+
+
+def replay(row: dict) -> tuple[dict, dict]:
+    """A `test.json` replay item: the user's text and the answer expected back."""
+    conversation = [
+        message("user", text(row.get("text"), "text")),
+        message("assistant", text(row.get("standard_answer"), "standard_answer")),
+    ]
+    return {"messages": conversation}, leftover(row, ("text", "standard_answer"))
+
+
+def defects_raw(row: dict) -> tuple[dict, dict]:
+    """Seed 001's raw defect record, converted with that workflow's template."""
+    instruction = items(row.get("instruction"), "instruction")
+    subtype = text(obj(instruction[0], "instruction[0]").get("subtype"), "instruction[0].subtype")
+    given = obj(row.get("input"), "input")
+    expected = obj(row.get("output"), "output")
+    fields = {key: text(given.get(key), f"input.{key}") for key in ("task", "event", "output_format")}
+    fields |= {key: text(expected.get(key), f"output.{key}") for key in ("judgement", "reason")}
+    conversation = [
+        message("user", DEFECT_USER.format(**fields)),
+        message("assistant", DEFECT_ASSISTANT.format(**fields)),
+    ]
+    return {"messages": conversation}, {
+        "subtype": subtype,
+        **leftover(row, ("instruction", "input", "output")),
+    }
+
+
+@dataclass(frozen=True)
+class Detection:
+    format: str
+    kind: str  # what the rows hold
+    evidence: str
+
+
+def _is_messages(value: Any, *keys: str) -> bool:
+    return type(value) is list and bool(value) and type(value[0]) is dict and all(k in value[0] for k in keys)
+
+
+def detect(row: dict) -> Detection | None:
+    """Recognise a format from one input object; None when nothing fits."""
+    keys = set(row)
+    turns = row.get("messages")
+    if type(turns) is list and any(type(t) is dict and "chosen_value" in t for t in turns):
+        return Detection(
+            "cvalues", "preference", "messages whose assistant turns carry chosen_value/rejected_value"
+        )
+    if (
+        type(row.get("instruction")) is list
+        and type(row.get("input")) is dict
+        and type(row.get("output")) is dict
+    ):
+        return Detection(
+            "defects-raw", "sft", "instruction[].subtype with input{task,event} and output{judgement}"
+        )
+    ranked = {"chosen", "rejected"} <= keys
+    if "conversations" in keys:
+        if ranked:
+            return Detection(
+                "sharegpt", "preference", "conversations plus chosen/rejected turns (sharegpt ranking)"
+            )
+        return Detection("sharegpt", "sft", "conversations of from/value turns (sharegpt)")
+    if "instruction" in keys and ranked:
+        return Detection("alpaca", "preference", "instruction with chosen/rejected strings (alpaca ranking)")
+    if ranked:
+        style = "conversational" if _is_messages(row["chosen"], "role", "content") else "standard"
+        prompt = "an explicit prompt" if "prompt" in keys else "an implicit prompt"
+        return Detection("trl", "preference", f"prompt/chosen/rejected ({style}, {prompt}: TRL preference)")
+    if _is_messages(turns, "role", "content"):
+        return Detection(
+            "trl", "sft", "messages of role/content turns (TRL conversational language modeling)"
+        )
+    if {"prompt", "completion"} <= keys:
+        return Detection("trl", "sft", "prompt/completion (TRL prompt-completion)")
+    if "instruction" in keys and "output" in keys:
+        return Detection("alpaca", "sft", "instruction/input/output (alpaca)")
+    if "text" in keys and "standard_answer" in keys:
+        return Detection("replay", "sft", "text with standard_answer (test.json replay set)")
+    if _is_messages(row.get("text"), "role", "content"):
+        return Detection("chat-sft", "sft", "text as a role/content message list (chat SFT)")
+    return None
+
+
+def converter(fmt: str, kind: str, attr: DatasetAttr | None = None) -> Converter:
+    if kind not in KINDS[fmt]:
+        raise ConfigError(f"--format {fmt} holds {' or '.join(KINDS[fmt])} rows, but --kind is {kind}")
+    if fmt in ("llamafactory", "alpaca", "sharegpt"):
+        attr = attr or llamafactory.defaults(fmt, kind)
+        return (
+            llamafactory.sharegpt(attr, kind)
+            if attr.formatting == "sharegpt"
+            else llamafactory.alpaca(attr, kind)
+        )
+    if fmt == "trl":
+        return trl_preference if kind == "preference" else trl_sft
+    return {"cvalues": cvalues, "chat-sft": chat_sft, "defects-raw": defects_raw, "replay": replay}[fmt]

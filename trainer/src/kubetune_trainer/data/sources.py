@@ -1,0 +1,380 @@
+"""Where rows come from: files, directories, globs and s3:// URIs holding JSON, JSONL, CSV or
+Parquet, each optionally gzipped. Every record comes with the line it starts on.
+
+A reader yields `(line, value)` where value is the parsed object or, for a record that cannot be
+parsed, a RowError; a file that cannot be read on (a corrupt gzip or Parquet file, text that is
+not UTF-8 inside a JSON document) stops the run with a DataError naming the file and line.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import fnmatch
+import glob
+import gzip
+import hashlib
+import io
+import json
+import logging
+import re
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from kubetune_trainer import storage
+from kubetune_trainer.data.validate import RowError
+from kubetune_trainer.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
+LINE_SUFFIXES = (".jsonl", ".ndjson")
+GLOB_CHARS = re.compile(r"[*?\[]")
+CONFIG_FILES = ("dataset_info.json",)
+# A JSON array element may be cut by the end of the buffer; past this size it is too large to hold.
+MAX_ELEMENT = 256 << 20
+# A syntax error this close to the end of the buffer may just be an element the buffer cut short.
+CUT_MARGIN = 16
+GZIP_MAGIC = b"\x1f\x8b"
+BOM = codecs.BOM_UTF8
+
+csv.field_size_limit(64 << 20)
+
+Record = tuple[int, Any]
+
+
+def display(uri: str) -> str:
+    """How a file is named in messages and `metadata.source`: a plain path, or its s3:// URI."""
+    loc = storage.parse(uri)
+    return loc.uri if loc.scheme == "s3" else loc.path
+
+
+def _inner_name(name: str) -> str:
+    return name[:-3] if name.endswith(".gz") else name
+
+
+def is_data_file(name: str) -> bool:
+    base = Path(name).name
+    return not base.startswith(".") and base not in CONFIG_FILES and _inner_name(base).endswith(DATA_SUFFIXES)
+
+
+def _keep_data_files(found: list[str], spec: str) -> list[str]:
+    kept = [uri for uri in found if is_data_file(uri)]
+    skipped = [Path(storage.parse(uri).path).name for uri in found if uri not in kept]
+    if skipped:
+        log.info(
+            "--source %s: skipping %d file(s) that hold no rows: %s",
+            spec,
+            len(skipped),
+            ", ".join(skipped[:10]),
+        )
+    return kept
+
+
+def resolve(specs: list[str]) -> list[str]:
+    """Every data file the --source values name, as URIs, in order; a value naming none is an error."""
+    resolved: list[str] = []
+    for spec in specs:
+        found = _resolve_one(spec)
+        if not found:
+            raise ConfigError(
+                f"--source {spec}: no data file matches ({', '.join(DATA_SUFFIXES)}, optionally .gz)"
+            )
+        resolved.extend(uri for uri in found if uri not in resolved)
+    return resolved
+
+
+def _resolve_one(spec: str) -> list[str]:
+    loc = storage.parse(spec)
+    if loc.scheme == "s3":
+        return _resolve_s3(spec, loc)
+    path = loc.path
+    if GLOB_CHARS.search(path):
+        matches = sorted(glob.glob(path, recursive=True))
+        files = [p for p in matches if Path(p).is_file()]
+        for directory in (p for p in matches if Path(p).is_dir()):
+            files.extend(str(p) for p in sorted(Path(directory).rglob("*")) if p.is_file())
+        return _keep_data_files([f"file://{p}" for p in files], spec)
+    if Path(path).is_dir():
+        return _keep_data_files(storage.list_files(path), spec)
+    if Path(path).is_file():
+        return [f"file://{path}"]
+    raise ConfigError(f"--source {spec}: no such file or directory")
+
+
+def _resolve_s3(spec: str, loc: storage.Location) -> list[str]:
+    match = GLOB_CHARS.search(loc.path)
+    if match:
+        base = loc.path[: match.start()].rpartition("/")[0]
+        below = storage.list_files(f"s3://{loc.bucket}/{base}")
+        return _keep_data_files(
+            [uri for uri in below if fnmatch.fnmatchcase(storage.parse(uri).path, loc.path)], spec
+        )
+    below = storage.list_files(spec)
+    if below:
+        return _keep_data_files(below, spec)
+    if loc.path and storage.exists(spec):
+        return [spec]
+    raise ConfigError(f"--source {spec}: no such object or prefix")
+
+
+class _BodyStream(io.RawIOBase):
+    """An S3 response body as a raw stream, so that it can be buffered and read line by line."""
+
+    def __init__(self, body: Any):
+        self.body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.body.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+@contextmanager
+def _open(uri: str) -> Iterator[IO[bytes]]:
+    with storage.open_read(uri) as handle:
+        stream = (
+            handle if storage.parse(uri).scheme == "file" else io.BufferedReader(_BodyStream(handle), CHUNK)
+        )
+        if uri.endswith(".gz") or stream.peek(2)[:2] == GZIP_MAGIC:
+            with gzip.GzipFile(fileobj=stream, mode="rb") as unzipped:
+                yield io.BufferedReader(unzipped, CHUNK)
+            return
+        yield stream
+
+
+def records(uri: str, work_dir: Path) -> Iterator[Record]:
+    """Every record of one file as (line, object or RowError); unreadable files raise DataError."""
+    name = display(uri)
+    line = 0
+    try:
+        for line, value in _records(uri, work_dir):
+            yield line, value
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise DataError(f"{name}: not a readable gzip stream after line {line} ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{name}: not UTF-8 text after line {line} ({exc.reason} at byte {exc.start})"
+        ) from exc
+    except _BrokenDocument as exc:
+        raise DataError(f"{name}:{exc.line}: {exc.message}") from exc
+    except OSError as exc:
+        raise DataError(f"{name}: unreadable after line {line} ({exc})") from exc
+
+
+def _records(uri: str, work_dir: Path) -> Iterator[Record]:
+    inner = _inner_name(storage.parse(uri).path)
+    if inner.endswith(".parquet"):
+        yield from _parquet(uri, work_dir)
+        return
+    with _open(uri) as stream:
+        if inner.endswith(".csv"):
+            yield from _csv(stream)
+        elif inner.endswith(LINE_SUFFIXES):
+            yield from _json_lines(stream)
+        else:
+            yield from _json(stream)
+
+
+def _parse_line(number: int, raw: bytes) -> Record | None:
+    try:
+        return number, orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if raw.strip():
+            return number, RowError("broken_json", f"not valid JSON ({exc})")
+        return None
+
+
+def _json_lines(stream: IO[bytes], number: int = 0) -> Iterator[Record]:
+    for raw in stream:
+        number += 1
+        if number == 1 and raw.startswith(BOM):
+            raw = raw[len(BOM) :]
+        parsed = _parse_line(number, raw)
+        if parsed is not None:
+            yield parsed
+
+
+def _json(stream: IO[bytes]) -> Iterator[Record]:
+    """A .json file: an array of objects, one object, or JSON lines under a .json name."""
+    number = 0
+    first = b""
+    for raw in stream:
+        number += 1
+        first = raw[len(BOM) :] if number == 1 and raw.startswith(BOM) else raw
+        if first.strip():
+            break
+    head = first.lstrip()[:1]
+    if head == b"[":
+        yield from _array(_Text(stream, first, number))
+        return
+    if head == b"{":
+        one_line = _parse_line(number, first)
+        if one_line is not None and not isinstance(one_line[1], RowError):
+            yield one_line
+            yield from _json_lines(stream, number)
+            return
+        document = first + stream.read()
+        try:
+            yield number, orjson.loads(document)
+        except orjson.JSONDecodeError as exc:
+            yield number, RowError("broken_json", f"not a valid JSON document ({exc})")
+        return
+    if head:
+        parsed = _parse_line(number, first)
+        if parsed is not None:
+            yield parsed
+        yield from _json_lines(stream, number)
+
+
+class _BrokenDocument(Exception):
+    def __init__(self, line: int, message: str):
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+class _Text:
+    """The decoded text of a stream, buffered in chunks, that knows the line of every position."""
+
+    def __init__(self, stream: IO[bytes], first: bytes, first_line: int):
+        self.stream = stream
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.buf = self.decoder.decode(first)
+        self.pos = 0
+        self.eof = False
+        self.counted_pos = 0
+        self.counted_line = first_line
+
+    def line_at(self, pos: int) -> int:
+        self.counted_line += self.buf.count("\n", self.counted_pos, pos)
+        self.counted_pos = pos
+        return self.counted_line
+
+    def more(self) -> bool:
+        """Read another chunk, dropping the text before `pos`; False at the end of the stream."""
+        if self.eof:
+            return False
+        self.line_at(self.pos)
+        chunk = self.stream.read(CHUNK)
+        self.eof = not chunk
+        self.buf = self.buf[self.pos :] + self.decoder.decode(chunk, final=self.eof)
+        self.counted_pos -= self.pos
+        self.pos = 0
+        return not self.eof
+
+    def next_char(self) -> str:
+        """The next character that is not whitespace (empty at the end), leaving `pos` on it."""
+        while True:
+            end = len(self.buf)
+            while self.pos < end and self.buf[self.pos] in " \t\r\n":
+                self.pos += 1
+            if self.pos < end or not self.more():
+                return self.buf[self.pos : self.pos + 1]
+
+    def fail(self, message: str, pos: int | None = None) -> _BrokenDocument:
+        return _BrokenDocument(self.line_at(self.pos if pos is None else pos), message)
+
+
+_decoder = json.JSONDecoder()
+
+
+def _close(text: _Text) -> None:
+    """Step over the closing ] of the top-level array; only whitespace may follow it."""
+    text.pos += 1
+    if text.next_char():
+        raise text.fail("unexpected text after the closing ]")
+
+
+def _array(text: _Text) -> Iterator[Record]:
+    """Stream the elements of a top-level array without holding the file in memory."""
+    text.next_char()
+    text.pos += 1
+    if text.next_char() == "]":
+        _close(text)
+        return
+    while True:
+        if not text.next_char():
+            raise text.fail("the array is not closed with ]")
+        start = text.pos
+        try:
+            value, end = _decoder.raw_decode(text.buf, start)
+        except json.JSONDecodeError as exc:
+            cut = exc.pos >= len(text.buf) - CUT_MARGIN or exc.msg.startswith("Unterminated string")
+            if cut and len(text.buf) - start < MAX_ELEMENT and text.more():
+                continue
+            raise text.fail(f"not valid JSON: {exc.msg}", exc.pos) from exc
+        yield text.line_at(start), value
+        text.pos = end
+        separator = text.next_char()
+        if separator == "]":
+            _close(text)
+            return
+        if separator != ",":
+            raise text.fail(
+                f"expected , or ] after an element, found {separator!r}"
+                if separator
+                else "the array is not closed with ]"
+            )
+        text.pos += 1
+
+
+def _csv_cell(cell: str) -> Any:
+    """CSV cannot nest, so a cell holding a JSON array or object (a message list) is decoded."""
+    if cell[:1] in ("[", "{"):
+        try:
+            return orjson.loads(cell)
+        except orjson.JSONDecodeError:
+            return cell
+    return cell
+
+
+def _csv(stream: IO[bytes]) -> Iterator[Record]:
+    reader = csv.reader(io.TextIOWrapper(stream, encoding="utf-8-sig", newline=""))
+    header = next(reader, None)
+    if not header:
+        return
+    while True:
+        start = reader.line_num + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield start, RowError("broken_csv", str(exc))
+            continue
+        if not cells:
+            continue
+        if len(cells) != len(header):
+            yield start, RowError("broken_csv", f"{len(cells)} fields where the header has {len(header)}")
+            continue
+        yield start, {key: _csv_cell(cell) for key, cell in zip(header, cells, strict=True)}
+
+
+def _parquet(uri: str, work_dir: Path) -> Iterator[Record]:
+    import pyarrow
+    import pyarrow.parquet as pq
+
+    loc = storage.parse(uri)
+    if loc.scheme == "file":
+        path = Path(loc.path)
+    else:
+        # Parquet needs random access (the footer first), so a remote file is copied to scratch.
+        path = storage.download_file(uri, work_dir / hashlib.sha256(uri.encode()).hexdigest()[:16])
+    number = 0
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+            for row in batch.to_pylist():
+                number += 1
+                yield number, row
+    except pyarrow.ArrowException as exc:
+        raise DataError(f"{display(uri)}: not a readable Parquet file after row {number} ({exc})") from exc

@@ -1,0 +1,141 @@
+"""What every canonical row must satisfy. A failure names its reason and where in the row it is.
+
+Canonical messages are `{"role": "system"|"user"|"assistant", "content": str}`; a conversation
+may open with one system message and then alternates user, assistant, user, ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+# Every reason a row can be dropped for, in the order docs/data.md explains them.
+REASONS = (
+    "broken_json",
+    "broken_csv",
+    "not_an_object",
+    "missing_field",
+    "wrong_type",
+    "non_string_content",
+    "empty_content",
+    "unknown_role",
+    "unsupported_field",
+    "wrong_role_order",
+    "chosen_equals_rejected",
+    "too_long",
+    "duplicate",
+)
+
+# Rows dropped by choice (dedupe, --max-length) rather than for being broken: they are counted and
+# reported like the others, but neither count toward --max-drop-fraction nor trip --on-bad-rows fail.
+FILTERED = frozenset({"too_long", "duplicate"})
+
+ROLES = frozenset({"system", "user", "assistant"})
+
+
+class RowError(Exception):
+    """One bad row: `reason` is one of REASONS, `detail` says which field and why."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def type_name(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), "a number" if isinstance(value, int | float) else type(value).__name__
+    )
+
+
+def _present(value: Any, where: str, expected: type, reason: str) -> Any:
+    if value is None:
+        raise RowError("missing_field", f"{where} is missing")
+    if type(value) is not expected:
+        raise RowError(reason, f"{where} is {type_name(value)}, not {type_name(expected())}")
+    return value
+
+
+def text(value: Any, where: str) -> str:
+    """A required, non-blank string."""
+    value = _present(value, where, str, "non_string_content")
+    if not value or value.isspace():
+        raise RowError("empty_content", f"{where} is empty")
+    return value
+
+
+def obj(value: Any, where: str) -> dict:
+    return _present(value, where, dict, "wrong_type")
+
+
+def items(value: Any, where: str) -> list:
+    """A required, non-empty list."""
+    if not _present(value, where, list, "wrong_type"):
+        raise RowError("empty_content", f"{where} is an empty list")
+    return value
+
+
+def leftover(row: dict, consumed: Collection[str]) -> dict:
+    """The input fields a conversion did not use; they travel on as metadata."""
+    return {key: value for key, value in row.items() if key not in consumed}
+
+
+def message(role: str, content: str) -> dict:
+    return {"role": role, "content": content}
+
+
+def messages(value: Any, where: str, default_role: str | None = None) -> list[dict]:
+    """A role/content message list; with `default_role`, a plain string (TRL's standard format) is one
+    message in that role."""
+    if default_role and type(value) is str:
+        return [message(default_role, text(value, where))]
+    result = []
+    for index, item in enumerate(items(value, where)):
+        if type(item) is not dict:
+            raise RowError("wrong_type", f"{where}[{index}] is {type_name(item)}, not a message object")
+        role = item.get("role")
+        if role not in ROLES:
+            raise RowError(
+                "unknown_role", f"{where}[{index}].role is {role!r}; expected system, user or assistant"
+            )
+        text(item.get("content"), f"{where}[{index}].content")
+        if len(item) != 2:
+            extra = ", ".join(sorted(str(k) for k in item if k not in ("role", "content")))
+            raise RowError(
+                "unsupported_field", f"{where}[{index}] has fields besides role and content: {extra}"
+            )
+        result.append(item)
+    return result
+
+
+def check_turns(conversation: list[dict], where: str) -> None:
+    """An optional leading system message, then user and assistant alternating, ending with assistant."""
+    start = 1 if conversation[0]["role"] == "system" else 0
+    for index in range(start, len(conversation)):
+        expected = "user" if (index - start) % 2 == 0 else "assistant"
+        role = conversation[index]["role"]
+        if role != expected:
+            raise RowError(
+                "wrong_role_order",
+                f"{where}: message {index} is {role}, expected {expected} "
+                f"(roles: {', '.join(m['role'] for m in conversation)})",
+            )
+    if len(conversation) == start or conversation[-1]["role"] != "assistant":
+        raise RowError("wrong_role_order", f"{where}: the conversation must end with an assistant message")
+
+
+def chars(conversation: list[dict]) -> int:
+    return sum(len(m["content"]) for m in conversation)
+
+
+def check_preference(prompt: list[dict], chosen: list[dict], rejected: list[dict]) -> None:
+    if prompt[-1]["role"] != "user":
+        raise RowError("wrong_role_order", "prompt: the last prompt message must be from the user")
+    check_turns(prompt + chosen, "prompt+chosen")
+    check_turns(prompt + rejected, "prompt+rejected")
+    if chosen == rejected:
+        raise RowError("chosen_equals_rejected", "chosen and rejected are the same answer")
+
+
+def check_sft(conversation: list[dict]) -> None:
+    check_turns(conversation, "messages")
