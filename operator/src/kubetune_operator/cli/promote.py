@@ -134,13 +134,9 @@ def _where(published: Published) -> str:
 
 def run_promote(args: argparse.Namespace) -> int:
     def publish() -> Published:
-        target = _target(args)
+        target, author, credentials = _target(args), _author(args.author), _credentials(args)
         return promote(
-            load_record(args.record),
-            target,
-            credentials=_credentials(args),
-            author=_author(args.author),
-            attempts=args.attempts,
+            load_record(args.record), target, credentials=credentials, author=author, attempts=args.attempts
         )
 
     def describe(published: Published) -> str:

@@ -104,22 +104,28 @@ class Workspace:
         return result.stdout
 
     def _explain(self, command: str, stderr: bytes) -> str:
-        text = scrub(stderr.decode(errors="replace"), self._secrets).strip()
-        message = f"git {command} on {self.url} failed: {text or 'no message'}"
-        if any(sign in text for sign in _AUTH_FAILURE_SIGNS):
-            message += " — the repository refused the credentials: check the git Secret (token or SSH key)"
-        return message
+        said = scrub(stderr.decode(errors="replace"), self._secrets).strip() or "no message"
+        if any(sign in said for sign in _AUTH_FAILURE_SIGNS):
+            return (
+                f"git {command} on {self.url}: the repository refused the credentials; check the git Secret "
+                f"(`token` and `username`, or `ssh-privatekey` and `known_hosts`). git said: {said}"
+            )
+        return f"git {command} on {self.url} failed: {said}"
 
     def remote_heads(self, *branches: str) -> RemoteHeads:
         out = self._git("ls-remote", "--symref", self.url, "HEAD", *(f"refs/heads/{b}" for b in branches))
         heads: dict[str, str] = {}
-        default = None
+        default = head = None
         for line in out.decode().splitlines():
             value, _, ref = line.partition("\t")
             if value.startswith("ref: ") and ref == "HEAD":
                 default = value.removeprefix("ref: ").removeprefix("refs/heads/")
+            elif ref == "HEAD":
+                head = value
             elif ref.startswith("refs/heads/"):
                 heads[ref.removeprefix("refs/heads/")] = value
+        if default is not None and head is not None:
+            heads.setdefault(default, head)
         return RemoteHeads(heads, default)
 
     def fetch(self, branch: str) -> None:

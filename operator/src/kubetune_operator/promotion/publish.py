@@ -26,7 +26,7 @@ from kubetune_operator.promotion.record import PromotionRecord, load_record_yaml
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ATTEMPTS = 5
+DEFAULT_ATTEMPTS = 8
 BACKOFF_S = 0.25
 MAX_BACKOFF_S = 8.0
 TRAILER_KEYS = ("Kubetune-Action", "Kubetune-Adapter", "Kubetune-EvalRun-UID")
