@@ -64,6 +64,13 @@ def _read(path: Path) -> str:
         ) from None
 
 
+def _read_nonempty(path: Path) -> str:
+    text = _read(path)
+    if not text:
+        raise PromotionRefused(f"credentials file {path}: is empty")
+    return text
+
+
 @dataclass(frozen=True)
 class GitCredentials:
     directory: Path
@@ -81,14 +88,12 @@ class GitCredentials:
             raise PromotionRefused(
                 f"--credentials-dir {directory}: holds neither `token` (HTTPS) nor `ssh-privatekey` (SSH)"
             )
-        token = _read(token_file) if token_file.exists() else None
-        if token_file.exists() and not token:
-            raise PromotionRefused(f"credentials file {token_file}: is empty")
+        token = _read_nonempty(token_file) if token_file.exists() else None
         username_file = directory / "username"
         username = _read(username_file) if username_file.exists() else DEFAULT_USERNAME
         if not username or ":" in username:
             raise PromotionRefused(f"credentials file {username_file}: must be a non-empty name without ':'")
-        key = key_file.read_text(encoding="utf-8") if key_file.exists() else None
+        key = _read_nonempty(key_file) if key_file.exists() else None
         hosts_file = directory / "known_hosts"
         known_hosts = _read(hosts_file) if hosts_file.exists() else None
         return cls(directory, token, username, key, known_hosts)
@@ -137,9 +142,7 @@ class GitCredentials:
         # A Secret volume's files are group-readable, which ssh refuses for a private key.
         key_file = scratch / "ssh-privatekey"
         key_file.touch(mode=0o600)
-        key_file.write_text(
-            self.ssh_private_key if self.ssh_private_key.endswith("\n") else self.ssh_private_key + "\n"
-        )
+        key_file.write_text(self.ssh_private_key + "\n")
         hosts_file = scratch / "known_hosts"
         hosts_file.touch(mode=0o600)
         if self.known_hosts is not None:
