@@ -1,0 +1,98 @@
+{{- define "kubetune.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The release name, with the chart name appended unless it already contains it. */}}
+{{- define "kubetune.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "kubetune.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kubetune.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "kubetune.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "kubetune.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: kubetune
+{{- end }}
+
+{{- define "kubetune.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "kubetune.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* repository:tag, or the bare repository when it carries a digest or the tag is empty. */}}
+{{- define "kubetune.image" -}}
+{{- if or (not .tag) (contains "@" .repository) }}
+{{- .repository }}
+{{- else }}
+{{- printf "%s:%s" .repository .tag }}
+{{- end }}
+{{- end }}
+
+{{- define "kubetune.progressKeySecret" -}}
+{{- default (printf "%s-progress-key" (include "kubetune.fullname" .)) .Values.progress.existingSecret }}
+{{- end }}
+
+{{/*
+Namespaces that get per-namespace objects (workload ServiceAccount, Kueue LocalQueue):
+the feature's own list, else the watched namespaces. Call with (dict "root" $ "list" ... "what" ...).
+*/}}
+{{- define "kubetune.workloadNamespaces" -}}
+{{- $namespaces := .list | default .root.Values.watch.namespaces }}
+{{- if not $namespaces }}
+{{- fail (printf "%s: list the namespaces it goes into (%s.namespaces), or use watch.mode=namespaced with watch.namespaces" .what .what) }}
+{{- end }}
+{{- toJson $namespaces }}
+{{- end }}
+
+{{/* The operator's rules in one namespace; cluster mode adds CRD and namespace discovery. */}}
+{{- define "kubetune.operatorRules" -}}
+- apiGroups: ["kubetune.dev"]
+  resources: ["preferencedatasets", "finetunejobs", "evalruns"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+- apiGroups: ["kubetune.dev"]
+  resources: ["preferencedatasets/status", "finetunejobs/status", "evalruns/status"]
+  verbs: ["get", "patch", "update"]
+# Children carry blocking owner references; clusters with OwnerReferencesPermissionEnforcement
+# (e.g. OpenShift) require update on the owner's finalizers for that.
+- apiGroups: ["kubetune.dev"]
+  resources: ["preferencedatasets/finalizers", "finetunejobs/finalizers", "evalruns/finalizers"]
+  verbs: ["update"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "delete", "patch"]
+- apiGroups: [""]
+  resources: ["services", "configmaps"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+# Only the per-resource progress token Secret is written; Secrets are never read.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create"]
+# Termination messages of finished pods.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}

@@ -1,0 +1,1 @@
+"""Operator metrics (`metrics`) and the Grafana dashboards built from them (`dashboards`)."""
