@@ -293,4 +293,5 @@ def test_a_push_rejected_every_time_ends_in_a_clear_error(remote, record_factory
     error = capsys.readouterr().err
     assert "was rejected 2 times" in error
     assert "pre-receive hook declined" in error
+    assert "protected branch: changes need a review" in error
     assert json.loads(termination_log.read_text())["reason"] == "StorageError"

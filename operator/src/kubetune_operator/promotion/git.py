@@ -80,13 +80,13 @@ class Workspace:
         self._env.update(credentials_env, GIT_TERMINAL_PROMPT="0", LC_ALL="C")
         self._git("init", "--quiet", "--bare", str(self._git_dir), bare_dir=False)
 
-    def _git(
+    def _run(
         self, *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None, bare_dir: bool = True
-    ) -> bytes:
+    ) -> subprocess.CompletedProcess[bytes]:
         argv = ["git", *(["--git-dir", str(self._git_dir)] if bare_dir else []), *args]
         log.debug("running %s", argv)
         try:
-            result = subprocess.run(
+            return subprocess.run(
                 argv,
                 input=stdin,
                 capture_output=True,
@@ -99,6 +99,11 @@ class Workspace:
             raise RepositoryError(
                 f"git {args[0]} on {self.url}: no answer within {GIT_TIMEOUT_S} s"
             ) from None
+
+    def _git(
+        self, *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None, bare_dir: bool = True
+    ) -> bytes:
+        result = self._run(*args, stdin=stdin, env=env, bare_dir=bare_dir)
         if result.returncode != 0:
             raise RepositoryError(self._explain(args[0], result.stderr))
         return result.stdout
@@ -179,32 +184,19 @@ class Workspace:
 
     def push(self, commit: str, branch: str) -> str | None:
         """Push `commit` to `branch` without force; the server's reason when it refuses, None when it lands."""
-        argv = [
-            "git",
-            "--git-dir",
-            str(self._git_dir),
-            "push",
-            "--porcelain",
-            self.url,
-            f"{commit}:refs/heads/{branch}",
-        ]
-        log.debug("running %s", argv)
-        try:
-            result = subprocess.run(
-                argv,
-                capture_output=True,
-                env=self._env,
-                cwd=self._scratch,
-                timeout=GIT_TIMEOUT_S,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise RepositoryError(f"git push on {self.url}: no answer within {GIT_TIMEOUT_S} s") from None
+        result = self._run("push", "--porcelain", self.url, f"{commit}:refs/heads/{branch}")
         rejected = [
             line for line in result.stdout.decode(errors="replace").splitlines() if line.startswith("!")
         ]
         if rejected:
-            return scrub(" ".join(line.split("\t")[-1] for line in rejected), self._secrets)
+            # What a hook or a branch protection rule says comes back as "remote: ..." lines.
+            remote_said = [
+                line.removeprefix("remote:").strip()
+                for line in result.stderr.decode(errors="replace").splitlines()
+                if line.startswith("remote:") and line.removeprefix("remote:").strip()
+            ]
+            reason = "; ".join([line.split("\t")[-1] for line in rejected] + remote_said)
+            return scrub(reason, self._secrets)
         if result.returncode != 0:
             raise RepositoryError(self._explain("push", result.stderr))
         return None
