@@ -1,0 +1,60 @@
+"""Fixtures for the evaluation tests: adapters with lineage, built with peft on the tiny model.
+
+The training side writes `final/kubetune.json`; these tests write it themselves, in the shape
+docs/contracts.md §6 fixes, so that lineage checks are tested on their own.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from kubetune_trainer import storage
+
+
+def write_lineage(directory: Path, **fields) -> None:
+    (directory / "kubetune.json").write_text(json.dumps(fields), encoding="utf-8")
+
+
+def make_adapter(model_dir: Path, output: Path, seed: int) -> Path:
+    """A LoRA adapter with random (non-zero) weights, so that it changes the model's answers."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(output)
+    return output
+
+
+def merge(model_dir: Path, adapter_dir: Path, output: Path) -> Path:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), adapter_dir)
+    model.merge_and_unload().save_pretrained(output)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(output)
+    return output
+
+
+@pytest.fixture(scope="session")
+def lineage_models(tiny_model_dir, tmp_path_factory) -> SimpleNamespace:
+    """base; sft (adapter on base); merged (base+sft); dpo (adapter on base+sft); bare (no kubetune.json)."""
+    root = tmp_path_factory.mktemp("lineage")
+    base = tiny_model_dir
+    base_uri = f"file://{base}"
+    sft = make_adapter(base, root / "sft", seed=1)
+    write_lineage(sft, type="adapter", method="sft", baseModel=base_uri, mergedAdapters=[])
+    sft_sha = storage.sha256_file(sft / "adapter_model.safetensors")
+    chain = [{"uri": f"file://{sft}", "sha256": sft_sha}]
+    merged = merge(base, sft, root / "merged")
+    write_lineage(merged, type="merged", baseModel=base_uri, mergedAdapters=chain)
+    dpo = make_adapter(merged, root / "dpo", seed=2)
+    write_lineage(dpo, type="adapter", method="dpo", baseModel=base_uri, mergedAdapters=chain)
+    bare = make_adapter(base, root / "bare", seed=3)
+    return SimpleNamespace(base=base, sft=sft, merged=merged, dpo=dpo, bare=bare, sft_sha=sft_sha)

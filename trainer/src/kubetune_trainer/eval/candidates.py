@@ -1,0 +1,243 @@
+"""Candidates and their lineage: which base each one runs on, checked against `kubetune.json`.
+
+An adapter's true base is `baseModel` with `mergedAdapters` merged in order (docs/contracts.md
+§6). With `model` omitted, evaluation builds exactly that base. With `model` given, it must be
+that base: the original base model itself when the chain is empty, or a merged model whose own
+`kubetune.json` (`"type": "merged"`) records the same base and chain. Anything else — the
+seed-003 pitfall of putting a DPO adapter trained on base+SFT onto the bare base — is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubetune_trainer import storage
+from kubetune_trainer.errors import AdapterBaseMismatch, BaseModelMissing, ConfigError, DataError
+from kubetune_trainer.eval.config import CandidateConfig
+
+log = logging.getLogger(__name__)
+
+LINEAGE_FILE = "kubetune.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+HF_PREFIX = "hf://"
+
+
+def normalize_uri(uri: str) -> str:
+    if uri.startswith(HF_PREFIX):
+        return uri.rstrip("/")
+    return storage.parse(uri).uri.rstrip("/")
+
+
+@dataclass(frozen=True)
+class MergedAdapter:
+    uri: str
+    sha256: str | None = None
+
+    def same_as(self, other: MergedAdapter) -> bool:
+        if self.sha256 and other.sha256:
+            return self.sha256 == other.sha256
+        return self.uri == other.uri
+
+
+@dataclass(frozen=True)
+class TrueBase:
+    """A model as a base model URI plus the adapters merged into it, in order."""
+
+    model: str
+    merged_adapters: tuple[MergedAdapter, ...] = ()
+
+    def same_as(self, other: TrueBase) -> bool:
+        return (
+            self.model == other.model
+            and len(self.merged_adapters) == len(other.merged_adapters)
+            and all(a.same_as(b) for a, b in zip(self.merged_adapters, other.merged_adapters, strict=True))
+        )
+
+    def describe(self) -> str:
+        return " + ".join([self.model, *(a.uri for a in self.merged_adapters)])
+
+    @property
+    def key(self) -> str:
+        """Stable identity, used to share one engine among candidates on the same base."""
+        text = json.dumps([self.model, [[a.uri, a.sha256] for a in self.merged_adapters]])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "baseModel": self.model,
+            "mergedAdapters": [{"uri": a.uri, "sha256": a.sha256} for a in self.merged_adapters],
+        }
+
+
+@dataclass
+class Candidate:
+    name: str
+    baseline: bool
+    kind: str  # "model", "merged", "full" or "adapter"
+    base: TrueBase
+    adapter: str | None = None
+    verified: bool = True
+    lineage: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "baseline": self.baseline,
+            "kind": self.kind,
+            "adapter": self.adapter,
+            "trueBase": self.base.to_json(),
+            "verified": self.verified,
+            "lineage": self.lineage,
+            "warnings": self.warnings,
+        }
+
+
+def read_json_file(uri: str) -> dict[str, Any] | None:
+    """A JSON object stored at `uri`, or None when there is no such file."""
+    if uri.startswith(HF_PREFIX) or not storage.exists(uri):
+        return None
+    try:
+        data = json.loads(storage.read_text(uri))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{uri}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{uri}: expected a JSON object")
+    return data
+
+
+def true_base_of_lineage(lineage: dict[str, Any], where: str) -> TrueBase:
+    base = lineage.get("baseModel")
+    chain = lineage.get("mergedAdapters") or []
+    if not isinstance(base, str) or not base:
+        raise DataError(f"{where}: `baseModel` is missing")
+    if not isinstance(chain, list) or not all(
+        isinstance(a, dict) and isinstance(a.get("uri"), str) for a in chain
+    ):
+        raise DataError(f"{where}: `mergedAdapters` must be a list of {{uri, sha256}} objects")
+    return TrueBase(
+        normalize_uri(base),
+        tuple(MergedAdapter(normalize_uri(a["uri"]), a.get("sha256")) for a in chain),
+    )
+
+
+def model_identity(model_uri: str) -> tuple[TrueBase, str, dict[str, Any] | None]:
+    """What a model directory is: itself, or (for a merged model) the base + chain it records."""
+    model_uri = normalize_uri(model_uri)
+    if not model_uri.startswith(HF_PREFIX) and not storage.exists(storage.join(model_uri, "config.json")):
+        raise BaseModelMissing(f"{model_uri}: no model there (config.json not found)")
+    lineage = (
+        read_json_file(storage.join(model_uri, LINEAGE_FILE)) if not model_uri.startswith(HF_PREFIX) else None
+    )
+    if lineage and lineage.get("type") == "merged":
+        return true_base_of_lineage(lineage, storage.join(model_uri, LINEAGE_FILE)), "merged", lineage
+    kind = "full" if lineage and lineage.get("type") == "full" else "model"
+    return TrueBase(model_uri), kind, lineage
+
+
+def resolve_candidate(config: CandidateConfig, index: int, baseline: bool) -> Candidate:
+    where = f"candidates[{index}] ({config.name})"
+    if config.adapter is None:
+        assert config.model is not None
+        identity, kind, lineage = model_identity(config.model)
+        if kind == "merged":
+            # A merged model is loaded as it is; its recorded lineage is shown in the report.
+            identity = TrueBase(normalize_uri(config.model))
+        return Candidate(config.name, baseline, kind, identity, lineage=lineage)
+
+    adapter = normalize_uri(config.adapter)
+    if adapter.startswith(HF_PREFIX):
+        raise ConfigError(f"{where}.adapter: adapters are read from file:// or s3://, not {adapter}")
+    adapter_config = read_json_file(storage.join(adapter, "adapter_config.json"))
+    if adapter_config is None:
+        raise ConfigError(f"{where}.adapter: no adapter at {adapter} (adapter_config.json not found)")
+    lineage_uri = storage.join(adapter, LINEAGE_FILE)
+    lineage = read_json_file(lineage_uri)
+
+    # A named model is loaded as it is; its identity (what it was built from) is what gets checked.
+    given = model_identity(config.model)[0] if config.model is not None else None
+    loaded = TrueBase(normalize_uri(config.model)) if config.model is not None else None
+
+    if lineage is None:
+        recorded = adapter_config.get("base_model_name_or_path")
+        if loaded is None:
+            raise ConfigError(
+                f"{where}.model: adapter {adapter} has no {LINEAGE_FILE}, so its base is unknown "
+                f"(adapter_config.json says {recorded!r}); name the base model with `model`"
+            )
+        warning = (
+            f"{config.name}: adapter {adapter} has no {LINEAGE_FILE}; it was loaded onto {loaded.describe()} "
+            f"as configured, which could not be verified (adapter_config.json says {recorded!r})"
+        )
+        log.warning(warning)
+        return Candidate(
+            config.name, baseline, "adapter", loaded, adapter, verified=False, warnings=[warning]
+        )
+
+    needed = true_base_of_lineage(lineage, lineage_uri)
+    if given is not None and loaded is not None:
+        if not given.same_as(needed):
+            raise AdapterBaseMismatch(
+                f"{where}: adapter {adapter} was trained on {needed.describe()}, but `model` is "
+                f"{given.describe()}. Omit `model` to evaluate the adapter on its true base, or name a "
+                f"merged model whose {LINEAGE_FILE} records that base and chain."
+            )
+        return Candidate(config.name, baseline, "adapter", loaded, adapter, lineage=lineage)
+    model_identity(needed.model)
+    for merged in needed.merged_adapters:
+        if read_json_file(storage.join(merged.uri, "adapter_config.json")) is None:
+            raise AdapterBaseMismatch(
+                f"{where}: the adapter's base chain needs {merged.uri}, but no adapter is there"
+            )
+    return Candidate(config.name, baseline, "adapter", needed, adapter, lineage=lineage)
+
+
+def resolve_candidates(configs: list[CandidateConfig], baseline_name: str) -> list[Candidate]:
+    return [resolve_candidate(c, i, c.name == baseline_name) for i, c in enumerate(configs)]
+
+
+def materialize(uri: str, cache_dir: Path) -> str:
+    """A local path (or, for hf://, a hub name) that from_pretrained and vLLM can load."""
+    if uri.startswith(HF_PREFIX):
+        return uri.removeprefix(HF_PREFIX)
+    return str(storage.materialize(uri, cache_dir))
+
+
+def build_base(base: TrueBase, cache_dir: Path) -> str:
+    """A loadable directory holding exactly `base`: merges the chain when there is one."""
+    if not base.merged_adapters:
+        return materialize(base.model, cache_dir)
+    target = cache_dir / "merged-bases" / base.key
+    if (target / "COMPLETE").exists():
+        return str(target)
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_path = materialize(base.model, cache_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype="auto")
+    for merged in base.merged_adapters:
+        adapter_path = Path(materialize(merged.uri, cache_dir))
+        weights = adapter_path / ADAPTER_WEIGHTS
+        if not weights.is_file():
+            raise AdapterBaseMismatch(
+                f"{merged.uri}: the base chain needs this adapter, but {ADAPTER_WEIGHTS} is missing"
+            )
+        if merged.sha256 and storage.sha256_file(weights) != merged.sha256:
+            raise AdapterBaseMismatch(
+                f"{merged.uri}: {ADAPTER_WEIGHTS} has changed since the adapter that names it in its base "
+                f"chain was trained (sha256 differs from {merged.sha256}); its true base cannot be rebuilt"
+            )
+        with torch.no_grad():
+            model = PeftModel.from_pretrained(model, str(adapter_path)).merge_and_unload()
+    partial = target.with_name(target.name + ".partial")
+    model.save_pretrained(partial)
+    AutoTokenizer.from_pretrained(model_path).save_pretrained(partial)
+    (partial / "COMPLETE").write_text(base.describe() + "\n")
+    partial.replace(target)
+    return str(target)
