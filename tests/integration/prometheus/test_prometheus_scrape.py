@@ -80,8 +80,9 @@ def operator_endpoint():
         [sys.executable, "-c", STAND_IN], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     try:
-        port = int(stand_in.stdout.readline())
-        yield f"127.0.0.1:{port}", stand_in
+        port = stand_in.stdout.readline()
+        assert port, "the metrics stand-in exited before serving: its traceback is in the captured stderr"
+        yield f"127.0.0.1:{int(port)}", stand_in
     finally:
         stand_in.stdin.close()
         stand_in.wait(timeout=10)
