@@ -1,0 +1,101 @@
+"""The command line: flags checked with BadConfig, no tracebacks, progress events, metrics, republishing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from prometheus_client import REGISTRY
+
+from tests.conftest import subprocess_env
+
+from .conftest import pref, write_jsonl
+
+
+@pytest.fixture
+def pairs(tmp_path):
+    return write_jsonl(tmp_path / "pairs.jsonl", [pref(f"q{i}") for i in range(20)])
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--kind", "dpo"], "--kind must be preference or sft, not 'dpo'"),
+        (["--kind", "sft", "--test-fraction", "2"], "--test-fraction must be between 0 and 1, not 2.0"),
+        (["--kind", "sft", "--seed", "x"], "--seed must be an integer, not 'x'"),
+        (["--kind", "sft", "--max-rows", "0"], "--max-rows must be 1 or more, not 0"),
+        (["--kind", "sft", "--format", "xml"], "--format must be auto or one of trl, "),
+        (["--kind", "sft", "--on-bad-rows", "skip"], "--on-bad-rows must be drop or fail, not 'skip'"),
+        (["--kind", "sft", "--dataset-info", "x.json"], "--dataset-info and --dataset go together"),
+        (["--kind", "sft", "--format", "llamafactory"], "--format llamafactory needs --dataset-info"),
+        (["--kind", "sft", "--format", "cvalues", "--column-map", "{}"], "--format cvalues does not read"),
+        (["--kind", "preference", "--format", "chat-sft"], "--format chat-sft holds sft rows, but --kind is preference"),
+        (["--kind", "sft", "--stratify-by", " "], "--stratify-by names a metadata field"),
+    ],
+)
+def test_bad_flags_exit_with_bad_config_naming_the_flag(prepare, pairs, capsys, flags, message):
+    result = prepare("--source", pairs, *flags)
+    assert result.rc == 64
+    assert message in capsys.readouterr().err
+    assert result.termination == {"kind": "dataset", "error": result.termination["error"], "reason": "BadConfig"}
+    assert message in result.termination["error"]
+
+
+def test_source_is_required_without_dataset_info(prepare, capsys):
+    assert prepare("--kind", "sft").rc == 64
+    assert "--source is required" in capsys.readouterr().err
+
+
+def test_auto_detection_refuses_the_wrong_kind(prepare, pairs, capsys):
+    assert prepare("--source", pairs, "--kind", "sft").rc == 64
+    assert f"{pairs}:1 holds preference rows (trl: prompt/chosen/rejected" in capsys.readouterr().err
+
+
+def test_files_of_different_formats_are_not_mixed(prepare, pairs, tmp_path, capsys):
+    other = write_jsonl(tmp_path / "other.jsonl", [{"instruction": "i", "chosen": "a", "rejected": "b"}])
+    assert prepare("--source", pairs, "--source", other, "--kind", "preference").rc == 64
+    assert f"{other}:1 looks like alpaca preference rows" in capsys.readouterr().err
+
+
+def test_progress_events_metrics_and_max_rows(prepare, pairs, tmp_path, monkeypatch):
+    events = tmp_path / "progress.jsonl"
+    monkeypatch.setenv("KUBETUNE_PROGRESS_FILE", str(events))
+    kept_before = REGISTRY.get_sample_value("kubetune_data_rows_total", {"outcome": "kept"}) or 0.0
+    result = prepare("--source", pairs, "--kind", "preference", "--max-rows", "12")
+    assert result.rc == 0
+    assert result.manifest["counts"]["kept"] == 12
+    assert REGISTRY.get_sample_value("kubetune_data_rows_total", {"outcome": "kept"}) - kept_before == 12
+    phases = [json.loads(line) for line in events.read_text().splitlines()]
+    assert phases[0]["phase"] == "data" and phases[-1]["phase"] == "done"
+    assert any(e.get("step") == 12 and e["phase"] == "data" for e in phases)
+
+
+def test_republishing_replaces_the_dataset_and_leaves_no_scratch(prepare, pairs, tmp_path, monkeypatch):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("KUBETUNE_CACHE_DIR", str(scratch))
+    output = tmp_path / "dataset"
+    first = prepare("--source", pairs, "--kind", "preference", output=output).manifest
+    second = prepare("--source", pairs, "--kind", "preference", "--seed", "1", output=output).manifest
+    assert first["fingerprint"] != second["fingerprint"]
+    assert json.loads((output / "manifest.json").read_text())["fingerprint"] == second["fingerprint"]
+    assert sorted(p.name for p in output.iterdir()) == ["manifest.json", "test.jsonl", "train.jsonl"]
+    assert list(scratch.iterdir()) == []
+
+
+def test_the_installed_command_reports_errors_without_a_traceback(tmp_path, pairs):
+    (tmp_path / "bad.jsonl").write_text("{broken\n")
+    env = subprocess_env(KUBETUNE_TERMINATION_LOG=str(tmp_path / "term"))
+    command = [sys.executable, "-m", "kubetune_trainer", "data", "prepare", "--kind", "preference"]
+    failed = subprocess.run([*command, "--source", str(tmp_path / "bad.jsonl"), "--output", str(tmp_path / "o1")],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert failed.returncode == 65
+    assert "Traceback" not in failed.stderr
+    assert f"{tmp_path / 'bad.jsonl'}:1: broken_json" in failed.stderr
+    done = subprocess.run([*command, "--source", str(pairs), "--output", str(tmp_path / "o2")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "published file://" in done.stdout and "format trl" in done.stdout
+    assert json.loads((tmp_path / "term").read_text())["kind"] == "dataset"

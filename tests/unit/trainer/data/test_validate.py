@@ -1,0 +1,65 @@
+"""The checks every canonical row passes."""
+
+from __future__ import annotations
+
+import pytest
+
+from kubetune_trainer.data.validate import RowError, check_preference, check_sft, messages
+
+
+def m(role: str, content: str = "x") -> dict:
+    return {"role": role, "content": content}
+
+
+@pytest.mark.parametrize(
+    "roles",
+    [["user", "assistant"], ["system", "user", "assistant"], ["user", "assistant", "user", "assistant"]],
+)
+def test_good_conversations(roles):
+    check_sft([m(r) for r in roles])
+
+
+@pytest.mark.parametrize(
+    ("roles", "message"),
+    [
+        (["assistant"], "message 0 is assistant, expected user"),
+        (["user", "user", "assistant"], "message 1 is user, expected assistant"),
+        (["user", "system", "assistant"], "message 1 is system, expected assistant"),
+        (["user"], "must end with an assistant message"),
+        (["system"], "must end with an assistant message"),
+    ],
+)
+def test_role_order(roles, message):
+    with pytest.raises(RowError, match=message) as caught:
+        check_sft([m(r) for r in roles])
+    assert caught.value.reason == "wrong_role_order"
+
+
+def test_preference_prompt_ends_with_the_user_and_answers_differ():
+    check_preference([m("user")], [m("assistant", "a")], [m("assistant", "b")])
+    with pytest.raises(RowError, match="last prompt message must be from the user"):
+        check_preference([m("user"), m("assistant")], [m("assistant", "a")], [m("assistant", "b")])
+    with pytest.raises(RowError) as caught:
+        check_preference([m("user")], [m("assistant", "a")], [m("assistant", "a")])
+    assert caught.value.reason == "chosen_equals_rejected"
+
+
+@pytest.mark.parametrize(
+    ("value", "reason", "detail"),
+    [
+        (None, "missing_field", "prompt is missing"),
+        ({"role": "user"}, "wrong_type", "prompt is an object, not a list"),
+        ([], "empty_content", "prompt is an empty list"),
+        (["hi"], "wrong_type", "prompt[0] is a string, not a message object"),
+        ([{"role": "user", "content": ""}], "empty_content", "prompt[0].content is empty"),
+        ([{"role": "user", "content": ["a"]}], "non_string_content", "prompt[0].content is a list, not a string"),
+        ([{"role": "tool", "content": "x"}], "unknown_role", "prompt[0].role is 'tool'"),
+        ([{"role": "user", "content": "x", "weight": 1}], "unsupported_field", "besides role and content: weight"),
+        ("plain text", "wrong_type", "prompt is a string, not a list"),
+    ],
+)
+def test_message_list_errors(value, reason, detail):
+    with pytest.raises(RowError) as caught:
+        messages(value, "prompt")
+    assert caught.value.reason == reason
+    assert detail in caught.value.detail
