@@ -58,3 +58,53 @@ def lineage_models(tiny_model_dir, tmp_path_factory) -> SimpleNamespace:
     write_lineage(dpo, type="adapter", method="dpo", baseModel=base_uri, mergedAdapters=chain)
     bare = make_adapter(base, root / "bare", seed=3)
     return SimpleNamespace(base=base, sft=sft, merged=merged, dpo=dpo, bare=bare, sft_sha=sft_sha)
+
+
+class ScriptedEngine:
+    """An engine whose answers the test decides, through the same interface as the real ones.
+
+    `script(prompt_text, adapter, model_path) -> (answer, ended_at_eos)`; the tokenizer is the
+    model's own, so prompts are rendered exactly as for a real engine.
+    """
+
+    def __init__(self, model_path, adapters, options, script):
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.model_path = model_path
+        self.adapters = dict(adapters)
+        self.options = options
+        self.script = script
+        self.closed = False
+
+    def generate(self, requests, on_progress=None):
+        from kubetune_trainer.eval.engines import Generation
+
+        generations = []
+        for request in requests:
+            prompt = self.tokenizer.decode(request.prompt_ids)
+            text, eos = self.script(prompt, request.adapter, self.model_path)
+            tokens = len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) + int(eos)
+            generations.append(Generation(text=text, finished_by_eos=eos, new_tokens=tokens))
+        if on_progress:
+            on_progress(len(requests), sum(g.new_tokens for g in generations))
+        return generations
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture(scope="session")
+def scripted():
+    """`scripted(script)` -> an engine factory; the engines it opened are in `factory.opened`."""
+
+    def make(script):
+        def factory(model_path, adapters, options):
+            engine = ScriptedEngine(model_path, adapters, options, script)
+            factory.opened.append(engine)
+            return engine
+
+        factory.opened = []
+        return factory
+
+    return make

@@ -35,6 +35,7 @@ def _compile(pattern: str) -> re.Pattern:
         raise ValueError(f"not a valid regular expression: {exc}") from None
 
 
+Scalar = str | int | float | bool
 RegexPattern = Annotated[str, AfterValidator(lambda value: _compile(value).pattern)]
 
 
@@ -174,7 +175,7 @@ class RubricMetric(_Metric):
     rules: list[RubricRule] | None = Field(default=None, min_length=1)
     judge: JudgeConfig | None = None
     # Score only rows whose metadata has these values (e.g. red-flag recognition on red-flag cases).
-    applies_to: dict[str, str | list[str]] = Field(default_factory=dict)
+    applies_to: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _rules_or_judge(self) -> RubricMetric:

@@ -14,6 +14,7 @@ so a new kind of grader plugs in beside them. Rows outside the metric's `applies
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -32,10 +33,15 @@ class RubricScorer(Protocol):
     ) -> dict[str, np.ndarray]: ...
 
 
+def _as_text(value: Any) -> str:
+    """Metadata and config values compared as JSON text, so that `true` matches a JSON true."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
 def applies(example: Example, applies_to: Mapping[str, Any]) -> bool:
     for field, wanted in applies_to.items():
         allowed = wanted if isinstance(wanted, list) else [wanted]
-        if str(example.metadata.get(field)) not in {str(v) for v in allowed}:
+        if _as_text(example.metadata.get(field)) not in {_as_text(v) for v in allowed}:
             return False
     return True
 

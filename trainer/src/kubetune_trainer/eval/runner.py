@@ -87,6 +87,8 @@ class GenerationProgress:
         metrics().prompts_per_second.set(rate)
         metrics().eval_tokens_per_second.set(token_rate)
         self.reporter.update(
+            # The last answer always reports, so that the final count is never rate-limited away.
+            force=self.done >= self.total,
             phase="generate",
             step=self.done,
             total_steps=self.total,
