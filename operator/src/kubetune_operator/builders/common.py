@@ -15,7 +15,8 @@ CONFIG_DIR = "/etc/kubetune"
 CONFIG_FILE = f"{CONFIG_DIR}/config.yaml"
 SCRATCH_DIR = "/scratch"
 METRICS_PORT = 9400
-RUN_AS_USER = 1000
+# The images create this user (images/*/Dockerfile).
+RUN_AS_USER = 10001
 # A preempted trainer writes a checkpoint on SIGTERM; give it time to upload.
 TERMINATION_GRACE_SECONDS = 300
 
@@ -138,6 +139,8 @@ def pod_env(resource: Resource, settings: OperatorSettings) -> list[dict[str, An
         _env("HF_HOME", f"{SCRATCH_DIR}/hf"),
         _env("TMPDIR", f"{SCRATCH_DIR}/tmp"),
         _env("HOME", f"{SCRATCH_DIR}/home"),
+        # vLLM, Triton and torch.compile write caches; the root filesystem is read-only.
+        _env("XDG_CACHE_HOME", f"{SCRATCH_DIR}/cache"),
         _env("PYTHONUNBUFFERED", "1"),
     ]
     if settings.progress_base_url:
