@@ -21,6 +21,7 @@ from kubetune_trainer.exitcodes import ExitCode
 COMMANDS = [
     "kubetune_trainer.data.cli",
     "kubetune_trainer.models.cli",
+    "kubetune_trainer.recipes.cli",
     "kubetune_trainer.eval.cli",
 ]
 

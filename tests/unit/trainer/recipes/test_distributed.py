@@ -1,0 +1,73 @@
+import pytest
+import torch
+
+from kubetune_trainer.errors import ConfigError
+from kubetune_trainer.recipes.config import config_from_dict
+from kubetune_trainer.recipes.distributed import World, deepspeed_config, resolve_precision
+from kubetune_trainer.recipes.trainers import training_arguments
+
+REQUIRED = {"method": "dpo", "base_model": "/m", "dataset": "/d", "output": "/o"}
+
+
+def test_no_deepspeed_config_at_stage_0():
+    assert deepspeed_config(config_from_dict(REQUIRED), "fp32") is None
+
+
+def test_zero3_gathers_16bit_weights_and_offloads_as_asked():
+    config = config_from_dict(
+        REQUIRED | {"deepspeed_stage": 3, "offload_optimizer": True, "offload_params": True}
+    )
+    generated = deepspeed_config(config, "bf16")
+    zero = generated["zero_optimization"]
+    assert zero["stage"] == 3
+    assert zero["stage3_gather_16bit_weights_on_model_save"] is True
+    assert zero["offload_optimizer"]["device"] == "cpu" and zero["offload_param"]["device"] == "cpu"
+    assert generated["bf16"] == {"enabled": True} and generated["fp16"]["enabled"] is False
+    # The HF Trainer fills these from the TrainConfig, so the two can never disagree.
+    for key in (
+        "train_micro_batch_size_per_gpu",
+        "gradient_accumulation_steps",
+        "gradient_clipping",
+        "train_batch_size",
+    ):
+        assert generated[key] == "auto"
+
+
+def test_zero2_has_no_stage3_keys_and_no_offload_unless_asked():
+    generated = deepspeed_config(config_from_dict(REQUIRED | {"deepspeed_stage": 2}), "fp16")
+    zero = generated["zero_optimization"]
+    assert zero["stage"] == 2 and zero["reduce_scatter"] is True
+    assert not any(key.startswith("stage3") for key in zero)
+    assert "offload_optimizer" not in zero and "offload_param" not in zero
+    assert generated["fp16"]["enabled"] is True and generated["bf16"] == {"enabled": False}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU choices")
+def test_precision_on_cpu():
+    assert resolve_precision("auto") == "fp32"
+    assert resolve_precision("bf16") == "bf16"
+    with pytest.raises(ConfigError, match="precision: fp16 needs a CUDA GPU"):
+        resolve_precision("fp16")
+
+
+def test_world_from_torchrun_env(monkeypatch):
+    for key, value in {"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(key, value)
+    world = World.from_env()
+    assert (world.rank, world.local_rank, world.world_size, world.local_world_size) == (3, 1, 4, 2)
+    assert world.distributed and not world.is_main and not world.is_local_main
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU choices")
+def test_training_arguments_on_cpu_turn_off_trl_defaults(tmp_path, monkeypatch):
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    config = config_from_dict(REQUIRED | {"loss_type": "hinge", "beta": 0.3, "warmup_ratio": 0.1})
+    args = training_arguments(config, "fp32", str(tmp_path), evaluate=True)
+    # use_cpu is what makes Accelerate count torchrun workers on CPU-only nodes (see distributed.py).
+    assert args.use_cpu is True
+    # TRL defaults to bf16 and gradient checkpointing; the TrainConfig decides instead.
+    assert args.bf16 is False and args.gradient_checkpointing is False
+    assert args.loss_type == ["hinge"] and args.beta == 0.3 and args.warmup_steps == 0.1
+    assert args.metric_for_best_model == "eval_loss" and args.greater_is_better is False
+    assert args.logging_nan_inf_filter is False

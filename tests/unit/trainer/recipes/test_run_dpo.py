@@ -1,0 +1,68 @@
+"""DPO end to end on the tiny model: LoRA against the adapter-disabled base, full, precomputed reference."""
+
+import json
+
+import pytest
+
+from kubetune_trainer import storage
+from kubetune_trainer.recipes.run import train
+
+from .conftest import losses, read_jsonl
+
+
+def test_lora_dpo_raises_reward_accuracy_and_margin_from_s3_to_s3(
+    make_config, trainer_env, tiny_model_dir, s3_bucket
+):
+    base = f"s3://{s3_bucket}/models/tiny"
+    storage.upload_dir(tiny_model_dir, base)
+    output = f"s3://{s3_bucket}/ns/finetunejobs/dpo"
+    config = make_config(
+        "dpo",
+        base_model=base,
+        output=output,
+        per_device_train_batch_size=2,
+        max_steps=12,
+        save_steps=6,
+        save_total_limit=1,
+    )
+    summary = train(config)
+
+    history = [json.loads(line) for line in storage.read_text(f"{output}/metrics.jsonl").splitlines()]
+    # 8 training pairs in batches of 2: steps 1-4 are the first epoch, steps 9-12 the third.
+    accuracies, margins = losses(history, "rewards/accuracies"), losses(history, "rewards/margins")
+    assert sum(accuracies[-4:]) / 4 > sum(accuracies[:4]) / 4
+    assert sum(accuracies[-4:]) / 4 == 1.0
+    assert sum(margins[-4:]) / 4 > sum(margins[:4]) / 4 + 0.5, margins
+    lineage = json.loads(storage.read_text(f"{output}/final/kubetune.json"))
+    assert lineage["referenceModel"] == "base + mergedAdapters, adapter disabled"
+    assert lineage["baseModel"] == base
+    assert summary["artifact"]["uri"] == f"{output}/final"
+    assert storage.exists(f"{output}/manifest.json")
+    assert storage.exists(f"{output}/checkpoints/checkpoint-000012/COMPLETE")
+    assert not storage.exists(f"{output}/checkpoints/checkpoint-000006/COMPLETE")  # pruned: keep 1
+
+    events = read_jsonl(trainer_env / "progress.jsonl")
+    step_events = [e for e in events if "reward_margin" in e]
+    assert step_events and {"reward_accuracy", "loss", "learning_rate", "tokens_per_second"} <= set(
+        step_events[-1]
+    )
+
+
+def test_full_dpo_with_precomputed_reference_log_probs(make_config, trainer_env, tmp_path):
+    summary = train(
+        make_config("dpo", peft="full", precompute_ref_log_probs=True, learning_rate=1e-3, max_steps=4)
+    )
+    history = read_jsonl(tmp_path / "output" / "metrics.jsonl")
+    margins = losses(history, "rewards/margins")
+    assert margins[-1] > margins[0]
+    assert summary["artifact"]["type"] == "full"
+    lineage = json.loads((tmp_path / "output" / "final" / "kubetune.json").read_text())
+    assert lineage["referenceModel"] == "base + mergedAdapters, log-probs precomputed before training"
+
+
+@pytest.mark.parametrize("loss_type", ["ipo", "hinge"])
+def test_other_dpo_losses_train(make_config, trainer_env, tmp_path, loss_type):
+    train(make_config("dpo", loss_type=loss_type, beta=0.5, max_steps=3, save_steps=3))
+    history = read_jsonl(tmp_path / "output" / "metrics.jsonl")
+    train_losses = losses(history)
+    assert len(train_losses) == 3 and train_losses[-1] < train_losses[0]

@@ -1,0 +1,108 @@
+"""Checkpoints in the artifact store: `<output>/checkpoints/checkpoint-<step:06d>/` + `COMPLETE`.
+
+The HF Trainer writes checkpoints to a local scratch directory; each one is then uploaded and
+counts only once its `COMPLETE` marker, written after every other file, is there. A new start
+resumes from the newest complete checkpoint, so a half-uploaded one (a pod killed mid-upload) is
+never loaded. Pruning keeps the newest `save_total_limit` complete checkpoints plus the best one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from kubetune_trainer import storage
+from kubetune_trainer.recipes.scratch import download_once
+
+COMPLETE = "COMPLETE"
+CHECKPOINTS = "checkpoints"
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    step: int
+    uri: str
+    complete: bool
+
+
+def checkpoint_uri(output: str, step: int) -> str:
+    return storage.join(output, CHECKPOINTS, f"checkpoint-{step:06d}")
+
+
+def list_checkpoints(output: str) -> list[Checkpoint]:
+    """Every checkpoint under `output`, oldest first."""
+    root = storage.join(output, CHECKPOINTS)
+    found: dict[int, bool] = {}
+    for file_uri in storage.list_files(root):
+        parts = storage.relative(root, file_uri).split("/")
+        match = _NAME.match(parts[0])
+        if match:
+            step = int(match.group(1))
+            found[step] = found.get(step, False) or parts[1:] == [COMPLETE]
+    return [
+        Checkpoint(step, checkpoint_uri(output, step), complete) for step, complete in sorted(found.items())
+    ]
+
+
+def latest_complete(output: str) -> Checkpoint | None:
+    complete = [c for c in list_checkpoints(output) if c.complete]
+    return complete[-1] if complete else None
+
+
+def upload_files(local_dir: Path, uri: str) -> None:
+    """Everything but the marker; several nodes may each upload their own ZeRO shards."""
+    storage.upload_dir(local_dir, uri, last=(COMPLETE,))
+
+
+def mark_complete(uri: str, step: int) -> None:
+    marker = {"step": step, "completedAt": datetime.now(UTC).isoformat(timespec="seconds")}
+    storage.write_text(storage.join(uri, COMPLETE), json.dumps(marker) + "\n")
+
+
+def delete(checkpoint: Checkpoint) -> None:
+    # The marker goes first: a reader must never find a COMPLETE checkpoint with files missing.
+    storage.delete_file(storage.join(checkpoint.uri, COMPLETE))
+    storage.delete_tree(checkpoint.uri)
+
+
+def prune(output: str, keep: int, protect: int | None) -> list[int]:
+    """Delete all but the newest `keep` complete checkpoints (and `protect`); returns the deleted steps.
+
+    Incomplete checkpoints older than the newest complete one are leftovers of an interrupted
+    upload and go too; a newer incomplete one may still be uploading on another node.
+    """
+    checkpoints = list_checkpoints(output)
+    complete = [c for c in checkpoints if c.complete]
+    kept = {c.step for c in complete[-keep:]} | ({protect} if protect is not None else set())
+    newest = complete[-1].step if complete else -1
+    deleted = []
+    for checkpoint in checkpoints:
+        stale = not checkpoint.complete and checkpoint.step < newest
+        if (checkpoint.complete and checkpoint.step not in kept) or stale:
+            delete(checkpoint)
+            deleted.append(checkpoint.step)
+    return deleted
+
+
+def download(checkpoint: Checkpoint, local_root: Path) -> Path:
+    """The HF Trainer's name for it (`checkpoint-<step>`) under local_root."""
+    return download_once(checkpoint.uri, local_root / f"checkpoint-{checkpoint.step}")
+
+
+def best_by_eval_loss(log_history: list[dict], steps: list[int]) -> tuple[int, float] | None:
+    """The checkpoint step with the lowest eval loss logged at that step, among `steps`."""
+    losses = {
+        entry["step"]: entry["eval_loss"]
+        for entry in log_history
+        if isinstance(entry.get("eval_loss"), int | float) and math.isfinite(entry["eval_loss"])
+    }
+    scored = [(losses[step], step) for step in steps if step in losses]
+    if not scored:
+        return None
+    loss, step = min(scored)
+    return step, float(loss)

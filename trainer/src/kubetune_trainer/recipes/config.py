@@ -1,0 +1,194 @@
+"""`TrainConfig`: the one config a FineTuneJob's pods and `kubetune run` train from (contracts §7).
+
+Flat and snake_case like TRL's configs. The operator renders it into a ConfigMap; the trainer reads
+it from YAML or JSON. Unknown keys and bad values raise ConfigError naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.dataclasses import dataclass
+
+from kubetune_trainer.errors import ConfigError
+
+SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "reduce_lr_on_plateau",
+    "cosine_with_min_lr",
+    "warmup_stable_decay",
+)
+
+_URI = re.compile(r"^(file://|s3://|hf://)?[^\s]+$")
+
+
+@dataclass(config=ConfigDict(extra="forbid"))
+class TrainConfig:
+    method: Literal["sft", "dpo"]
+    base_model: str
+    dataset: str
+    output: str
+    dataset_fingerprint: str | None = None
+    start_from: str | None = None
+
+    peft: Literal["lora", "qlora", "full"] = "lora"
+    lora_r: int = Field(16, gt=0)
+    lora_alpha: int = Field(32, gt=0)
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    lora_target_modules: list[str] = Field(default_factory=lambda: ["all-linear"], min_length=1)
+
+    learning_rate: float = Field(1e-4, gt=0.0)
+    num_train_epochs: float = Field(1.0, gt=0.0)
+    max_steps: int = -1
+    per_device_train_batch_size: int = Field(1, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    cutoff_len: int = Field(1024, ge=8)
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    lr_scheduler_type: str = "cosine"
+    max_grad_norm: float = Field(1.0, ge=0.0)
+    seed: int = Field(42, ge=0)
+
+    completion_only_loss: bool = True
+    key_token_patterns: list[str] = Field(default_factory=list)
+    key_token_weight: float = Field(1.0, gt=0.0)
+    packing: bool = False
+
+    beta: float = Field(0.1, gt=0.0)
+    loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
+    precompute_ref_log_probs: bool = False
+    padding_free: bool = False
+
+    save_steps: int = Field(100, ge=1)
+    save_total_limit: int = Field(3, ge=1)
+    eval_steps: int | None = Field(None, ge=1)
+    logging_steps: int = Field(10, ge=1)
+
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    deepspeed_stage: Literal[0, 2, 3] = 0
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    gradient_checkpointing: bool = False
+    merge_final: bool = False
+
+    @field_validator("base_model", "dataset", "output", "start_from")
+    @classmethod
+    def _uri(cls, value: str | None) -> str | None:
+        if value is not None and not _URI.match(value):
+            raise ValueError(f"{value!r} is not a URI (file://, s3:// or a path)")
+        return value
+
+    @field_validator("dataset", "output", "start_from")
+    @classmethod
+    def _no_hub(cls, value: str | None) -> str | None:
+        if value is not None and value.startswith("hf://"):
+            raise ValueError("hf:// is only allowed for base_model")
+        return value
+
+    @field_validator("max_steps")
+    @classmethod
+    def _max_steps(cls, value: int) -> int:
+        if value == 0 or value < -1:
+            raise ValueError("must be -1 (train num_train_epochs) or > 0")
+        return value
+
+    @field_validator("lr_scheduler_type")
+    @classmethod
+    def _scheduler(cls, value: str) -> str:
+        if value not in SCHEDULERS:
+            raise ValueError(f"must be one of {', '.join(SCHEDULERS)}")
+        return value
+
+    @field_validator("key_token_patterns")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        for index, pattern in enumerate(value):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"key_token_patterns[{index}]: {pattern!r} is not a regular expression: {exc}"
+                ) from exc
+        return value
+
+    @model_validator(mode="after")
+    def _combinations(self) -> TrainConfig:
+        if self.offload_params and self.deepspeed_stage != 3:
+            raise ValueError("offload_params: needs deepspeed_stage: 3")
+        if self.offload_optimizer and self.deepspeed_stage == 0:
+            raise ValueError("offload_optimizer: needs deepspeed_stage: 2 or 3")
+        if self.merge_final and self.peft == "full":
+            raise ValueError("merge_final: a full fine-tune is already a merged model (use peft: lora)")
+        if self.eval_steps and self.save_steps % self.eval_steps:
+            raise ValueError(
+                f"eval_steps: must divide save_steps ({self.save_steps}), so that every checkpoint has an eval loss"
+            )
+        if self.peft == "qlora" and self.deepspeed_stage == 3:
+            raise ValueError("peft: qlora does not shard under deepspeed_stage: 3 (use 0 or 2)")
+        return self
+
+    @property
+    def eval_interval(self) -> int:
+        return self.eval_steps or self.save_steps
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _field_of(error: dict[str, Any]) -> str:
+    location = [str(part) for part in error.get("loc", ()) if part != "__root__"]
+    if not location:
+        return ""
+    head, *rest = location
+    return head + "".join(f"[{part}]" for part in rest)
+
+
+def _message(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        field = _field_of(error)
+        text = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        if error.get("type") in ("unexpected_keyword_argument", "extra_forbidden"):
+            text = "unknown field (check the spelling; see docs/training.md)"
+        elif error.get("type") in ("missing_argument", "missing"):
+            text = "required"
+        lines.append(f"{field}: {text}" if field and not text.startswith(field) else text)
+    return "; ".join(lines)
+
+
+def config_from_dict(data: Any, source: str = "config") -> TrainConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: must be a mapping of field: value, got {type(data).__name__}")
+    try:
+        return TrainConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_message(exc)}") from exc
+    except TypeError as exc:
+        # Non-string keys never reach pydantic's field checks.
+        raise ConfigError(f"{source}: {exc}") from exc
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read a TrainConfig from a YAML or JSON file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror or exc}") from exc
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
+    return config_from_dict(data, source=str(path))

@@ -1,0 +1,179 @@
+"""Base models, tokenizers, adapter chains and the LoRA config.
+
+A chain's true base (base + every adapter of the chain merged in order) is built once per node into
+the scratch directory and then loaded like any base model, so every later step (the DPO reference,
+the final merge, QLoRA quantisation, ZeRO-3 partitioned loading) sees one ordinary model directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from kubetune_trainer import storage
+from kubetune_trainer.errors import BaseModelMissing, ConfigError, StorageError
+from kubetune_trainer.recipes.config import TrainConfig
+from kubetune_trainer.recipes.lineage import MergedAdapter, TrueBase, verify_adapter
+from kubetune_trainer.recipes.scratch import download_once, is_done, mark_done
+
+log = logging.getLogger(__name__)
+
+
+def materialize_dir(uri: str, cache_dir: Path, field: str) -> Path:
+    """A local directory holding `uri`: the path itself for file://, a download (once per node) for s3://."""
+    loc = storage.parse(uri)
+    if loc.scheme == "file":
+        return Path(loc.path)
+    try:
+        return download_once(uri, cache_dir / "downloads" / loc.bucket / loc.path)
+    except StorageError as exc:
+        raise BaseModelMissing(f"{field}: {uri}: {exc.message}") from exc
+
+
+def resolve_base(uri: str, cache_dir: Path) -> str:
+    """What `from_pretrained` should load for `base_model`: a local directory or a hub id."""
+    if uri.startswith("hf://"):
+        return uri.removeprefix("hf://")
+    loc = storage.parse(uri)
+    if loc.scheme == "file" and not Path(loc.path, "config.json").is_file():
+        raise BaseModelMissing(f"base_model: {uri}: no model there (no config.json)")
+    if loc.scheme == "s3" and not storage.exists(storage.join(uri, "config.json")):
+        raise BaseModelMissing(f"base_model: {uri}: no model there (no config.json)")
+    return str(materialize_dir(uri, cache_dir, "base_model"))
+
+
+def load_tokenizer(path: str, uri: str):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise BaseModelMissing(f"base_model: {uri}: no tokenizer could be loaded ({exc})") from exc
+    if not tokenizer.chat_template:
+        raise ConfigError(
+            f"base_model: {uri}: the tokenizer has no chat template; kubetune renders conversations "
+            "only with the model's own template (add one to tokenizer_config.json)"
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(path: str, uri: str, dtype, quantization_config=None):
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, quantization_config=quantization_config
+        )
+    except OSError as exc:
+        raise BaseModelMissing(f"base_model: {uri}: {exc}") from exc
+
+
+@contextmanager
+def zero3_init_paused(args) -> Iterator[None]:
+    """Load a whole model on one rank while ZeRO-3 is configured (zero.Init would wait for all ranks)."""
+    from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
+
+    config = getattr(args, "hf_deepspeed_config", None)
+    if config is None:
+        yield
+        return
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        set_hf_deepspeed_config(config)
+
+
+def merge_adapters(model, adapter_dirs: list[Path]):
+    from peft import PeftModel
+
+    for directory in adapter_dirs:
+        model = PeftModel.from_pretrained(model, str(directory)).merge_and_unload()
+    return model
+
+
+def build_true_base(
+    base_path: str, base_uri: str, chain: list[MergedAdapter], cache_dir: Path, args
+) -> tuple[str, TrueBase]:
+    """The directory holding base + chain merged (the base itself when there is no chain)."""
+    if not chain:
+        return base_path, TrueBase(base_uri)
+    verified = []
+    adapter_dirs = []
+    for adapter in chain:
+        directory = materialize_dir(adapter.uri, cache_dir, "start_from")
+        verified.append(MergedAdapter(adapter.uri, verify_adapter(directory, adapter.uri, adapter.sha256)))
+        adapter_dirs.append(directory)
+    true_base = TrueBase(base_uri, tuple(verified))
+    key = hashlib.sha256(json.dumps(true_base.to_json(), sort_keys=True).encode()).hexdigest()[:16]
+    target = cache_dir / "true-base" / key
+    if is_done(target):
+        return str(target), true_base
+    log.info("merging %d adapter(s) into %s -> %s", len(chain), base_uri, target)
+    with zero3_init_paused(args):
+        model = merge_adapters(load_model(base_path, base_uri, "auto"), adapter_dirs)
+    model.save_pretrained(target)
+    load_tokenizer(base_path, base_uri).save_pretrained(target)
+    mark_done(target)
+    return str(target), true_base
+
+
+def model_dtype(config: TrainConfig, precision: str):
+    """LoRA keeps the frozen base in the training precision; full fine-tunes keep fp32 master weights."""
+    import torch
+
+    if config.peft == "full" or precision == "fp32":
+        return torch.float32
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def quantization(config: TrainConfig):
+    if config.peft != "qlora":
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(
+            "peft: qlora needs bitsandbytes and a CUDA GPU (install kubetune-trainer[gpu])"
+        ) from exc
+    if not torch.cuda.is_available():
+        raise ConfigError("peft: qlora needs a CUDA GPU")
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+
+
+def lora_config(config: TrainConfig):
+    if config.peft == "full":
+        return None
+    from peft import LoraConfig
+
+    targets = config.lora_target_modules
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules="all-linear" if targets == ["all-linear"] else list(targets),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def write_merged_model(true_base_path: str, adapter_dir: Path, target: Path, args) -> None:
+    """base + chain + the trained adapter as one full model, in the base's own dtype."""
+    with zero3_init_paused(args):
+        model = merge_adapters(load_model(true_base_path, true_base_path, "auto"), [adapter_dir])
+    model.save_pretrained(target)
+    load_tokenizer(str(adapter_dir), str(adapter_dir)).save_pretrained(target)
