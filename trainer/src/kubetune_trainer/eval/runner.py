@@ -37,7 +37,7 @@ from kubetune_trainer.eval.metrics import score_metric
 from kubetune_trainer.eval.report import write_report
 from kubetune_trainer.eval.result import MISSING_STRATUM, EvalResult
 from kubetune_trainer.eval.rubric import JudgeScorer, RuleScorer
-from kubetune_trainer.eval.stats import compare
+from kubetune_trainer.eval.stats import Estimate, compare
 from kubetune_trainer.eval.testset import Example, load_test_set
 from kubetune_trainer.progress import ProgressReporter, metrics
 
@@ -215,6 +215,24 @@ def strata_of(config: EvalConfig, examples: Sequence[Example]) -> dict[str, list
     return dict(sorted(groups.items()))
 
 
+def estimate_all(
+    config: EvalConfig, scores: dict[str, dict[str, np.ndarray]], names: list[str]
+) -> tuple[dict[str, dict[str, Estimate]], dict[str, dict[str, Estimate]]]:
+    """candidate -> column -> estimate, and the same for deltas vs the baseline."""
+    baseline = config.baseline.name
+    estimates: dict[str, dict[str, Estimate]] = {n: {} for n in names}
+    deltas: dict[str, dict[str, Estimate]] = {n: {} for n in names if n != baseline}
+    for column, per_candidate in scores.items():
+        per, delta = compare(
+            per_candidate, baseline, config.bootstrap_samples, config.confidence, config.bootstrap_seed
+        )
+        for name in names:
+            estimates[name][column] = per[name]
+        for name, estimate in delta.items():
+            deltas[name][column] = estimate
+    return estimates, deltas
+
+
 def run_eval(
     config: EvalConfig,
     reporter: ProgressReporter | None = None,
@@ -254,26 +272,13 @@ def run_eval(
         names = [c.name for c in resolved]
         baseline = config.baseline.name
         columns = config.metric_columns()
-        estimates: dict[str, dict[str, Any]] = {n: {} for n in names}
-        deltas: dict[str, dict[str, Any]] = {n: {} for n in names if n != baseline}
-        for column in columns:
-            per, delta = compare(
-                scores[column], baseline, config.bootstrap_samples, config.confidence, config.bootstrap_seed
-            )
-            for name in names:
-                estimates[name][column] = per[name]
-            for name, estimate in delta.items():
-                deltas[name][column] = estimate
-        strata: dict[str, dict[str, dict[str, Any]]] = {}
-        for stratum, indices in strata_of(config, examples).items():
-            strata[stratum] = {n: {} for n in names}
-            for column in columns:
-                subset = {n: scores[column][n][indices] for n in names}
-                per, _ = compare(
-                    subset, baseline, config.bootstrap_samples, config.confidence, config.bootstrap_seed
-                )
-                for name in names:
-                    strata[stratum][name][column] = per[name]
+        estimates, deltas = estimate_all(config, scores, names)
+        strata = {
+            stratum: estimate_all(
+                config, {c: {n: v[n][indices] for n in names} for c, v in scores.items()}, names
+            )[0]
+            for stratum, indices in strata_of(config, examples).items()
+        }
         gate_columns = {g.metric: config.column_of(g.metric) for g in config.gates}
         gates = evaluate_gates(config.gates, names, baseline, estimates, deltas, gate_columns)
         phase_done("score")
