@@ -18,6 +18,7 @@ from kubetune_operator.errors import UserError
 COMMANDS = [
     "kubetune_operator.cli.crds",
     "kubetune_operator.cli.promote",
+    "kubetune_operator.cli.operator",
 ]
 
 

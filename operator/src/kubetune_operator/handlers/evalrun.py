@@ -1,0 +1,215 @@
+"""EvalRun → (after its test set and candidates have succeeded) the eval Job; results and gates into
+status; with passing gates and a promotion target, the promote Job and the Promoted condition."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from kubetune_operator.api import EvalRun, FineTuneJob, PreferenceDataset
+from kubetune_operator.api.common import GROUP, VERSION
+from kubetune_operator.api.evalrun import CandidateResult, GateResult, PromotionStatus
+from kubetune_operator.api.finetunejob import Lora
+from kubetune_operator.builders import evaluation, promotion
+from kubetune_operator.handlers import common
+from kubetune_operator.promotion.errors import PromotionRefused
+from kubetune_operator.promotion.record import build_record
+from kubetune_operator.runtime.context import Runtime
+from kubetune_operator.runtime.status import StatusDraft
+
+PLURAL = EvalRun.plural
+
+
+async def reconcile(rt: Runtime, evr: EvalRun, body: dict[str, Any], draft: StatusDraft) -> None:
+    namespace = body["metadata"]["namespace"]
+    if draft.was_terminal:
+        # Eval gauges live as long as the EvalRun; a restarted operator publishes them again.
+        publish_metrics(rt, evr, draft.current)
+        return
+
+    async def children() -> list[dict[str, Any]] | None:
+        inputs = await eval_inputs(rt, evr, namespace, draft)
+        return None if inputs is None else evaluation.build(evr, rt.builders, inputs)
+
+    job = await common.ensure_job(rt, evr, draft, evaluation.job_name(evr), children)
+    if job is None:
+        return
+    outcome = common.job_outcome(job, await common.job_pods(rt, job), "evaluation")
+    if outcome.state != "Succeeded":
+        common.apply_outcome(draft, outcome)
+        return
+    if not draft.current.get("results"):
+        draft.set(**eval_status(evr, outcome.summary or {}, common.builders.output_uri(evr, rt.builders)))
+        publish_metrics(rt, evr, draft.next)
+    passed = bool(draft.next.get("gates")) and all(g.get("passed") for g in draft.next["gates"])
+    gates = draft.next.get("gatesPassed") or "0/0"
+    if not evr.spec.gates:
+        draft.condition("GatesPassed", True, "NoGates", "no gates defined")
+    elif passed:
+        draft.condition("GatesPassed", True, "GatesPassed", f"{gates} gates passed")
+    else:
+        failing = ", ".join(g["name"] for g in draft.next.get("gates") or [] if not g.get("passed")) or "no results"
+        draft.condition("GatesPassed", False, "GatesFailed", f"{gates} gates passed; failed: {failing}")
+    if evr.spec.promotion is None or not passed:
+        common.apply_outcome(draft, outcome)
+        return
+    await promote(rt, evr, body, draft)
+
+
+async def eval_inputs(rt: Runtime, evr: EvalRun, namespace: str, draft: StatusDraft) -> evaluation.EvalInputs | None:
+    spec = evr.spec
+    blocking = []
+    test_set = spec.test_set.uri
+    if spec.test_set.preference_dataset:
+        data = await common.dependency(rt, PreferenceDataset.plural, namespace, spec.test_set.preference_dataset, "TestSet")
+        draft.condition("TestSetReady", data.ready, data.reason, data.message)
+        if data.ready:
+            test_set = (data.status.get("artifacts") or {}).get("uri")
+        else:
+            blocking.append(data)
+    candidates: dict[str, evaluation.CandidateArtifacts] = {}
+    waiting = []
+    for candidate in spec.candidates:
+        if not candidate.fine_tune_job:
+            continue
+        job = await common.dependency(rt, FineTuneJob.plural, namespace, candidate.fine_tune_job, "Candidate")
+        if not job.ready:
+            waiting.append(job)
+            continue
+        artifacts = job.status.get("artifacts") or {}
+        if candidate.use_merged:
+            if not artifacts.get("mergedUri"):
+                common.fail(
+                    draft,
+                    "NoMergedModel",
+                    f"candidate {candidate.name}: useMerged is set but FineTuneJob {candidate.fine_tune_job} wrote "
+                    "no merged model (set its output.mergeAdapter)",
+                )
+                return None
+            candidates[candidate.name] = evaluation.CandidateArtifacts(model=artifacts["mergedUri"])
+        elif artifacts.get("type") == "full":
+            candidates[candidate.name] = evaluation.CandidateArtifacts(model=artifacts.get("uri"))
+        else:
+            candidates[candidate.name] = evaluation.CandidateArtifacts(adapter=artifacts.get("uri"))
+    if waiting:
+        draft.condition("CandidatesReady", False, waiting[0].reason, "; ".join(w.message for w in waiting))
+        blocking += waiting
+    else:
+        draft.condition("CandidatesReady", True, "CandidatesReady", f"{len(spec.candidates)} candidates ready")
+    if blocking:
+        common.wait(draft, blocking)
+        return None
+    return evaluation.EvalInputs(test_set_uri=test_set, candidates=candidates)
+
+
+def eval_status(evr: EvalRun, summary: dict[str, Any], default_output: str) -> dict[str, Any]:
+    """Results, gates and report from an eval summary (contracts §5); misshapen parts are left out."""
+    output = str(summary.get("output") or default_output).rstrip("/")
+    baseline = {c.name: c.baseline for c in evr.spec.candidates}
+    scores = summary.get("metrics") if isinstance(summary.get("metrics"), dict) else {}
+    results = [
+        result
+        for candidate, metrics in scores.items()
+        if (result := common.conform(
+            CandidateResult,
+            {"candidate": candidate, "baseline": baseline.get(candidate, False), "metrics": metrics},
+            f"results of {candidate}",
+        )) is not None
+    ]
+    raw_gates = summary.get("gates") if isinstance(summary.get("gates"), list) else []
+    gates = [gate for raw in raw_gates if (gate := common.conform(GateResult, raw, "gate")) is not None]
+    fields = {
+        "results": results or None,
+        "gates": gates,
+        "gatesPassed": f"{sum(1 for g in gates if g['passed'])}/{len(gates)}",
+        "report": summary.get("report") if isinstance(summary.get("report"), str) else f"{output}/report.html",
+        "artifacts": output,
+    }
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def publish_metrics(rt: Runtime, evr: EvalRun, status: dict[str, Any]) -> None:
+    results = status.get("results")
+    if not results:
+        return
+    metrics = {r["candidate"]: r.get("metrics") or {} for r in results}
+    failed = sum(1 for g in status.get("gates") or [] if not g.get("passed"))
+    rt.metrics.record_eval(evr.metadata.namespace or "default", evr.metadata.name, metrics, failed)
+
+
+def promoted_candidate(evr: EvalRun):
+    wanted = evr.spec.promotion.candidate
+    others = [c for c in evr.spec.candidates if not c.baseline]
+    return next((c for c in others if c.name == wanted), None) if wanted else others[0]
+
+
+async def promote(rt: Runtime, evr: EvalRun, body: dict[str, Any], draft: StatusDraft) -> None:
+    async def children() -> list[dict[str, Any]] | None:
+        try:
+            record = await promotion_record(rt, evr, body, draft.next)
+        except PromotionRefused as exc:
+            draft.condition("Promoted", False, "PromotionRefused", str(exc))
+            common.fail(draft, "PromotionRefused", str(exc))
+            return None
+        return promotion.build(evr, rt.builders, record)
+
+    job = await common.ensure_job(rt, evr, draft, promotion.job_name(evr), children, marker="PromoteJobCreated")
+    if job is None:
+        return
+    outcome = common.job_outcome(job, await common.job_pods(rt, job), "promotion")
+    if outcome.state == "Succeeded":
+        summary = outcome.summary or {}
+        record = common.conform(PromotionStatus, {k: summary.get(k) for k in ("repository", "branch", "path", "commit")},
+                                "promotion")
+        draft.set(promotion=record)
+        draft.condition("Promoted", True, "Promoted", f"committed {summary.get('commit') or '(unknown commit)'} "
+                        f"to {summary.get('repository')} {summary.get('branch')}")
+        common.apply_outcome(draft, common.JobOutcome("Succeeded", "Completed", "evaluation and promotion finished"))
+    elif outcome.state == "Failed":
+        draft.condition("Promoted", False, outcome.reason, outcome.message)
+        common.fail(draft, "PromotionFailed", outcome.message)
+    else:
+        draft.condition("Promoted", None, "Promoting", outcome.message)
+        draft.set_phase("Running", "gates passed; " + outcome.message)
+
+
+async def promotion_record(rt: Runtime, evr: EvalRun, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    """The record from what statuses hold: this EvalRun's results and the candidate's artifacts."""
+    candidate = promoted_candidate(evr)
+    if candidate is None or not candidate.fine_tune_job:
+        raise PromotionRefused(
+            f"candidate {evr.spec.promotion.candidate or '(the non-baseline one)'} is not a FineTuneJob: only a "
+            "FineTuneJob's adapter, with its recorded sha256 and true base, can be promoted"
+        )
+    namespace = body["metadata"]["namespace"]
+    source = await common.dependency(rt, FineTuneJob.plural, namespace, candidate.fine_tune_job, "Candidate")
+    if not source.ready:
+        raise PromotionRefused(f"candidate {candidate.name}: {source.message}")
+    ftj_body = await rt.api.get(common.CUSTOM_RESOURCES[FineTuneJob.plural], namespace, candidate.fine_tune_job)
+    peft = ((ftj_body or {}).get("spec") or {}).get("peft") or {}
+    rank = (peft.get("lora") or {}).get("r", Lora().r) if peft.get("type", "lora") != "full" else None
+    summary = {
+        "passed": True,
+        "gates": status.get("gates") or [],
+        "metrics": {r["candidate"]: r.get("metrics") or {} for r in status.get("results") or []},
+        "report": status.get("report"),
+    }
+    return build_record(
+        adapter_name=evr.spec.promotion.serving_name or candidate.name,
+        candidate=candidate.name,
+        eval_run={"namespace": namespace, "name": evr.metadata.name, "uid": body["metadata"].get("uid", "")},
+        eval_summary=summary,
+        adapter=source.status.get("artifacts") or {},
+        true_base=source.status.get("trueBase") or {},
+        fine_tune_job={"namespace": namespace, "name": candidate.fine_tune_job},
+        lora_rank=rank,
+    )
+
+
+common.register(EvalRun, reconcile)
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def evalrun_inputs(body: kopf.Body, **_) -> dict[tuple[str, str, str], tuple[str, str]]:
+    return common.input_index(EvalRun, body)

@@ -1,0 +1,112 @@
+"""FineTuneJob → (after its dataset and start point have succeeded) the trainer ConfigMap, a headless
+Service and an Indexed Job; status from the train summary and the progress channel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from kubetune_operator.api import FineTuneJob, PreferenceDataset
+from kubetune_operator.api.common import GROUP, VERSION
+from kubetune_operator.api.finetunejob import TrainArtifacts, TrueBase
+from kubetune_operator.builders import training
+from kubetune_operator.handlers import common
+from kubetune_operator.runtime.context import Runtime
+from kubetune_operator.runtime.status import StatusDraft
+
+PLURAL = FineTuneJob.plural
+
+
+async def reconcile(rt: Runtime, ftj: FineTuneJob, body: dict[str, Any], draft: StatusDraft) -> None:
+    if draft.was_terminal:
+        return
+
+    async def children() -> list[dict[str, Any]] | None:
+        inputs = await training_inputs(rt, ftj, body["metadata"]["namespace"], draft)
+        if inputs is None:
+            return None
+        if inputs.dataset_fingerprint:
+            draft.set(datasetFingerprint=inputs.dataset_fingerprint)
+        return training.build(ftj, rt.builders, inputs)
+
+    job = await common.ensure_job(rt, ftj, draft, training.job_name(ftj), children)
+    if job is None:
+        return
+    job = await common.sync_suspend(rt, job, ftj.spec.suspend, queued=ftj.spec.queue_name is not None)
+    outcome = common.job_outcome(job, await common.job_pods(rt, job), "training")
+    common.apply_outcome(draft, outcome)
+    draft.set(restarts=outcome.restarts)
+    if outcome.state == "Succeeded":
+        draft.set(**training_status(outcome.summary or {}, common.builders.output_uri(ftj, rt.builders)))
+
+
+async def training_inputs(
+    rt: Runtime, ftj: FineTuneJob, namespace: str, draft: StatusDraft
+) -> training.TrainingInputs | None:
+    """The dataset and start point from other resources' statuses; None (and Waiting) until both are ready."""
+    spec = ftj.spec
+    blocking = []
+    dataset_uri, fingerprint, start_from = spec.dataset.uri, spec.dataset.fingerprint, None
+    if spec.dataset.preference_dataset:
+        data = await common.dependency(rt, PreferenceDataset.plural, namespace, spec.dataset.preference_dataset, "Dataset")
+        draft.condition("DatasetReady", data.ready, data.reason, data.message)
+        if data.ready:
+            dataset_uri = (data.status.get("artifacts") or {}).get("uri")
+            fingerprint = fingerprint or data.status.get("fingerprint")
+        else:
+            blocking.append(data)
+    else:
+        draft.condition("DatasetReady", True, "DatasetUri", f"prepared dataset at {dataset_uri}")
+    if spec.start_from and spec.start_from.fine_tune_job:
+        start = await common.dependency(rt, PLURAL, namespace, spec.start_from.fine_tune_job, "StartPoint")
+        draft.condition("StartPointReady", start.ready, start.reason, start.message)
+        if not start.ready:
+            blocking.append(start)
+        else:
+            artifacts = start.status.get("artifacts") or {}
+            if artifacts.get("type") != "adapter":
+                common.fail(
+                    draft,
+                    "StartPointNotAdapter",
+                    f"startFrom.fineTuneJob {spec.start_from.fine_tune_job} wrote a {artifacts.get('type') or 'unknown'} "
+                    "model, not an adapter: startFrom merges an adapter into the base",
+                )
+                return None
+            start_from = artifacts.get("uri")
+    elif spec.start_from:
+        start_from = spec.start_from.adapter_uri
+        draft.condition("StartPointReady", True, "AdapterUri", f"starting from the adapter at {start_from}")
+    if blocking:
+        common.wait(draft, blocking)
+        return None
+    return training.TrainingInputs(dataset_uri=dataset_uri, dataset_fingerprint=fingerprint, start_from_uri=start_from)
+
+
+def training_status(summary: dict[str, Any], default_output: str) -> dict[str, Any]:
+    """Status fields from a train summary (contracts §5); misshapen parts are left out."""
+    output = str(summary.get("output") or default_output).rstrip("/")
+    artifact = summary.get("artifact") if isinstance(summary.get("artifact"), dict) else {}
+    artifacts = {
+        "uri": artifact.get("uri") or f"{output}/final",
+        "type": artifact.get("type"),
+        "mergedUri": summary.get("merged"),
+        "manifest": f"{output}/manifest.json",
+        "sha256": artifact.get("sha256"),
+    }
+    best_loss = summary.get("bestEvalLoss")
+    fields = {
+        "artifacts": common.conform(TrainArtifacts, artifacts, "artifacts"),
+        "trueBase": common.conform(TrueBase, summary.get("trueBase"), "trueBase"),
+        "bestCheckpoint": summary.get("bestCheckpoint") if isinstance(summary.get("bestCheckpoint"), str) else None,
+        "bestEvalLoss": best_loss if isinstance(best_loss, int | float) and not isinstance(best_loss, bool) else None,
+    }
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+common.register(FineTuneJob, reconcile)
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def finetunejob_inputs(body: kopf.Body, **_) -> dict[tuple[str, str, str], tuple[str, str]]:
+    return common.input_index(FineTuneJob, body)

@@ -1,0 +1,58 @@
+"""PreferenceDataset → a Job running `kubetune-trainer data prepare`; status from its summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubetune_operator.api import PreferenceDataset
+from kubetune_operator.api.preferencedataset import LengthStats, SplitCounts, StratumCounts
+from kubetune_operator.builders import dataset
+from kubetune_operator.handlers import common
+from kubetune_operator.runtime.context import Runtime
+from kubetune_operator.runtime.status import StatusDraft
+
+
+async def reconcile(rt: Runtime, pds: PreferenceDataset, body: dict[str, Any], draft: StatusDraft) -> None:
+    if draft.was_terminal:
+        return
+
+    async def children() -> list[dict[str, Any]]:
+        return dataset.build(pds, rt.builders)
+
+    job = await common.ensure_job(rt, pds, draft, dataset.job_name(pds), children)
+    if job is None:
+        return
+    outcome = common.job_outcome(job, await common.job_pods(rt, job), "data preparation")
+    common.apply_outcome(draft, outcome)
+    if outcome.state == "Succeeded":
+        draft.set(**dataset_status(outcome.summary or {}, common.builders.output_uri(pds, rt.builders)))
+
+
+def dataset_status(summary: dict[str, Any], default_output: str) -> dict[str, Any]:
+    """Status fields from a data-prepare summary (contracts §5); misshapen parts are left out."""
+    output = str(summary.get("output") or default_output).rstrip("/")
+    lengths = summary.get("lengths") if isinstance(summary.get("lengths"), dict) else {}
+    strata = summary.get("strata") if isinstance(summary.get("strata"), dict) else {}
+    dropped = summary.get("dropped")
+    fields = {
+        "format": summary.get("format") if isinstance(summary.get("format"), str) else None,
+        "formatEvidence": summary.get("formatEvidence") if isinstance(summary.get("formatEvidence"), str) else None,
+        "fingerprint": summary.get("fingerprint") if isinstance(summary.get("fingerprint"), str) else None,
+        "counts": common.conform(SplitCounts, summary.get("counts"), "counts"),
+        "dropped": dropped if isinstance(dropped, dict) and all(
+            isinstance(k, str) and isinstance(v, int) for k, v in dropped.items()
+        ) else None,
+        "strata": {
+            str(stratum): counts
+            for stratum, raw in list(strata.items())[:256]
+            if (counts := common.conform(StratumCounts, raw, f"stratum {stratum}")) is not None
+        } or None,
+        "promptLength": common.conform(LengthStats, lengths.get("prompt"), "prompt lengths"),
+        "answerLength": common.conform(LengthStats, lengths.get("answer"), "answer lengths"),
+        "artifacts": {"uri": output, "manifest": f"{output}/manifest.json"},
+    }
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+common.register(PreferenceDataset, reconcile)
+

@@ -1,0 +1,1 @@
+"""The operator process: API client, settings, status helpers, progress endpoint, kopf configuration."""

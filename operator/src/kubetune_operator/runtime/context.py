@@ -1,0 +1,82 @@
+"""What every handler shares in one operator process: the API client, settings, metrics and memory.
+
+The memory here is only an optimisation and a source of metrics: every reconcile reads the
+resource and its children from the API server, so a restarted operator (which has none of it)
+reaches the same decisions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from kubetune_operator.builders.settings import OperatorSettings
+from kubetune_operator.observability.metrics import OperatorMetrics
+from kubetune_operator.runtime.kube import KubeApi
+from kubetune_operator.runtime.settings import RuntimeSettings
+
+if TYPE_CHECKING:
+    from kubetune_operator.runtime.progress import ProgressPatcher
+
+ResourceKey = tuple[str, str, str]  # (plural, namespace, name)
+
+
+class KeyedLocks:
+    """One asyncio lock per resource, so a resource's reconciles never overlap."""
+
+    def __init__(self) -> None:
+        self._locks: dict[ResourceKey, asyncio.Lock] = {}
+        self._users: Counter[ResourceKey] = Counter()
+
+    @asynccontextmanager
+    async def hold(self, key: ResourceKey):
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._users[key] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._users[key] -= 1
+            if not self._users[key]:
+                # Nobody waits: forget it, so the table stays as large as the work in flight.
+                del self._users[key]
+                self._locks.pop(key, None)
+
+
+class PhaseBook:
+    """The last phase seen for every resource: the `kubetune_resources` gauge and the resync list."""
+
+    def __init__(self) -> None:
+        self._phases: dict[ResourceKey, str] = {}
+
+    def observe(self, key: ResourceKey, phase: str | None) -> bool:
+        """Record a phase; True when it differs from the one seen before (or none was)."""
+        phase = phase or "Pending"
+        changed = self._phases.get(key) != phase
+        self._phases[key] = phase
+        return changed
+
+    def forget(self, key: ResourceKey) -> None:
+        self._phases.pop(key, None)
+
+    def counts(self, plural: str) -> dict[str, int]:
+        return dict(Counter(phase for (kind, _, _), phase in self._phases.items() if kind == plural))
+
+    def unfinished(self) -> Iterator[ResourceKey]:
+        yield from [key for key, phase in self._phases.items() if phase not in ("Succeeded", "Failed")]
+
+
+@dataclass
+class Runtime:
+    api: KubeApi
+    builders: OperatorSettings
+    settings: RuntimeSettings
+    metrics: OperatorMetrics
+    locks: KeyedLocks = field(default_factory=KeyedLocks)
+    phases: PhaseBook = field(default_factory=PhaseBook)
+    # Set right after construction: the patcher needs the runtime it belongs to.
+    progress: ProgressPatcher = field(default=None)  # type: ignore[assignment]

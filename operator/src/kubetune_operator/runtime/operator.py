@@ -1,0 +1,102 @@
+"""The kopf process: login, settings, the progress and metrics servers, and their shutdown.
+
+kopf runs standalone (no peering): the chart deploys one replica with the Recreate strategy, so
+two operators never run at once (docs/operator.md says why). Handlers live in
+`kubetune_operator.handlers`; they find everything they share in `memo.runtime`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from kubetune_operator.builders.settings import OperatorSettings
+from kubetune_operator.observability.metrics import operator_metrics
+from kubetune_operator.runtime.context import Runtime
+from kubetune_operator.runtime.kube import KubeApi
+from kubetune_operator.runtime.progress import ProgressPatcher, progress_app
+from kubetune_operator.runtime.settings import RuntimeSettings
+
+log = logging.getLogger(__name__)
+
+MANAGED = "app.kubernetes.io/managed-by=kubetune"
+# A watch request ends server-side after this long and kopf opens the next one; the client gives
+# up a little later, so a silently dropped connection is noticed too.
+WATCH_SERVER_TIMEOUT = 300
+WATCH_CLIENT_TIMEOUT = 330
+CONNECT_TIMEOUT = 10
+REQUEST_TIMEOUT = 60
+
+
+def connection_info() -> kopf.ConnectionInfo:
+    """In a pod: the service account; elsewhere: the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+    settings = kopf.OperatorSettings()
+    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+    if info is None:
+        raise kopf.LoginError("no service account token and no kubeconfig: cannot reach the API server")
+    return info
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    settings.peering.standalone = True
+    settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
+    settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT
+    settings.watching.connect_timeout = CONNECT_TIMEOUT
+    settings.networking.request_timeout = REQUEST_TIMEOUT
+    # Only kubetune's own Jobs reach the operator; other workloads are filtered by the API server.
+    settings.watching.label_selectors["batch", "v1", "jobs"] = MANAGED
+    # Events are posted explicitly on transitions; handler log lines stay in the log.
+    settings.posting.loggers = False
+
+
+@kopf.on.login()
+def login(**_) -> kopf.ConnectionInfo:
+    return connection_info()
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
+    configure(settings)
+    runtime_settings: RuntimeSettings = memo.runtime_settings
+    runtime = Runtime(
+        api=KubeApi(connection_info),
+        builders=OperatorSettings.from_env(),
+        settings=runtime_settings,
+        metrics=operator_metrics(),
+    )
+    runtime.progress = ProgressPatcher(runtime)
+    memo.runtime = runtime
+    memo.servers = [
+        await _serve(progress_app(runtime, runtime.progress), runtime_settings.progress_port),
+        await _serve(metrics_app(), runtime_settings.metrics_port),
+    ]
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_) -> None:
+    for runner in getattr(memo, "servers", []):
+        await runner.cleanup()
+    runtime: Runtime | None = getattr(memo, "runtime", None)
+    if runtime is not None:
+        await runtime.progress.close()
+        await runtime.api.close()
+
+
+def metrics_app() -> web.Application:
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def _serve(app: web.Application, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()
+    log.info("listening on port %d", port)
+    return runner
