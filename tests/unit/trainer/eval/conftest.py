@@ -44,20 +44,34 @@ def merge(model_dir: Path, adapter_dir: Path, output: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def lineage_models(tiny_model_dir, tmp_path_factory) -> SimpleNamespace:
-    """base; sft (adapter on base); merged (base+sft); dpo (adapter on base+sft); bare (no kubetune.json)."""
+    """Two chained jobs laid out as training writes them (contracts §6), plus an adapter without lineage.
+
+    sft/final: adapter on base; sft/merged: base + sft; dpo/final: adapter trained on base + sft;
+    dpo/merged: base + sft + dpo; bare: an adapter with no kubetune.json.
+    """
     root = tmp_path_factory.mktemp("lineage")
     base = tiny_model_dir
     base_uri = f"file://{base}"
-    sft = make_adapter(base, root / "sft", seed=1)
-    write_lineage(sft, type="adapter", method="sft", baseModel=base_uri, mergedAdapters=[])
+    sft = make_adapter(base, root / "sft" / "final", seed=1)
+    sft_lineage = {"type": "adapter", "method": "sft", "baseModel": base_uri, "mergedAdapters": []}
+    write_lineage(sft, **sft_lineage)
     sft_sha = storage.sha256_file(sft / "adapter_model.safetensors")
-    chain = [{"uri": f"file://{sft}", "sha256": sft_sha}]
-    merged = merge(base, sft, root / "merged")
-    write_lineage(merged, type="merged", baseModel=base_uri, mergedAdapters=chain)
-    dpo = make_adapter(merged, root / "dpo", seed=2)
-    write_lineage(dpo, type="adapter", method="dpo", baseModel=base_uri, mergedAdapters=chain)
+    merged = merge(base, sft, root / "sft" / "merged")
+    write_lineage(merged, **(sft_lineage | {"type": "merged"}))
+    dpo = make_adapter(merged, root / "dpo" / "final", seed=2)
+    dpo_lineage = {
+        "type": "adapter",
+        "method": "dpo",
+        "baseModel": base_uri,
+        "mergedAdapters": [{"uri": f"file://{sft}", "sha256": sft_sha}],
+    }
+    write_lineage(dpo, **dpo_lineage)
+    dpo_merged = merge(merged, dpo, root / "dpo" / "merged")
+    write_lineage(dpo_merged, **(dpo_lineage | {"type": "merged"}))
     bare = make_adapter(base, root / "bare", seed=3)
-    return SimpleNamespace(base=base, sft=sft, merged=merged, dpo=dpo, bare=bare, sft_sha=sft_sha)
+    return SimpleNamespace(
+        base=base, sft=sft, merged=merged, dpo=dpo, dpo_merged=dpo_merged, bare=bare, sft_sha=sft_sha
+    )
 
 
 class ScriptedEngine:

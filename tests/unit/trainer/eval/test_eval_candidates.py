@@ -52,13 +52,21 @@ def test_an_adapter_on_another_model_is_refused(lineage_models, tmp_path):
         resolve(adapter=str(lineage_models.sft), model=str(other))
 
 
-def test_a_merged_model_recording_the_same_chain_is_the_true_base(lineage_models):
+def test_a_jobs_merged_model_is_base_plus_its_chain_plus_its_adapter(lineage_models):
+    # sft/merged is base + sft: exactly the DPO adapter's true base.
     candidate = resolve(adapter=str(lineage_models.dpo), model=str(lineage_models.merged))
     assert candidate.verified
     assert candidate.base == TrueBase(f"file://{lineage_models.merged}")
     merged_alone = resolve(model=str(lineage_models.merged))
     assert merged_alone.kind == "merged"
     assert merged_alone.base == TrueBase(f"file://{lineage_models.merged}")
+
+
+def test_an_adapter_on_a_merged_model_that_already_holds_it_is_refused(lineage_models):
+    # dpo/merged records the DPO job's lineage (base + sft) but also holds the DPO adapter itself.
+    with pytest.raises(AdapterBaseMismatch) as caught:
+        resolve(adapter=str(lineage_models.dpo), model=str(lineage_models.dpo_merged))
+    assert f"+ file://{lineage_models.dpo}" in caught.value.message
 
 
 def test_an_adapter_without_lineage_needs_model_and_is_marked_unverified(lineage_models):

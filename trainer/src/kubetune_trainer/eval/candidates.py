@@ -2,9 +2,13 @@
 
 An adapter's true base is `baseModel` with `mergedAdapters` merged in order (docs/contracts.md
 §6). With `model` omitted, evaluation builds exactly that base. With `model` given, it must be
-that base: the original base model itself when the chain is empty, or a merged model whose own
-`kubetune.json` (`"type": "merged"`) records the same base and chain. Anything else — the
-seed-003 pitfall of putting a DPO adapter trained on base+SFT onto the bare base — is refused.
+that base: the original base model itself when the chain is empty, or a job's `merged/` model
+that is exactly base + chain. Anything else — the seed-003 pitfall of putting a DPO adapter
+trained on base+SFT onto the bare base — is refused.
+
+A job's `merged/kubetune.json` is the job's own lineage with `"type": "merged"`: it records the
+true base of the job's adapter, and the merged model is that base plus the adapter in the
+sibling `final/` directory.
 """
 
 from __future__ import annotations
@@ -19,18 +23,11 @@ from typing import Any
 from kubetune_trainer import storage
 from kubetune_trainer.errors import AdapterBaseMismatch, BaseModelMissing, ConfigError, DataError
 from kubetune_trainer.eval.config import CandidateConfig
+from kubetune_trainer.recipes.lineage import ADAPTER_WEIGHTS, LINEAGE_FILE, normalize_model_uri
 
 log = logging.getLogger(__name__)
 
-LINEAGE_FILE = "kubetune.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 HF_PREFIX = "hf://"
-
-
-def normalize_uri(uri: str) -> str:
-    if uri.startswith(HF_PREFIX):
-        return uri.rstrip("/")
-    return storage.parse(uri).uri.rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -121,23 +118,37 @@ def true_base_of_lineage(lineage: dict[str, Any], where: str) -> TrueBase:
     ):
         raise DataError(f"{where}: `mergedAdapters` must be a list of {{uri, sha256}} objects")
     return TrueBase(
-        normalize_uri(base),
-        tuple(MergedAdapter(normalize_uri(a["uri"]), a.get("sha256")) for a in chain),
+        normalize_model_uri(base),
+        tuple(MergedAdapter(normalize_model_uri(a["uri"]), a.get("sha256")) for a in chain),
     )
+
+
+def merged_identity(model_uri: str, lineage: dict[str, Any]) -> TrueBase:
+    """A job's merged model: the true base its lineage records plus the job's own final/ adapter."""
+    recorded = true_base_of_lineage(lineage, storage.join(model_uri, LINEAGE_FILE))
+    parent, _, leaf = model_uri.rpartition("/")
+    final = f"{parent}/final"
+    if recorded.merged_adapters and recorded.merged_adapters[-1].uri == final:
+        return recorded
+    if leaf != "merged" or not storage.exists(storage.join(final, ADAPTER_WEIGHTS)):
+        # What was merged in is unknown, so the model can only stand for itself.
+        return TrueBase(model_uri)
+    digest = hashlib.sha256(storage.read_bytes(storage.join(final, ADAPTER_WEIGHTS))).hexdigest()
+    return TrueBase(recorded.model, (*recorded.merged_adapters, MergedAdapter(final, digest)))
 
 
 def model_identity(model_uri: str) -> tuple[TrueBase, str, dict[str, Any] | None]:
-    """What a model directory is: itself, or (for a merged model) the base + chain it records."""
-    model_uri = normalize_uri(model_uri)
-    if not model_uri.startswith(HF_PREFIX) and not storage.exists(storage.join(model_uri, "config.json")):
+    """What a model directory is: itself, or (for a job's merged model) base + every adapter merged in."""
+    model_uri = normalize_model_uri(model_uri)
+    if model_uri.startswith(HF_PREFIX):
+        return TrueBase(model_uri), "model", None
+    if not storage.exists(storage.join(model_uri, "config.json")):
         raise BaseModelMissing(f"{model_uri}: no model there (config.json not found)")
-    lineage = (
-        read_json_file(storage.join(model_uri, LINEAGE_FILE)) if not model_uri.startswith(HF_PREFIX) else None
-    )
-    if lineage and lineage.get("type") == "merged":
-        return true_base_of_lineage(lineage, storage.join(model_uri, LINEAGE_FILE)), "merged", lineage
-    kind = "full" if lineage and lineage.get("type") == "full" else "model"
-    return TrueBase(model_uri), kind, lineage
+    lineage = read_json_file(storage.join(model_uri, LINEAGE_FILE))
+    kind = lineage.get("type") if lineage else None
+    if kind == "merged":
+        return merged_identity(model_uri, lineage), "merged", lineage
+    return TrueBase(model_uri), "full" if kind == "full" else "model", lineage
 
 
 def resolve_candidate(config: CandidateConfig, index: int, baseline: bool) -> Candidate:
@@ -147,10 +158,10 @@ def resolve_candidate(config: CandidateConfig, index: int, baseline: bool) -> Ca
         identity, kind, lineage = model_identity(config.model)
         if kind == "merged":
             # A merged model is loaded as it is; its recorded lineage is shown in the report.
-            identity = TrueBase(normalize_uri(config.model))
+            identity = TrueBase(normalize_model_uri(config.model))
         return Candidate(config.name, baseline, kind, identity, lineage=lineage)
 
-    adapter = normalize_uri(config.adapter)
+    adapter = normalize_model_uri(config.adapter)
     if adapter.startswith(HF_PREFIX):
         raise ConfigError(f"{where}.adapter: adapters are read from file:// or s3://, not {adapter}")
     adapter_config = read_json_file(storage.join(adapter, "adapter_config.json"))
@@ -161,7 +172,7 @@ def resolve_candidate(config: CandidateConfig, index: int, baseline: bool) -> Ca
 
     # A named model is loaded as it is; its identity (what it was built from) is what gets checked.
     given = model_identity(config.model)[0] if config.model is not None else None
-    loaded = TrueBase(normalize_uri(config.model)) if config.model is not None else None
+    loaded = TrueBase(normalize_model_uri(config.model)) if config.model is not None else None
 
     if lineage is None:
         recorded = adapter_config.get("base_model_name_or_path")
