@@ -25,8 +25,8 @@ def test_good_conversations(roles):
         (["assistant"], "message 0 is assistant, expected user"),
         (["user", "user", "assistant"], "message 1 is user, expected assistant"),
         (["user", "system", "assistant"], "message 1 is system, expected assistant"),
-        (["user"], "must end with an assistant message"),
-        (["system"], "must end with an assistant message"),
+        (["user"], "the last message must be from the assistant"),
+        (["system"], "the last message must be from the assistant"),
     ],
 )
 def test_role_order(roles, message):
@@ -37,7 +37,7 @@ def test_role_order(roles, message):
 
 def test_preference_prompt_ends_with_the_user_and_answers_differ():
     check_preference([m("user")], [m("assistant", "a")], [m("assistant", "b")])
-    with pytest.raises(RowError, match="last prompt message must be from the user"):
+    with pytest.raises(RowError, match="prompt: the last message must be from the user"):
         check_preference([m("user"), m("assistant")], [m("assistant", "a")], [m("assistant", "b")])
     with pytest.raises(RowError) as caught:
         check_preference([m("user")], [m("assistant", "a")], [m("assistant", "a")])

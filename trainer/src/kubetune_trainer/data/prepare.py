@@ -57,6 +57,7 @@ TICK_ROWS = 4096
 class FirstPass:
     """What the first pass keeps per row, and what it counted."""
 
+    fail_fast: bool = False
     read: int = 0
     dropped: Counter = field(default_factory=Counter)
     examples: list[dict] = field(default_factory=list)
@@ -79,6 +80,22 @@ class FirstPass:
     @property
     def invalid_total(self) -> int:
         return sum(count for reason, count in self.dropped.items() if reason not in FILTERED)
+
+    def drop(self, name: str, line: int, error: RowError) -> None:
+        self.dropped[error.reason] += 1
+        where = f"{name}:{line}"
+        if self.fail_fast and error.reason not in FILTERED:
+            raise DataError(f"{where}: {error.reason}: {error.detail} (--on-bad-rows fail)")
+        if self.dropped[error.reason] <= EXAMPLES_PER_REASON:
+            self.examples.append({"source": where, "reason": error.reason, "detail": error.detail})
+            log.warning("%s: dropped (%s): %s", where, error.reason, error.detail)
+
+    def keep(self, score: int, stratum: str, lengths: tuple[int, int, int]) -> None:
+        self.scores.append(score)
+        self.strata.append(self.stratum_ids.setdefault(stratum, len(self.stratum_ids)))
+        self.prompt_chars.append(lengths[0])
+        self.answer_chars.append(lengths[1])
+        self.rejected_chars.append(lengths[2])
 
 
 class Progress:
@@ -144,29 +161,33 @@ class _Stop(Exception):
     """--max-rows reached."""
 
 
+def checked(content: dict, preference: bool, max_length: int | None) -> tuple[list, tuple[int, int, int]]:
+    """Check a converted row; returns its prompt and the characters of prompt, answer and rejected answer."""
+    if preference:
+        prompt = content["prompt"]
+        check_preference(prompt, content["chosen"], content["rejected"])
+        lengths = (chars(prompt), chars(content["chosen"]), chars(content["rejected"]))
+    else:
+        conversation = content["messages"]
+        check_sft(conversation)
+        prompt = conversation[:-1]
+        lengths = (chars(prompt), len(conversation[-1]["content"]), 0)
+    total = lengths[0] + max(lengths[1], lengths[2])
+    if max_length and total > max_length:
+        raise RowError("too_long", f"{total} characters of prompt and answer (--max-length {max_length})")
+    return prompt, lengths
+
+
 def first_pass(
     options: PrepareOptions, plan: FormatPlan, spool: Any, work: Path, progress: Progress
 ) -> FirstPass:
-    state = FirstPass()
+    state = FirstPass(fail_fast=options.on_bad_rows == "fail")
     preference = options.kind == "preference"
     key = split.seed_key(options.seed)
     seen: set[bytes] = set()
-    dumps, blake2b = orjson.dumps, hashlib.blake2b
-    max_length = options.max_length
-    stratify_by = options.stratify_by
-    fail_fast = options.on_bad_rows == "fail"
+    dumps, blake2b, write = orjson.dumps, hashlib.blake2b, spool.write
     uris = sources.resolve(plan.sources)
     log.info("reading %d file(s)", len(uris))
-
-    def bad(name: str, line: int, error: RowError) -> None:
-        state.dropped[error.reason] += 1
-        where = f"{name}:{line}"
-        if fail_fast and error.reason not in FILTERED:
-            raise DataError(f"{where}: {error.reason}: {error.detail} (--on-bad-rows fail)")
-        if state.dropped[error.reason] <= EXAMPLES_PER_REASON:
-            state.examples.append({"source": where, "reason": error.reason, "detail": error.detail})
-            log.warning("%s: dropped (%s): %s", where, error.reason, error.detail)
-
     try:
         for uri in uris:
             name = sources.display(uri)
@@ -177,38 +198,17 @@ def first_pass(
                 if not state.read % TICK_ROWS:
                     progress.tick(state)
                 if type(value) is not dict:
-                    error = (
+                    state.drop(
+                        name,
+                        line,
                         value
                         if isinstance(value, RowError)
-                        else RowError("not_an_object", f"the record is {type_name(value)}, not an object")
+                        else RowError("not_an_object", f"the record is {type_name(value)}, not an object"),
                     )
-                    bad(name, line, error)
                     continue
                 try:
                     content, metadata = convert(value)
-                    if preference:
-                        prompt, chosen, rejected = content["prompt"], content["chosen"], content["rejected"]
-                        check_preference(prompt, chosen, rejected)
-                        prompt_chars, answer_chars, rejected_chars = (
-                            chars(prompt),
-                            chars(chosen),
-                            chars(rejected),
-                        )
-                    else:
-                        conversation = content["messages"]
-                        check_sft(conversation)
-                        prompt = conversation[:-1]
-                        prompt_chars, answer_chars, rejected_chars = (
-                            chars(prompt),
-                            chars(conversation[-1:]),
-                            0,
-                        )
-                    if max_length and prompt_chars + max(answer_chars, rejected_chars) > max_length:
-                        raise RowError(
-                            "too_long",
-                            f"{prompt_chars + max(answer_chars, rejected_chars)} characters of prompt and answer "
-                            f"(--max-length {max_length})",
-                        )
+                    prompt, lengths = checked(content, preference, options.max_length)
                     body = dumps(content)
                     if options.dedupe:
                         digest = blake2b(body, digest_size=16).digest()
@@ -217,29 +217,21 @@ def first_pass(
                         seen.add(digest)
                     tail = dumps({"source": f"{name}:{line}", **metadata}, default=str)
                 except RowError as error:
-                    bad(name, line, error)
+                    state.drop(name, line, error)
                     continue
                 except orjson.JSONEncodeError as exc:
-                    bad(
-                        name,
-                        line,
-                        RowError("unsupported_field", f"metadata cannot be written as JSON ({exc})"),
-                    )
+                    state.drop(name, line, RowError("unsupported_field", f"metadata is not JSON ({exc})"))
                     continue
-                spool.write(body[:-1] + b',"metadata":' + tail + b"}\n")
-                state.scores.append(split.score(dumps(prompt), key))
-                stratum = _stratum(_field(metadata, stratify_by)) if stratify_by else ""
-                state.strata.append(state.stratum_ids.setdefault(stratum, len(state.stratum_ids)))
-                state.prompt_chars.append(prompt_chars)
-                state.answer_chars.append(answer_chars)
-                state.rejected_chars.append(rejected_chars)
+                write(body[:-1] + b',"metadata":' + tail + b"}\n")
+                stratum = _stratum(_field(metadata, options.stratify_by)) if options.stratify_by else ""
+                state.keep(split.score(dumps(prompt), key), stratum, lengths)
                 if state.kept == options.max_rows:
-                    state.files.append(_file_summary(name, state, read_before, kept_before))
                     raise _Stop
             state.files.append(_file_summary(name, state, read_before, kept_before))
             if state.read == read_before:
                 log.warning("%s holds no records", name)
     except _Stop:
+        state.files.append(_file_summary(name, state, read_before, kept_before))
         log.info("--max-rows %d reached; the rest of the sources is not read", options.max_rows)
     progress.tick(state, force=True)
     return state

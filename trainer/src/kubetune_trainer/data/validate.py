@@ -108,11 +108,14 @@ def messages(value: Any, where: str, default_role: str | None = None) -> list[di
     return result
 
 
-def check_turns(conversation: list[dict], where: str) -> None:
-    """An optional leading system message, then user and assistant alternating, ending with assistant."""
-    start = 1 if conversation[0]["role"] == "system" else 0
+def check_turns(
+    conversation: list[dict], where: str, first: str = "user", last: str | None = "assistant"
+) -> None:
+    """An optional leading system message, then turns alternating from `first`, ending with `last`."""
+    start = 1 if conversation[0]["role"] == "system" and first == "user" else 0
+    other = "assistant" if first == "user" else "user"
     for index in range(start, len(conversation)):
-        expected = "user" if (index - start) % 2 == 0 else "assistant"
+        expected = first if (index - start) % 2 == 0 else other
         role = conversation[index]["role"]
         if role != expected:
             raise RowError(
@@ -120,19 +123,19 @@ def check_turns(conversation: list[dict], where: str) -> None:
                 f"{where}: message {index} is {role}, expected {expected} "
                 f"(roles: {', '.join(m['role'] for m in conversation)})",
             )
-    if len(conversation) == start or conversation[-1]["role"] != "assistant":
-        raise RowError("wrong_role_order", f"{where}: the conversation must end with an assistant message")
+    if len(conversation) == start or conversation[-1]["role"] != last:
+        raise RowError("wrong_role_order", f"{where}: the last message must be from the {last}")
 
 
 def chars(conversation: list[dict]) -> int:
-    return sum(len(m["content"]) for m in conversation)
+    return sum([len(m["content"]) for m in conversation])
 
 
 def check_preference(prompt: list[dict], chosen: list[dict], rejected: list[dict]) -> None:
-    if prompt[-1]["role"] != "user":
-        raise RowError("wrong_role_order", "prompt: the last prompt message must be from the user")
-    check_turns(prompt + chosen, "prompt+chosen")
-    check_turns(prompt + rejected, "prompt+rejected")
+    """The prompt ends with the user; each answer continues it, from the assistant to the assistant."""
+    check_turns(prompt, "prompt", last="user")
+    check_turns(chosen, "chosen", first="assistant")
+    check_turns(rejected, "rejected", first="assistant")
     if chosen == rejected:
         raise RowError("chosen_equals_rejected", "chosen and rejected are the same answer")
 
