@@ -43,6 +43,16 @@ def test_bad_flags_exit_with_bad_config_naming_the_flag(prepare, pairs, capsys, 
     assert message in result.termination["error"]
 
 
+def test_unwritable_or_malformed_outputs_fail_before_reading(prepare, pairs, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("")
+    assert prepare("--source", pairs, "--kind", "preference", output=tmp_path / "a-file").rc == 64
+    assert "exists and is not a directory" in capsys.readouterr().err
+    assert prepare("--source", pairs, "--kind", "preference", output="gs://bucket/x").rc == 64
+    assert "--output gs://bucket/x: unsupported URI scheme 'gs'" in capsys.readouterr().err
+    assert prepare("--source", "s3:///key", "--kind", "preference").rc == 64
+    assert "--source s3:///key: an s3:// URI needs a bucket" in capsys.readouterr().err
+
+
 def test_source_is_required_without_dataset_info(prepare, capsys):
     assert prepare("--kind", "sft").rc == 64
     assert "--source is required" in capsys.readouterr().err

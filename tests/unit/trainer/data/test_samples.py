@@ -9,6 +9,8 @@ import pytest
 
 from kubetune_trainer.data.prepare import fingerprint
 
+from .conftest import pref, write_jsonl
+
 
 @pytest.mark.parametrize(
     ("flags", "fmt", "kind", "kept", "dropped"),
@@ -150,3 +152,15 @@ def test_termination_summary_has_the_dataset_shape(prepare, shared_data):
     assert summary["counts"] == {"train": result.manifest["counts"]["train"], "test": result.manifest["counts"]["test"]}
     assert summary["dropped"] == {"duplicate": 4}
     assert set(summary["lengths"]) == {"prompt", "answer"}
+
+
+def test_rows_without_the_stratify_field_form_their_own_stratum(prepare, tmp_path, capsys):
+    rows = [pref(f"q{i}", subtype="a" if i % 2 else None) for i in range(6)]
+    for row in rows:
+        if row["subtype"] is None:
+            del row["subtype"]
+    source = write_jsonl(tmp_path / "rows.jsonl", rows)
+    result = prepare("--source", source, "--kind", "preference", "--stratify-by", "subtype", "--test-fraction", "0.3")
+    assert result.manifest["strata"] == {"<missing>": {"train": 2, "test": 1}, "a": {"train": 2, "test": 1}}
+    assert prepare("--source", source, "--kind", "preference", "--stratify-by", "subtyp").rc == 65
+    assert "--stratify-by subtyp: no row has this metadata field" in capsys.readouterr().err

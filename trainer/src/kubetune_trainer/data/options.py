@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict, dataclass
 
+from kubetune_trainer import storage
 from kubetune_trainer.data.formats import FORMATS
-from kubetune_trainer.errors import ConfigError
+from kubetune_trainer.errors import ConfigError, StorageError
 
 KINDS = ("preference", "sft")
 BAD_ROW_POLICIES = ("drop", "fail")
@@ -65,6 +66,11 @@ class PrepareOptions:
             raise ConfigError(
                 "--source is required (or --dataset-info with an entry whose file_name names the data)"
             )
+        for flag, uri in (("--output", self.output), *(("--source", source) for source in self.sources)):
+            try:
+                storage.parse(uri)
+            except StorageError as exc:
+                raise ConfigError(f"{flag} {exc.message}") from exc
         if self.stratify_by is not None and not self.stratify_by.strip():
             raise ConfigError("--stratify-by names a metadata field and cannot be empty")
 

@@ -39,7 +39,7 @@ from kubetune_trainer.data.validate import (
     check_sft,
     type_name,
 )
-from kubetune_trainer.errors import DataError
+from kubetune_trainer.errors import ConfigError, DataError
 from kubetune_trainer.progress import ProgressReporter, metrics
 
 log = logging.getLogger(__name__)
@@ -367,6 +367,18 @@ def publish(staging: Path, output: str) -> None:
         os.replace(staging / name, target / name)
 
 
+def check_output(output: str) -> None:
+    """Refuse an output that cannot be written before any row is read, not after."""
+    if storage.is_remote(output):
+        return
+    target = storage.local_path(output)
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"--output {output}: exists and is not a directory")
+    existing = next(parent for parent in (target, *target.parents) if parent.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--output {output}: {existing} is not a writable directory")
+
+
 def _staging_dir(output: str, work: Path) -> Path:
     """Where the output is written before it is published: beside the target when it is local, so
     that publishing is a rename."""
@@ -381,6 +393,7 @@ def prepare(options: PrepareOptions, reporter: ProgressReporter | None = None) -
     """Run the whole pipeline; returns the manifest it published."""
     reporter = reporter or ProgressReporter.from_env()
     plan = FormatPlan(options)
+    check_output(options.output)
     reporter.update(force=True, phase="data", step=0, message="reading sources")
     scratch = os.environ.get("KUBETUNE_CACHE_DIR") or None
     with tempfile.TemporaryDirectory(prefix="kubetune-data-", dir=scratch) as work_dir:
