@@ -1,9 +1,9 @@
 """`data prepare`: read every source, convert and validate each row, split, publish.
 
-Two passes keep memory flat however large the inputs grow. The first streams every record
+Two passes keep rows out of memory however large the inputs grow. The first streams every record
 through its format's converter and the checks, and spools the canonical rows to a scratch file;
 per row it keeps only a 16-byte content hash (for dedupe), the prompt's split score, a stratum
-id and three lengths. The split is then decided from those arrays, and the second pass copies the
+id and three lengths, about 140 bytes. The split is then decided from those arrays, and the second pass copies the
 spooled lines into train.jsonl and test.jsonl. The manifest, naming every file with its sha256,
 is published last.
 """

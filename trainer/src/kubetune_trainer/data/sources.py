@@ -65,8 +65,10 @@ def is_data_file(name: str) -> bool:
 
 
 def _keep_data_files(found: list[str], spec: str) -> list[str]:
-    kept = [uri for uri in found if is_data_file(uri)]
-    skipped = [Path(storage.parse(uri).path).name for uri in found if uri not in kept]
+    kept, skipped = [], []
+    for uri in found:
+        (kept if is_data_file(uri) else skipped).append(uri)
+    skipped = [Path(storage.parse(uri).path).name for uri in skipped]
     if skipped:
         log.info(
             "--source %s: skipping %d file(s) that hold no rows: %s",
@@ -79,15 +81,15 @@ def _keep_data_files(found: list[str], spec: str) -> list[str]:
 
 def resolve(specs: list[str]) -> list[str]:
     """Every data file the --source values name, as URIs, in order; a value naming none is an error."""
-    resolved: list[str] = []
+    resolved: dict[str, None] = {}
     for spec in specs:
         found = _resolve_one(spec)
         if not found:
             raise ConfigError(
                 f"--source {spec}: no data file matches ({', '.join(DATA_SUFFIXES)}, optionally .gz)"
             )
-        resolved.extend(uri for uri in found if uri not in resolved)
-    return resolved
+        resolved.update(dict.fromkeys(found))
+    return list(resolved)
 
 
 def _resolve_one(spec: str) -> list[str]:
