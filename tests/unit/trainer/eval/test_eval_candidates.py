@@ -114,3 +114,8 @@ def test_build_base_refuses_a_chain_adapter_that_changed(lineage_models, tmp_pat
     )
     with pytest.raises(AdapterBaseMismatch, match="has changed since"):
         build_base(changed, tmp_path)
+
+
+def test_a_missing_model_beside_an_adapter_is_named(lineage_models, tmp_path):
+    with pytest.raises(BaseModelMissing, match="nothing: no model there"):
+        resolve(adapter=str(lineage_models.bare), model=str(tmp_path / "nothing"))

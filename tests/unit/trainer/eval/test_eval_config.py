@@ -145,3 +145,23 @@ def test_yaml_files_load_and_syntax_errors_name_the_line(tmp_path):
     listing.write_text("- a\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="expected a mapping of fields"):
         load_config(listing)
+
+
+def test_every_example_evalrun_renders_to_a_config_the_trainer_loads():
+    """The operator's builders write the config this command reads (contracts §7)."""
+    from pathlib import Path
+
+    from kubetune_operator.builders import evaluation, plan
+    from kubetune_operator.builders.settings import OperatorSettings
+
+    settings = OperatorSettings(artifact_root="s3://artifacts/kubetune")
+    examples = sorted((Path(__file__).resolve().parents[4] / "examples").rglob("*.yaml"))
+    resources = plan.validate_all(plan.load_documents(examples))
+    known = {plan.key(r): r for r in resources}
+    evalruns = [r for r in resources if r.kind == "EvalRun"]
+    assert evalruns
+    for evalrun in evalruns:
+        rendered = evaluation.eval_config(evalrun, settings, plan.eval_inputs(evalrun, known, settings))
+        config = parse_config(rendered, evalrun.metadata.name)
+        assert [c.name for c in config.candidates] == [c.name for c in evalrun.spec.candidates]
+        assert all(config.column_of(g.metric) for g in config.gates)

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from kubetune_trainer.errors import ConfigError
+from kubetune_trainer.errors import ConfigError, DataError
 from kubetune_trainer.eval.engines import (
     EngineOptions,
     Request,
@@ -147,3 +147,17 @@ def test_beam_search_and_seeded_sampling(tiny_model_dir):
 def test_the_vllm_engine_without_vllm_says_so(tiny_model_dir):
     with pytest.raises(ConfigError, match="vllm is not installed"):
         open_engine("vllm")(str(tiny_model_dir), {}, EngineOptions())
+
+
+def test_a_template_that_refuses_the_messages_names_the_row(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    strict = AutoTokenizer.from_pretrained(tiny_model_dir)
+    strict.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+        "{% endif %}{{ m['content'] }}{% endfor %}"
+    )
+    with pytest.raises(
+        DataError, match=r"test\.json:6: the chat template of tiny cannot render it: System role"
+    ):
+        render_prompt_ids(strict, PROMPTS[1], "tiny", "test.json:6")

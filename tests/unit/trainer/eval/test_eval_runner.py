@@ -19,16 +19,26 @@ REFERENCE = re.compile(r"判断:(是|否)")
 
 @pytest.fixture(scope="module")
 def evaluation(tmp_path_factory, shared_data, lineage_models, scripted):
-    """base (baseline) always says 否; sft (adapter) gives the reference; loop repeats itself, never ending."""
+    """base (baseline) always says 否; sft (adapter) gives the reference; loop repeats itself, never ending.
+
+    A judge model grades answers 1 when they equal the reference, 0 otherwise, and cannot make
+    sense of loop's answers.
+    """
     tmp_path = tmp_path_factory.mktemp("evaluation")
     answers = {
         json.loads(line)["text"][0]["content"]: json.loads(line)["text"][-1]["content"]
         for line in (shared_data / "defects" / "sft_chat.jsonl").read_text(encoding="utf-8").splitlines()
     }
     loop_model = shutil.copytree(lineage_models.base, tmp_path / "loop-model")
+    judge_model = shutil.copytree(lineage_models.base, tmp_path / "judge-model")
 
     def script(prompt: str, adapter, model_path):
         question = prompt.split("<|im_start|>user\n", 1)[1].split("<|im_end|>", 1)[0]
+        if model_path == str(judge_model):
+            answer, reference = question.removeprefix("Answer: ").split("\nReference: ")
+            return (
+                "unsure" if answer.startswith("判断:是 判断:是") else f"score {int(answer == reference)}"
+            ), True
         if model_path == str(loop_model):
             return "判断:是 判断:是 " * 20, False
         if adapter == "sft":
@@ -56,6 +66,15 @@ def evaluation(tmp_path_factory, shared_data, lineage_models, scripted):
                     "type": "rubric",
                     "rules": [{"pattern": "(确诊|保证)", "expect": "no_match"}],
                 },
+                {
+                    "name": "judge_pass",
+                    "type": "rubric",
+                    "judge": {
+                        "model": f"file://{judge_model}",
+                        "prompt_template": "Answer: {answer}\nReference: {reference}",
+                        "score_pattern": r"score ([01])",
+                    },
+                },
             ],
             "bootstrap_samples": 300,
             "gates": [
@@ -76,13 +95,31 @@ def evaluation(tmp_path_factory, shared_data, lineage_models, scripted):
     return summary, factory, tmp_path / "report", progress_file
 
 
-def test_one_engine_per_true_base_serves_its_adapters(evaluation, lineage_models):
-    _, factory, _, _ = evaluation
+def test_one_engine_per_true_base_serves_its_adapters_and_the_judge_comes_last(evaluation, lineage_models):
+    _, factory, report, _ = evaluation
     assert [(e.model_path, e.adapters) for e in factory.opened] == [
         (str(lineage_models.base), {"sft": str(lineage_models.sft)}),
-        (str(factory.opened[1].model_path), {}),
+        (str(report.parent / "loop-model"), {}),
+        (str(report.parent / "judge-model"), {}),
     ]
     assert all(e.closed for e in factory.opened)
+    judge_options = factory.opened[2].options
+    assert (judge_options.max_new_tokens, judge_options.temperature, judge_options.beam_width) == (64, 0.0, 1)
+
+
+def test_a_judge_model_scores_through_the_same_engine_interface(evaluation):
+    summary, _, report, _ = evaluation
+    assert summary["metrics"]["sft"]["judge_pass"]["value"] == 1.0
+    assert summary["metrics"]["base"]["judge_pass"]["value"] == 0.0
+    assert summary["metrics"]["loop"]["judge_pass"] == {"value": None, "ciLow": None, "ciHigh": None, "n": 0}
+    assert any(
+        "judge_pass: the judge's verdict matched no score" in w and "16 answers" in w
+        for w in summary["warnings"]
+    )
+    rows = [
+        json.loads(line) for line in (report / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    assert rows[0]["judge"] == {"judge_pass": "score 0"}
 
 
 def test_metrics_deltas_and_strata(evaluation):
@@ -201,6 +238,7 @@ def test_plots_load_and_the_html_is_self_contained(evaluation):
     assert pngs == [
         "overall_metrics.png",
         "per_subtype_exact_match.png",
+        "per_subtype_judge_pass.png",
         "per_subtype_judgement.png",
         "per_subtype_no_overreach.png",
         "repetition_repetition.png",

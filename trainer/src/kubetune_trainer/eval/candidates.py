@@ -88,7 +88,13 @@ class Candidate:
             "baseline": self.baseline,
             "kind": self.kind,
             "adapter": self.adapter,
-            "trueBase": self.base.to_json(),
+            "runsOn": self.base.to_json(),
+            # As the adapter's kubetune.json records it; `runsOn` is what was loaded to match it.
+            "trueBase": (
+                {key: self.lineage.get(key) for key in ("baseModel", "mergedAdapters")}
+                if self.kind == "adapter" and self.lineage
+                else None
+            ),
             "verified": self.verified,
             "lineage": self.lineage,
             "warnings": self.warnings,
@@ -155,11 +161,11 @@ def resolve_candidate(config: CandidateConfig, index: int, baseline: bool) -> Ca
     where = f"candidates[{index}] ({config.name})"
     if config.adapter is None:
         assert config.model is not None
-        identity, kind, lineage = model_identity(config.model)
-        if kind == "merged":
-            # A merged model is loaded as it is; its recorded lineage is shown in the report.
-            identity = TrueBase(normalize_model_uri(config.model))
-        return Candidate(config.name, baseline, kind, identity, lineage=lineage)
+        # A model runs as it is; what it was built from is only shown in the report.
+        _, kind, lineage = model_identity(config.model)
+        return Candidate(
+            config.name, baseline, kind, TrueBase(normalize_model_uri(config.model)), lineage=lineage
+        )
 
     adapter = normalize_model_uri(config.adapter)
     if adapter.startswith(HF_PREFIX):
@@ -170,9 +176,11 @@ def resolve_candidate(config: CandidateConfig, index: int, baseline: bool) -> Ca
     lineage_uri = storage.join(adapter, LINEAGE_FILE)
     lineage = read_json_file(lineage_uri)
 
-    # A named model is loaded as it is; its identity (what it was built from) is what gets checked.
-    given = model_identity(config.model)[0] if config.model is not None else None
-    loaded = TrueBase(normalize_model_uri(config.model)) if config.model is not None else None
+    given = loaded = None
+    if config.model is not None:
+        # A named model is loaded as it is; what it was built from (its identity) is what gets checked.
+        given = model_identity(config.model)[0]
+        loaded = TrueBase(normalize_model_uri(config.model))
 
     if lineage is None:
         recorded = adapter_config.get("base_model_name_or_path")
@@ -195,8 +203,8 @@ def resolve_candidate(config: CandidateConfig, index: int, baseline: bool) -> Ca
         if not given.same_as(needed):
             raise AdapterBaseMismatch(
                 f"{where}: adapter {adapter} was trained on {needed.describe()}, but `model` is "
-                f"{given.describe()}. Omit `model` to evaluate the adapter on its true base, or name a "
-                f"merged model whose {LINEAGE_FILE} records that base and chain."
+                f"{given.describe()}. Omit `model` to evaluate the adapter on its true base, or name the "
+                "merged/ model of the job that built that base."
             )
         return Candidate(config.name, baseline, "adapter", loaded, adapter, lineage=lineage)
     model_identity(needed.model)

@@ -114,9 +114,8 @@ class JudgeScorer:
             for i, (example, generation) in enumerate(zip(examples, generations, strict=True)):
                 if applies(example, self.metric.applies_to):
                     message = judge_prompt(self.judge.prompt_template, example, generation.text)
-                    ids = render_prompt_ids(
-                        self.engine.tokenizer, [{"role": "user", "content": message}], self.judge_model
-                    )
+                    user = [{"role": "user", "content": message}]
+                    ids = render_prompt_ids(self.engine.tokenizer, user, self.judge_model, example.source)
                     jobs.append((name, i))
                     requests.append(Request(ids))
         scores = {name: np.full(len(examples), math.nan) for name in answers}

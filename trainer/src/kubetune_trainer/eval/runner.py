@@ -136,7 +136,9 @@ def generate_all(
         adapters = {c.name: lineage.materialize(c.adapter, cache_dir) for c in members if c.adapter}
         engine = factory(model_path, adapters, options)
         try:
-            prompt_ids = [render_prompt_ids(engine.tokenizer, e.prompt, base.describe()) for e in examples]
+            prompt_ids = [
+                render_prompt_ids(engine.tokenizer, e.prompt, base.describe(), e.source) for e in examples
+            ]
             for example, ids in zip(examples, prompt_ids, strict=True):
                 _check_length(example, ids, config.max_model_len)
             requests = [
@@ -173,7 +175,7 @@ def score_all(
             scores[metric.key] = RuleScorer(metric).score(examples, answers)
             continue
         assert metric.judge is not None
-        judge_path = lineage.materialize(lineage.normalize_uri(metric.judge.model), cache_dir)
+        judge_path = lineage.materialize(lineage.normalize_model_uri(metric.judge.model), cache_dir)
         options = replace(
             EngineOptions.from_config(config),
             max_new_tokens=metric.judge.max_new_tokens,

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from kubetune_trainer.errors import ConfigError
+from kubetune_trainer.errors import ConfigError, DataError
 
 # Called after each finished piece of work with (prompts done, tokens generated) since the last call.
 ProgressCallback = Callable[[int, int], None]
@@ -79,11 +79,24 @@ def group_by_adapter(requests: Sequence[Request]) -> dict[str | None, list[int]]
     return groups
 
 
-def render_prompt_ids(tokenizer: Any, messages: list[dict[str, str]], model: str) -> list[int]:
-    """The prompt exactly as the model's chat template lays it out, ready for the answer."""
+def render_prompt_ids(
+    tokenizer: Any, messages: list[dict[str, str]], model: str, where: str = ""
+) -> list[int]:
+    """The prompt exactly as the model's chat template lays it out, ready for the answer.
+
+    `where` (file:line of the row) goes into the error when the template refuses the messages,
+    as templates do that raise on roles they do not support.
+    """
+    import jinja2
+
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError(f"{model}: the tokenizer has no chat_template, so prompts cannot be rendered")
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except jinja2.TemplateError as exc:
+        raise DataError(
+            f"{where or 'prompt'}: the chat template of {model} cannot render it: {exc}"
+        ) from None
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
