@@ -12,7 +12,6 @@ installed and a CUDA GPU is present. Prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import platform
 import tempfile
@@ -38,9 +37,9 @@ def tiny_model(directory: Path) -> Path:
 
 
 def measure(kind: str, model: str, prompts: list, options) -> dict[str, float]:
-    from kubetune_trainer.eval.engines import Request, open_engine, render_prompt_ids
+    from kubetune_trainer.eval.engines import Request, choose_engine, render_prompt_ids
 
-    engine = open_engine(kind)(model, {}, options)
+    engine = choose_engine(kind)[0](model, {}, options)
     try:
         requests = [Request(render_prompt_ids(engine.tokenizer, p, model)) for p in prompts]
         engine.generate(requests[: options.batch_size])
@@ -69,7 +68,7 @@ def main() -> None:
     import torch
     import transformers
 
-    from kubetune_trainer.eval.engines import EngineOptions
+    from kubetune_trainer.eval.engines import EngineOptions, vllm_unavailable
 
     base = shared_prompts()
     prompts = [base[i % len(base)] for i in range(args.prompts)]
@@ -79,11 +78,12 @@ def main() -> None:
         for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
             options = EngineOptions(max_new_tokens=args.max_new_tokens, batch_size=batch_size)
             rows.append((f"hf, batch {batch_size}", measure("hf", model, prompts, options)))
-        if importlib.util.find_spec("vllm") and torch.cuda.is_available():
+        unavailable = vllm_unavailable()
+        if unavailable is None:
             options = EngineOptions(max_new_tokens=args.max_new_tokens)
             rows.append(("vllm", measure("vllm", model, prompts, options)))
         else:
-            print("vLLM not measured: it needs vllm installed and a CUDA GPU.\n")
+            print(f"vLLM not measured: {unavailable}.\n")
 
     best_hf = max(r["prompts_per_second"] for name, r in rows if name.startswith("hf"))
     device = (

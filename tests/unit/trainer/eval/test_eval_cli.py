@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -113,3 +114,27 @@ def test_bad_config_and_bad_data_exit_64_and_65(tmp_path, lineage_models, termin
     )
     assert main(["eval", "--config", config]) == 65
     assert f"{broken}:2: not valid JSON" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here")
+def test_an_evalrun_written_for_vllm_runs_on_the_hf_engine_here(
+    tmp_path, shared_data, lineage_models, termination_log
+):
+    config = write_config(
+        tmp_path,
+        output=str(tmp_path / "out"),
+        test_set=str(shared_data / "llamafactory" / "test.json"),
+        max_samples=2,
+        candidates=[{"name": "base", "model": str(lineage_models.base)}],
+        engine="vllm",
+        beam_width=2,
+        max_new_tokens=3,
+        bootstrap_samples=10,
+    )
+    assert main(["eval", "--config", config]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
+    assert (
+        summary["warnings"][0]
+        == "engine: vllm was asked for, but vLLM is not installed; the hf engine ran instead"
+    )
+    assert "the hf engine ran instead" in (tmp_path / "out" / "report.html").read_text(encoding="utf-8")

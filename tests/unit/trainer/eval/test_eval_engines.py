@@ -11,7 +11,7 @@ from kubetune_trainer.eval.engines import (
     EngineOptions,
     Request,
     answer_tokens,
-    open_engine,
+    choose_engine,
     render_prompt_ids,
     stop_token_ids,
 )
@@ -144,9 +144,21 @@ def test_beam_search_and_seeded_sampling(tiny_model_dir):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here")
-def test_the_vllm_engine_without_vllm_says_so(tiny_model_dir):
+def test_without_vllm_the_hf_engine_runs_and_says_why():
+    factory, warning = choose_engine("vllm")
+    assert factory is HFEngine
+    assert warning == "engine: vllm was asked for, but vLLM is not installed; the hf engine ran instead"
+    assert choose_engine("hf") == (HFEngine, None)
+
+
+def test_the_vllm_engine_itself_refuses_to_start_without_vllm(tiny_model_dir, monkeypatch):
+    import sys
+
+    from kubetune_trainer.eval.engines.vllm_engine import VllmEngine
+
+    monkeypatch.setitem(sys.modules, "vllm", None)
     with pytest.raises(ConfigError, match="vllm is not installed"):
-        open_engine("vllm")(str(tiny_model_dir), {}, EngineOptions())
+        VllmEngine(str(tiny_model_dir), {}, EngineOptions())
 
 
 def test_a_template_that_refuses_the_messages_names_the_row(tiny_model_dir):

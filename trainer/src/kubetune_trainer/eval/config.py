@@ -25,7 +25,6 @@ from kubetune_trainer.errors import ConfigError
 
 # Candidate names become CSV columns, file names and Prometheus label values.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
-COMPARATORS = (">=", ">", "<=", "<")
 
 
 def _compile(pattern: str) -> re.Pattern:

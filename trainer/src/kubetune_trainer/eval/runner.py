@@ -29,7 +29,7 @@ from kubetune_trainer.eval.engines import (
     EngineOptions,
     Generation,
     Request,
-    open_engine,
+    choose_engine,
     render_prompt_ids,
 )
 from kubetune_trainer.eval.gates import evaluate_gates
@@ -242,7 +242,11 @@ def run_eval(
 ) -> dict[str, Any]:
     """Run the whole evaluation and upload its report; returns the summary (summary.json)."""
     reporter = reporter or ProgressReporter()
-    factory = factory or open_engine(config.engine)
+    fallback = None
+    if factory is None:
+        factory, fallback = choose_engine(config.engine)
+        if fallback:
+            log.warning(fallback)
     timings: dict[str, float] = {}
     clock = time.monotonic()
 
@@ -298,7 +302,7 @@ def run_eval(
             strata=strata,
             gates=gates,
             judge_outputs=verdicts,
-            warnings=[w for c in resolved for w in c.warnings] + warnings,
+            warnings=([fallback] if fallback else []) + [w for c in resolved for w in c.warnings] + warnings,
             throughput=progress.throughput(),
             timings=timings,
         )

@@ -61,14 +61,35 @@ class Engine(Protocol):
 EngineFactory = Callable[[str, Mapping[str, str], EngineOptions], Engine]
 
 
-def open_engine(kind: str) -> EngineFactory:
-    if kind == "vllm":
-        from kubetune_trainer.eval.engines.vllm_engine import VllmEngine
+def vllm_unavailable() -> str | None:
+    """Why the vLLM engine cannot run on this machine, or None when it can."""
+    import importlib.util
 
-        return VllmEngine
+    if importlib.util.find_spec("vllm") is None:
+        return "vLLM is not installed"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no CUDA GPU is visible"
+    return None
+
+
+def choose_engine(kind: str) -> tuple[EngineFactory, str | None]:
+    """The engine for `kind`; where vLLM cannot run, the HF engine and a warning saying why.
+
+    The fallback keeps an EvalRun written for a GPU cluster runnable on a laptop (`kubetune run`):
+    the prompts and decoding options are the same, only the speed differs.
+    """
     from kubetune_trainer.eval.engines.hf_engine import HFEngine
 
-    return HFEngine
+    if kind != "vllm":
+        return HFEngine, None
+    reason = vllm_unavailable()
+    if reason is not None:
+        return HFEngine, f"engine: vllm was asked for, but {reason}; the hf engine ran instead"
+    from kubetune_trainer.eval.engines.vllm_engine import VllmEngine
+
+    return VllmEngine, None
 
 
 def group_by_adapter(requests: Sequence[Request]) -> dict[str | None, list[int]]:
