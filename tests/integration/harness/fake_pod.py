@@ -35,7 +35,7 @@ def main() -> int:
         reporter.update(force=True, **event)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    if behaviour.get("hold") and "resumedFrom" not in summary:
+    if behaviour.get("hold") and not summary.get("resumedFrom"):
         if state is not None:
             (state / "started").write_text("1")
         stopped.wait()

@@ -26,10 +26,11 @@ def dataset(name: str, namespace: str, kind: str = "sft") -> dict[str, Any]:
 
 def finetunejob(name: str, namespace: str, method: str, data: str, start_from: str | None = None,
                 **spec: Any) -> dict[str, Any]:
+    """`data` is a PreferenceDataset's name, or the URI of a prepared dataset."""
     body = {
         "method": method,
         "baseModel": "s3://models/tiny",
-        "dataset": {"preferenceDataset": data},
+        "dataset": {"uri": data} if "://" in data else {"preferenceDataset": data},
         "resources": {"gpusPerNode": 0, "cpu": "1", "memory": "1Gi"},
         "storage": {"secretName": "s3-credentials"},
         **spec,

@@ -38,7 +38,10 @@ async def reconcile(rt: Runtime, ftj: FineTuneJob, body: dict[str, Any], draft: 
     common.apply_outcome(draft, outcome)
     draft.set(restarts=outcome.restarts)
     if outcome.state == "Succeeded":
-        draft.set(**training_status(outcome.summary or {}, common.builders.output_uri(ftj, rt.builders)))
+        summary = outcome.summary or {}
+        draft.set(**training_status(summary, common.builders.output_uri(ftj, rt.builders)))
+        if isinstance(summary.get("resumedFrom"), str):
+            draft.set_phase("Succeeded", f"training finished, resumed from {summary['resumedFrom']}")
 
 
 async def training_inputs(

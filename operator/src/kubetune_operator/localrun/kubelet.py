@@ -121,8 +121,9 @@ class _Running:
 class LocalKubelet:
     """Runs the Jobs of `namespace` as local processes under `workdir`.
 
-    `extra_env` goes into every container (e.g. AWS_* for a local S3); `command_map` rewrites a
-    container's argv before it runs (tests swap trainer commands for small scripts).
+    `extra_env` goes into every container (e.g. AWS_* for a local S3); `command_map` turns a
+    container's argv into a command of this machine, run as given (tests swap trainer commands for
+    small scripts).
     """
 
     def __init__(
@@ -198,6 +199,10 @@ class LocalKubelet:
                     except (aiohttp.ClientError, ApiError, TimeoutError):
                         log.exception("sync of Job %s failed; retrying", job_name)
                         self.schedule(job_name, CONFIG_RETRY_SECONDS)
+                    except Exception:
+                        # A bug here must show, not vanish with the task.
+                        log.exception("sync of Job %s failed", job_name)
+                        raise
 
         task = asyncio.create_task(run())
         self._tasks.add(task)
@@ -366,19 +371,20 @@ class LocalKubelet:
 
     async def _start(self, pod: Mapping[str, Any]) -> None:
         meta, spec = pod["metadata"], pod["spec"]
-        container = dict(spec["containers"][0])
+        container = spec["containers"][0]
+        host_argv = None
         if self.command_map is not None:
-            container["command"] = self.command_map([*(container.get("command") or []), *(container.get("args") or [])])
-            container.pop("args", None)
+            host_argv = self.command_map([*(container.get("command") or []), *(container.get("args") or [])])
         try:
             prepared = local_pod.prepare(
-                {**spec, "containers": [container]},
+                spec,
                 workdir=self.workdir / self.namespace / meta["name"],
                 config_maps=await self._sources(CONFIG_MAPS, spec, "configMap", "name", "configMapKeyRef"),
                 secrets=await self._sources(SECRETS, spec, "secret", "secretName", "secretKeyRef"),
                 fields=_fields(pod),
                 extra_env=self.extra_env,
                 gpus=self.gpus,
+                host_argv=host_argv,
             )
         except local_pod.PodSpecError as exc:
             await self._patch_pod(meta["name"], {

@@ -196,11 +196,13 @@ def prepare(
     extra_env: Mapping[str, str] | None = None,
     container_index: int = 0,
     gpus: int | None = None,
+    host_argv: list[str] | None = None,
 ) -> PreparedContainer:
     """Everything needed to start the container; PodSpecError names what cannot run locally.
 
     `fields` are fieldRef values (`metadata.name`, `metadata.namespace`, `metadata.annotations['…']`, …);
-    `extra_env` wins over the pod's env (AWS_* for a local S3, a progress URL that reaches the host).
+    `extra_env` wins over the pod's env (AWS_* for a local S3, a progress URL that reaches the host);
+    `host_argv` replaces the container's command with one of this machine's, run as given.
     """
     config_maps, secrets, fields = config_maps or {}, secrets or {}, fields or {}
     container = pod_spec["containers"][container_index]
@@ -219,10 +221,14 @@ def prepare(
     env |= {name: localize(value, mounts) for name, value in container_env(container, config_maps, secrets, fields).items()}
     env["KUBETUNE_TERMINATION_LOG"] = str(termination_log)
     env |= dict(extra_env or {})
-    argv = [localize(expand(str(a), env), mounts) for a in [*(container.get("command") or []), *(container.get("args") or [])]]
-    if not argv:
-        raise PodSpecError(f"container {container.get('name')}: no command (images' entrypoints do not exist locally)")
-    argv = collapse_torchrun(argv, local_gpu_count() if gpus is None else gpus)
+    if host_argv is not None:
+        argv = list(host_argv)
+    else:
+        command = [*(container.get("command") or []), *(container.get("args") or [])]
+        if not command:
+            raise PodSpecError(f"container {container.get('name')}: no command (images' entrypoints do not exist locally)")
+        argv = [localize(expand(str(a), env), mounts) for a in command]
+        argv = collapse_torchrun(argv, local_gpu_count() if gpus is None else gpus)
     return PreparedContainer(
         argv=argv,
         env=env,

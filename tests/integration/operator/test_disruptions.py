@@ -1,0 +1,79 @@
+"""A preempted training pod is replaced and resumes from its checkpoint without spending the retry
+budget; an operator killed at random points leaves exactly one Job per resource and the right status."""
+
+from __future__ import annotations
+
+import random
+import time
+
+from harness import resources as r
+from test_pipeline import behave, chain
+
+DATA = "s3://data/prepared/"
+
+
+def test_a_preempted_pod_is_replaced_and_resumes_from_its_checkpoint(cluster, namespace, kubelet, fake_pods, operator):
+    for secret in r.secrets(namespace):
+        cluster.apply(secret)
+    fake_pods.behaviours = {"train": {"*": {
+        "summary": r.train_summary(namespace, "sft"),
+        "hold": True,
+        "state": str(fake_pods.state),
+        "progress": [{"phase": "train", "step": 2, "total_steps": 4, "percent": 50.0,
+                      "checkpoint": "s3://checkpoints/checkpoint-000002"}],
+    }}}
+    cluster.apply(r.finetunejob("sft", namespace, "sft", DATA, backoffLimit=0))
+    cluster.wait_for(lambda: (fake_pods.state / "started").exists(), 30, "the training pod to start")
+    cluster.wait_phase("finetunejobs", namespace, "sft", "Running", timeout=10)
+    cluster.wait_for(lambda: cluster.status("finetunejobs", namespace, "sft").get("lastCheckpoint"), 10,
+                     "the checkpoint from the progress channel")
+
+    (pod,) = kubelet.running_pods("sft-train")
+    cluster.call(kubelet.evict(pod))
+
+    status = cluster.wait_phase("finetunejobs", namespace, "sft", {"Succeeded", "Failed"}, timeout=30)
+    assert status["phase"] == "Succeeded", status
+    assert "resumed from s3://checkpoints/checkpoint-000002" in status["message"]
+    assert status["restarts"] == 1
+    pods = cluster.pods(namespace, "sft-train")
+    assert sorted(p["status"]["phase"] for p in pods) == ["Failed", "Succeeded"]
+    evicted = next(p for p in pods if p["status"]["phase"] == "Failed")
+    assert {c["type"] for c in evicted["status"]["conditions"]} >= {"DisruptionTarget"}
+    assert evicted["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 75
+    # backoffLimit 0, yet the job went on: the disruption did not count as a failure.
+    assert (cluster.get("jobs", namespace, "sft-train")["status"].get("failed") or 0) == 0
+
+
+def test_operator_killed_at_random_points_leaves_one_job_each_and_the_right_status(
+    cluster, namespace, kubelet, fake_pods, operator
+):
+    seed = random.randrange(1 << 30)
+    print(f"random seed {seed}")
+    rng = random.Random(seed)
+    behave(fake_pods, namespace)
+    for table in fake_pods.behaviours.values():
+        for behaviour in table.values():
+            behaviour["seconds"] = 0.4
+    for secret in r.secrets(namespace):
+        cluster.apply(secret)
+    for document in chain(namespace):
+        cluster.apply(document)
+
+    for _ in range(6):
+        # The kill point is the random part of this test, not a wait for a condition.
+        time.sleep(rng.uniform(0.0, 1.2))
+        operator.kill()
+        operator.start()
+
+    evalrun = cluster.wait_phase("evalruns", namespace, "chain-eval", {"Succeeded", "Failed"}, timeout=90)
+    assert evalrun["phase"] == "Succeeded", evalrun
+    for plural, name in [("preferencedatasets", "sft-data"), ("preferencedatasets", "dpo-data"),
+                         ("finetunejobs", "sft"), ("finetunejobs", "dpo")]:
+        assert cluster.status(plural, namespace, name)["phase"] == "Succeeded", (plural, name)
+    jobs = sorted(job["metadata"]["name"] for job in cluster.jobs(namespace))
+    assert jobs == ["chain-eval-eval", "chain-eval-promote", "dpo-data-data", "dpo-train", "sft-data-data", "sft-train"]
+    for job in jobs:
+        # One Job, never deleted and created again: it ran its work exactly once.
+        assert len(cluster.pods(namespace, job)) == 1, job
+    assert evalrun["promotion"]["commit"] == r.promotion_summary()["commit"]
+    assert operator.starts == 7
