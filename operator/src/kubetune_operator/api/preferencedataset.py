@@ -22,7 +22,9 @@ from kubetune_operator.api.common import (
     immutable,
 )
 
-DataFormat = Literal["auto", "trl", "llamafactory", "sharegpt", "alpaca", "cvalues", "chat-sft", "defects-raw"]
+DataFormat = Literal[
+    "auto", "trl", "llamafactory", "sharegpt", "alpaca", "cvalues", "chat-sft", "defects-raw", "replay"
+]
 ColumnValue = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
@@ -185,8 +187,8 @@ class PreferenceDatasetSpec(Model):
             field_path=".llamafactory",
         ),
         cel(
-            "self.kind == 'sft' || !(self.format in ['chat-sft', 'defects-raw'])",
-            "formats chat-sft and defects-raw hold SFT data: set kind sft",
+            "self.kind == 'sft' || !(self.format in ['chat-sft', 'defects-raw', 'replay'])",
+            "formats chat-sft, defects-raw and replay hold SFT data: set kind sft",
             field_path=".kind",
         ),
         cel(
@@ -208,7 +210,8 @@ class PreferenceDatasetSpec(Model):
     """Input files, directories or globs."""
 
     format: DataFormat = "auto"
-    """Input format. auto detects it from the first rows and reports the evidence in status."""
+    """Input format. auto detects it from the first rows and reports the evidence in status. replay reads
+    LLaMA-Factory test.json replay sets (text, standard_answer) as SFT rows."""
 
     llamafactory: LlamaFactory | None = None
     """LLaMA-Factory column mapping (required for format llamafactory)."""
