@@ -99,26 +99,23 @@ def trainer_config(ftj: FineTuneJob, settings: OperatorSettings, inputs: Trainin
 
 
 def command(ftj: FineTuneJob) -> list[str]:
-    """One process on CPU or one GPU; torchrun for several GPUs; static rendezvous for several nodes."""
+    """One process on CPU or one GPU; otherwise the trainer starts its workers through torchrun's
+    launcher itself, so a worker's exit code (docs/contracts.md §2) survives to the pod."""
     nodes = ftj.spec.resources.nodes
     gpus = ftj.spec.resources.gpus_per_node
-    train = ["train", "--config", common.CONFIG_FILE]
+    argv = ["kubetune-trainer", "train", "--config", common.CONFIG_FILE]
     if nodes == 1 and gpus <= 1:
-        return ["kubetune-trainer", *train]
+        return argv
+    argv += [f"--nnodes={nodes}", f"--nproc-per-node={gpus}"]
     if nodes == 1:
-        return ["torchrun", "--standalone", f"--nproc-per-node={gpus}", "-m", "kubetune_trainer", *train]
+        return argv
     name = job_name(ftj)
     return [
-        "torchrun",
-        f"--nnodes={nodes}",
-        f"--nproc-per-node={gpus}",
+        *argv,
         # Expanded by the kubelet from the env var the Job controller gives Indexed pods.
         "--node-rank=$(JOB_COMPLETION_INDEX)",
         f"--master-addr={name}-0.{name}",
         f"--master-port={RENDEZVOUS_PORT}",
-        "-m",
-        "kubetune_trainer",
-        *train,
     ]
 
 

@@ -104,7 +104,7 @@ def test_commands_are_argv_lists_without_a_shell():
         for container in pod["containers"]:
             argv = container["command"]
             assert isinstance(argv, list) and all(isinstance(a, str) for a in argv)
-            assert argv[0] in {"kubetune-trainer", "torchrun", "kubetune"}
+            assert argv[0] in {"kubetune-trainer", "kubetune"}
             assert not {"sh", "bash", "-c"} & set(argv)
             assert "args" not in container
 
@@ -163,10 +163,12 @@ def trainer_container(children):
     return children["Job"]["spec"]["template"]["spec"]["containers"][0]
 
 
-def test_one_node_of_eight_gpus_runs_torchrun_standalone_with_zero3():
+def test_one_node_of_eight_gpus_starts_eight_workers_with_zero3():
     children = train_children()
     container = trainer_container(children)
-    assert container["command"][:3] == ["torchrun", "--standalone", "--nproc-per-node=8"]
+    assert container["command"] == [
+        "kubetune-trainer", "train", "--config", "/etc/kubetune/config.yaml", "--nnodes=1", "--nproc-per-node=8"
+    ]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 8
     config = yaml.safe_load(children["ConfigMap"]["data"]["config.yaml"])
     assert config["deepspeed_stage"] == 3
