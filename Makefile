@@ -44,8 +44,11 @@ test: install lint
 crds: install
 	$(BIN)/kubetune crds
 
+# The repeater story of the seed-000 workflow on a tiny model, from examples/demo/*.yaml through
+# `kubetune run`; a second run skips the finished steps.
 demo: install
-	$(BIN)/python examples/demo/run_demo.py
+	$(BIN)/python examples/demo/make_inputs.py --output demo-artifacts/inputs
+	$(BIN)/kubetune run examples/demo/*.yaml --artifacts demo-artifacts --workdir demo-artifacts/.kubetune
 
 clean:
 	rm -rf $(VENV) .kubetune demo-artifacts

@@ -8,6 +8,7 @@ reason (kubetune_trainer.exitcodes); nothing a user feeds in ends in a traceback
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -41,7 +42,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Pods get these pointing into an empty scratch volume (the root filesystem is read-only); libraries
+# expect them to exist.
+SCRATCH_ENV = ("KUBETUNE_CACHE_DIR", "HF_HOME", "TMPDIR", "HOME", "XDG_CACHE_HOME")
+
+
+def make_scratch_dirs() -> None:
+    for name in SCRATCH_ENV:
+        if os.environ.get(name):
+            # A directory that cannot be made is reported by whatever needs it, with its own context.
+            with contextlib.suppress(OSError):
+                os.makedirs(os.environ[name], exist_ok=True)
+
+
 def main(argv: list[str] | None = None) -> int:
+    make_scratch_dirs()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

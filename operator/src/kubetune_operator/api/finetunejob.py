@@ -166,6 +166,10 @@ class Dpo(Model):
     loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
     """sigmoid (the DPO paper), ipo or hinge."""
 
+    sft_loss_weight: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0
+    """Weight of an extra negative log-likelihood loss on the chosen answers (RPO). A little keeps DPO from
+    lowering the chosen answers' likelihood along with the rejected ones."""
+
     precompute_ref_log_probs: bool = False
     """Compute the reference model's log-probs once before training (saves memory during training)."""
 

@@ -92,6 +92,7 @@ def trainer_config(ftj: FineTuneJob, settings: OperatorSettings, inputs: Trainin
         config |= {
             "beta": spec.dpo.beta,
             "loss_type": spec.dpo.loss_type,
+            "sft_loss_weight": spec.dpo.sft_loss_weight,
             "precompute_ref_log_probs": spec.dpo.precompute_ref_log_probs,
             "padding_free": spec.dpo.padding_free,
         }

@@ -17,6 +17,8 @@ from kubetune_operator.errors import UserError
 # Module paths, in the order their commands appear in --help.
 COMMANDS = [
     "kubetune_operator.cli.crds",
+    "kubetune_operator.cli.render",
+    "kubetune_operator.cli.run",
     "kubetune_operator.cli.promote",
     "kubetune_operator.cli.operator",
 ]

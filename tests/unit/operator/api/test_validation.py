@@ -32,7 +32,7 @@ def test_every_example_validates(document):
 
 
 def test_examples_exist_for_every_kind_and_the_chained_pipeline():
-    kinds = {yaml.safe_load(p.read_text())["kind"] for p in EXAMPLES}
+    kinds = {d["kind"] for p in EXAMPLES for d in yaml.safe_load_all(p.read_text())}
     assert kinds == {"PreferenceDataset", "FineTuneJob", "EvalRun"}
     pipeline = [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "examples" / "pipeline").glob("*.yaml"))]
     dpo = next(d for d in pipeline if d["kind"] == "FineTuneJob" and "startFrom" in d["spec"])

@@ -1,0 +1,247 @@
+"""`kubetune run FILE...`: run PreferenceDatasets, FineTuneJobs and EvalRuns on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+EXIT_FAILED = 1
+EXIT_GATES_FAILED = 3
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run the resources in FILE... as local processes (no cluster)",
+        description=(
+            "Validate the documents against the CRD schemas, order them by their references, and run "
+            "each pod's command locally with the env and config files it would get in a cluster. "
+            "Steps whose spec and inputs have not changed since their last success are skipped."
+        ),
+    )
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="YAML with kubetune resources")
+    parser.add_argument(
+        "--artifacts",
+        default=".kubetune/artifacts",
+        help="artifact root: a directory or s3://bucket/prefix (default: .kubetune/artifacts)",
+    )
+    parser.add_argument("--force", action="store_true", help="run every step, even those that are up to date")
+    parser.add_argument("--gpus", type=int, default=None, help="GPUs to use (default: the visible ones)")
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(".kubetune"), help="pod scratch, logs and run state (default: .kubetune)"
+    )
+    parser.set_defaults(func=run)
+
+
+def artifact_root(value: str) -> str:
+    if value.startswith("s3://") or value.startswith("file://"):
+        return value.rstrip("/")
+    return f"file://{Path(value).expanduser().resolve()}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from kubetune_operator.builders import plan
+    from kubetune_operator.localrun.runner import LocalRunner
+
+    console = Console(highlight=False)
+    resources = plan.validate_all(plan.load_documents(args.files))
+    display = ProgressDisplay(console)
+    runner = LocalRunner(
+        artifact_root(args.artifacts), args.workdir.resolve(), force=args.force, gpus=args.gpus,
+        on_event=display.event,
+    )
+    plan.order(resources, require_references=True)
+    with display:
+        results = runner.run(resources, on_step=display.step_done)
+    print_results(console, results)
+    if any(not r.ok for r in results):
+        return EXIT_FAILED
+    if any(r.summary.get("kind") == "eval" and r.summary.get("passed") is False for r in results):
+        return EXIT_GATES_FAILED
+    return 0
+
+
+class ProgressDisplay:
+    """Live progress bars on a terminal; a log line per phase change (and every 15 s) elsewhere."""
+
+    def __init__(self, console):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = console
+        self.interactive = console.is_terminal
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not self.interactive,
+        )
+        self.tasks: dict[str, Any] = {}
+        self.last_line: dict[str, tuple[str, float]] = {}
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def _label(self, resource) -> str:
+        return f"{resource.kind_name} {resource.metadata.name}"
+
+    def event(self, resource, event: dict[str, Any]) -> None:
+        label = self._label(resource)
+        detail = describe_event(event)
+        phase = event.get("phase", "")
+        if self.interactive:
+            if label not in self.tasks:
+                self.tasks[label] = self.progress.add_task(label, total=100, detail="")
+            self.progress.update(
+                self.tasks[label],
+                description=f"{label} [dim]{phase}[/dim]",
+                completed=event.get("percent", 0) or 0,
+                detail=detail,
+            )
+            return
+        previous_phase, previous_time = self.last_line.get(label, ("", 0.0))
+        now = time.monotonic()
+        if phase != previous_phase or now - previous_time >= 15:
+            self.console.print(f"{label}: {phase} {detail}".rstrip())
+            self.last_line[label] = (phase, now)
+
+    def step_done(self, result) -> None:
+        label = self._label(result.resource)
+        if self.interactive and label in self.tasks:
+            self.progress.update(self.tasks[label], completed=100 if result.ok else None)
+        style = {"Succeeded": "green", "Skipped": "cyan", "Failed": "red", "Blocked": "yellow"}[result.phase]
+        note = f" ({result.message})" if result.message else ""
+        self.console.print(f"[{style}]{result.phase}[/{style}] {label} in {result.duration:.1f}s{note}")
+        if result.phase == "Failed" and result.log_tail:
+            self.console.print(f"[dim]last lines of its log:\n{result.log_tail[-2000:]}[/dim]")
+
+
+def describe_event(event: dict[str, Any]) -> str:
+    parts = []
+    if event.get("step") is not None and event.get("total_steps"):
+        parts.append(f"step {event['step']}/{event['total_steps']}")
+    for key, label in (("loss", "loss"), ("reward_margin", "margin"), ("eval_loss", "eval")):
+        if isinstance(event.get(key), int | float):
+            parts.append(f"{label} {event[key]:.4f}")
+    for key, label in (("tokens_per_second", "tok/s"), ("prompts_per_second", "prompts/s")):
+        if isinstance(event.get(key), int | float):
+            parts.append(f"{event[key]:.0f} {label}")
+    if isinstance(event.get("eta_seconds"), int | float) and event["eta_seconds"] > 0:
+        parts.append(f"eta {event['eta_seconds']:.0f}s")
+    if event.get("message") and not parts:
+        parts.append(str(event["message"])[:80])
+    return " · ".join(parts)
+
+
+def key_metrics(result) -> str:
+    summary = result.summary
+    kind = summary.get("kind")
+    if result.phase in {"Failed", "Blocked"}:
+        return result.message
+    if kind == "dataset":
+        counts = summary.get("counts", {})
+        dropped = sum((summary.get("dropped") or {}).values())
+        return f"train {counts.get('train', 0)} · test {counts.get('test', 0)} · dropped {dropped}"
+    if kind == "train":
+        parts = [f"steps {summary.get('steps')}"]
+        if isinstance(summary.get("finalLoss"), int | float):
+            parts.append(f"loss {summary['finalLoss']:.4f}")
+        if isinstance(summary.get("bestEvalLoss"), int | float):
+            parts.append(f"best eval {summary['bestEvalLoss']:.4f}")
+        return " · ".join(parts)
+    if kind == "eval":
+        gates = summary.get("gates") or []
+        passed = sum(1 for g in gates if g.get("passed"))
+        return f"gates {passed}/{len(gates)} {'passed' if summary.get('passed') else 'FAILED'}"
+    return ""
+
+
+def artifacts_of(result) -> str:
+    summary = result.summary
+    return str(summary.get("report") or summary.get("output") or "")
+
+
+def print_results(console, results) -> None:
+    from rich.table import Table
+
+    table = Table(title="kubetune run", show_lines=False)
+    for column in ("Resource", "Phase", "Duration", "Key metrics", "Artifacts"):
+        table.add_column(column, overflow="fold")
+    for result in results:
+        table.add_row(
+            f"{result.resource.kind_name}/{result.resource.metadata.name}",
+            result.phase,
+            f"{result.duration:.1f}s" if result.phase != "Skipped" else "up to date",
+            key_metrics(result),
+            artifacts_of(result),
+        )
+    console.print(table)
+    for result in results:
+        if result.summary.get("kind") == "eval" and result.ok:
+            print_comparison(console, result)
+
+
+def _local_summary(result) -> dict[str, Any]:
+    """The eval's full summary.json when the artifacts are local (it has deltas); else the short one."""
+    output = result.summary.get("output", "")
+    if output.startswith("file://"):
+        path = Path(output[len("file://") :]) / "summary.json"
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            pass
+    return result.summary
+
+
+def _interval(entry: dict[str, Any] | None) -> str:
+    if not entry or entry.get("value") is None:
+        return "–"
+    text = f"{entry['value']:.3f}"
+    if entry.get("ciLow") is not None and entry.get("ciHigh") is not None:
+        text += f" [{entry['ciLow']:.3f}, {entry['ciHigh']:.3f}]"
+    return text
+
+
+def print_comparison(console, result) -> None:
+    from rich.table import Table
+
+    summary = _local_summary(result)
+    metrics: dict[str, dict[str, Any]] = summary.get("metrics") or {}
+    deltas: dict[str, dict[str, Any]] = summary.get("deltas") or {}
+    candidates = sorted({c for per in metrics.values() for c in per}, key=lambda c: (c != summary.get("baseline"), c))
+    confidence = summary.get("confidence", 0.95)
+    table = Table(title=f"EvalRun {result.resource.metadata.name}: value [{confidence:.0%} CI]")
+    table.add_column("Metric")
+    for candidate in candidates:
+        label = f"{candidate} (baseline)" if candidate == summary.get("baseline") else candidate
+        table.add_column(label)
+        if candidate != summary.get("baseline") and deltas:
+            table.add_column(f"Δ {candidate}")
+    for metric, per in metrics.items():
+        row = [metric]
+        for candidate in candidates:
+            row.append(_interval(per.get(candidate)))
+            if candidate != summary.get("baseline") and deltas:
+                row.append(_interval((deltas.get(metric) or {}).get(candidate)))
+        table.add_row(*row)
+    console.print(table)
+    for gate in summary.get("gates") or []:
+        mark = "[green]pass[/green]" if gate.get("passed") else "[red]FAIL[/red]"
+        value = gate.get("value")
+        shown = "–" if value is None else f"{value:.3f}"
+        console.print(
+            f"  gate {gate.get('name')}: {gate.get('candidate')} {gate.get('metric')} = {shown} "
+            f"{gate.get('comparator')} {gate.get('threshold')} → {mark}"
+        )
+    report = summary.get("report", "")
+    console.print(f"report: {report[len('file://'):] if report.startswith('file://') else report}")

@@ -1,0 +1,362 @@
+"""`kubetune run`: the cluster's work on one machine, from the very same YAML.
+
+Documents are checked against the CRD schemas, ordered by their references, rendered by the
+operator's builders, and each Job's pod runs as a local process (localrun.pod) with the env and
+config files it would get in a cluster. Inputs are resolved from what earlier steps actually
+produced (their termination summaries), as the operator resolves them from statuses. A step
+whose spec and inputs are unchanged since its last success is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubetune_operator.api import EvalRun, FineTuneJob, PreferenceDataset, Resource
+from kubetune_operator.builders import common, dataset, evaluation, plan, training
+from kubetune_operator.builders.settings import OperatorSettings
+from kubetune_operator.errors import UserError
+from kubetune_operator.exitcodes import reason
+from kubetune_operator.localrun import pod as local_pod
+
+STATE_VERSION = 1
+# Launcher flags that only make sense across several nodes; locally everything is one node.
+_MULTI_NODE_FLAGS = ("--node-rank", "--master-addr", "--master-port")
+
+
+@dataclass
+class StepResult:
+    resource: Resource
+    phase: str  # Succeeded, Failed, Skipped (up to date), Blocked (an input failed)
+    duration: float = 0.0
+    summary: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+    log_tail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.phase in {"Succeeded", "Skipped"}
+
+
+def collapse_launch(argv: list[str], gpus: int) -> list[str]:
+    """`kubetune-trainer train --nnodes N --nproc-per-node G ...` → one node with this machine's GPUs."""
+    if "--nproc-per-node" not in " ".join(argv):
+        return argv
+    kept: list[str] = []
+    skip_next = False
+    for arg in argv:
+        if skip_next:
+            skip_next = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in (*_MULTI_NODE_FLAGS, "--nnodes", "--nproc-per-node"):
+            skip_next = "=" not in arg
+            continue
+        kept.append(arg)
+    if gpus > 1:
+        kept += ["--nnodes=1", f"--nproc-per-node={gpus}"]
+    return kept
+
+
+def final_artifact(train_summary: dict[str, Any]) -> dict[str, Any]:
+    """The final adapter or model of a training summary; the summary drops its details when it is
+    too long for a termination message, but the layout (docs/contracts.md §6) still says where it is."""
+    return train_summary.get("artifact") or {"uri": f"{train_summary['output']}/final"}
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _file_fingerprint(uri: str) -> Any:
+    """Content hashes of local files under a file:// URI (glob, file or directory); URIs as given otherwise.
+
+    S3 inputs are identified by URI only: a local run does not list buckets to decide what to skip.
+    """
+    if not uri.startswith("file://"):
+        return uri
+    import glob
+
+    path = uri[len("file://") :]
+    matches = sorted(glob.glob(path, recursive=True)) or [path]
+    files = []
+    for match in matches:
+        target = Path(match)
+        candidates = sorted(p for p in target.rglob("*") if p.is_file()) if target.is_dir() else [target]
+        for item in candidates:
+            if item.is_file():
+                files.append((str(item), hashlib.sha256(item.read_bytes()).hexdigest()))
+    return files
+
+
+def _model_fingerprint(uri: str) -> Any:
+    """Models are big: name, size and mtime of each file tell a changed model from the same one."""
+    if not uri.startswith("file://"):
+        return uri
+    root = Path(uri[len("file://") :])
+    if not root.is_dir():
+        return uri
+    return [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()]
+
+
+def absolute_file_uris(resource: Resource, base: Path) -> Resource:
+    """`file://./x` and `file://x` in a spec name paths relative to the directory `kubetune run` runs in;
+    pods run elsewhere, so they get absolute paths."""
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: fix(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [fix(v) for v in value]
+        if isinstance(value, str) and value.startswith("file://") and not value.startswith("file:///"):
+            return "file://" + os.path.abspath(base / value[len("file://") :])
+        return value
+
+    wire = resource.model_dump(by_alias=True, exclude_none=True, mode="json")
+    wire["spec"] = fix(wire["spec"])
+    try:
+        return type(resource).model_validate(wire)
+    except ValueError as exc:
+        raise UserError(
+            f"{resource.kind_name} {resource.metadata.name}: a relative file:// URI becomes an absolute path "
+            f"under {base} that kubetune cannot use ({exc}); run from a directory whose path has only "
+            "letters, digits and _.+=@%~- in it, or give absolute URIs"
+        ) from exc
+
+
+class LocalRunner:
+    def __init__(
+        self,
+        artifacts: str,
+        workdir: Path,
+        force: bool = False,
+        gpus: int | None = None,
+        on_event: Callable[[Resource, dict[str, Any]], None] | None = None,
+    ):
+        self.settings = OperatorSettings(artifact_root=artifacts.rstrip("/"))
+        self.workdir = workdir
+        self.force = force
+        self.gpus = local_pod.local_gpu_count() if gpus is None else gpus
+        self.on_event = on_event or (lambda resource, event: None)
+        self.state_file = workdir / "state.json"
+        self.results: dict[tuple, StepResult] = {}
+
+    # -- state: what succeeded, with which inputs ------------------------------------------------
+    def _load_state(self) -> dict[str, Any]:
+        try:
+            state = json.loads(self.state_file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return {}
+        return state.get("steps", {}) if state.get("version") == STATE_VERSION else {}
+
+    def _save_state(self, steps: dict[str, Any]) -> None:
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"version": STATE_VERSION, "steps": steps}, indent=2), encoding="utf-8")
+        os.replace(tmp, self.state_file)
+
+    @staticmethod
+    def _state_key(resource: Resource, artifact_root: str) -> str:
+        return f"{artifact_root}|{resource.kind_name}|{common.namespace_of(resource)}|{resource.metadata.name}"
+
+    # -- inputs, from what earlier steps produced ------------------------------------------------
+    def _summary_of(self, kind: str, resource: Resource, name: str) -> dict[str, Any]:
+        result = self.results[(kind, common.namespace_of(resource), name)]
+        return result.summary
+
+    def _training_inputs(self, ftj: FineTuneJob) -> training.TrainingInputs:
+        spec = ftj.spec
+        if spec.dataset.preference_dataset:
+            data = self._summary_of("PreferenceDataset", ftj, spec.dataset.preference_dataset)
+            dataset_uri, fingerprint = data["output"], data.get("fingerprint")
+        else:
+            dataset_uri, fingerprint = spec.dataset.uri, spec.dataset.fingerprint
+        start_from = None
+        if spec.start_from and spec.start_from.fine_tune_job:
+            start_from = final_artifact(self._summary_of("FineTuneJob", ftj, spec.start_from.fine_tune_job))["uri"]
+        elif spec.start_from:
+            start_from = spec.start_from.adapter_uri
+        return training.TrainingInputs(dataset_uri, fingerprint, start_from)
+
+    def _eval_inputs(self, evr: EvalRun) -> evaluation.EvalInputs:
+        spec = evr.spec
+        if spec.test_set.preference_dataset:
+            test_set = self._summary_of("PreferenceDataset", evr, spec.test_set.preference_dataset)["output"]
+        else:
+            test_set = spec.test_set.uri
+        candidates = {}
+        for candidate in spec.candidates:
+            if not candidate.fine_tune_job:
+                continue
+            trained = self._summary_of("FineTuneJob", evr, candidate.fine_tune_job)
+            artifact = final_artifact(trained)
+            if candidate.use_merged:
+                if not trained.get("merged"):
+                    raise UserError(
+                        f"EvalRun {evr.metadata.name}: candidate {candidate.name} uses the merged model of "
+                        f"FineTuneJob {candidate.fine_tune_job}, which has output.mergeAdapter off"
+                    )
+                candidates[candidate.name] = evaluation.CandidateArtifacts(model=trained["merged"])
+            elif artifact.get("type") == "full":
+                candidates[candidate.name] = evaluation.CandidateArtifacts(model=artifact["uri"])
+            else:
+                candidates[candidate.name] = evaluation.CandidateArtifacts(adapter=artifact["uri"])
+        return evaluation.EvalInputs(test_set_uri=test_set, candidates=candidates)
+
+    def _children(self, resource: Resource) -> tuple[list[dict[str, Any]], Any]:
+        """The manifests to run and the inputs that decide whether they must run again."""
+        if isinstance(resource, PreferenceDataset):
+            sources = [s.uri for s in resource.spec.sources]
+            if resource.spec.llamafactory and resource.spec.llamafactory.dataset_info:
+                info = resource.spec.llamafactory.dataset_info
+                sources.append(info.rsplit("/", 1)[0] if not resource.spec.sources else info)
+            return dataset.build(resource, self.settings), [_file_fingerprint(s) for s in sources]
+        if isinstance(resource, FineTuneJob):
+            inputs = self._training_inputs(resource)
+            upstream = [
+                self._summary_of(kind, resource, name) for kind, _, name in plan.references(resource)
+            ]
+            return training.build(resource, self.settings, inputs), [
+                _model_fingerprint(resource.spec.base_model),
+                inputs,
+                [u.get("fingerprint") or u.get("artifact") for u in upstream],
+            ]
+        if isinstance(resource, EvalRun):
+            inputs = self._eval_inputs(resource)
+            upstream = [self._summary_of(kind, resource, name) for kind, _, name in plan.references(resource)]
+            models = [_model_fingerprint(c.model) for c in resource.spec.candidates if c.model]
+            return evaluation.build(resource, self.settings, inputs), [
+                _file_fingerprint(inputs.test_set_uri),
+                inputs,
+                models,
+                [u.get("fingerprint") or u.get("artifact") for u in upstream],
+            ]
+        raise TypeError(type(resource).__name__)
+
+    # -- running one step ------------------------------------------------------------------------
+    def _run_job(self, resource: Resource, manifests: list[dict[str, Any]]) -> StepResult:
+        config_maps = {m["metadata"]["name"]: m["data"] for m in manifests if m["kind"] == "ConfigMap"}
+        (job,) = [m for m in manifests if m["kind"] == "Job"]
+        pod_spec = json.loads(json.dumps(job["spec"]["template"]["spec"]))
+        container = pod_spec["containers"][0]
+        # Credentials come from this machine's environment (the standard AWS chain), not Secrets.
+        container["env"] = [e for e in container.get("env", []) if "secretKeyRef" not in e.get("valueFrom", {})]
+        container["command"] = collapse_launch(container["command"], self.gpus)
+        step_dir = self.workdir / "pods" / common.namespace_of(resource) / resource.plural / resource.metadata.name
+        shutil.rmtree(step_dir, ignore_errors=True)
+        progress_file = step_dir / "progress.jsonl"
+        extra_env = {
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "KUBETUNE_PROGRESS_FILE": str(progress_file),
+            "KUBETUNE_PROGRESS_INTERVAL": "1",
+            "KUBETUNE_METRICS_PORT": "0",
+            "JOB_COMPLETION_INDEX": "0",
+            **{k: v for k, v in os.environ.items() if k.startswith(("AWS_", "HF_HUB_OFFLINE", "CUDA_VISIBLE"))},
+        }
+        prepared = local_pod.prepare(
+            pod_spec,
+            workdir=step_dir,
+            config_maps=config_maps,
+            fields={"metadata.name": f"{job['metadata']['name']}-local", "metadata.namespace": common.namespace_of(resource)},
+            extra_env=extra_env,
+            gpus=self.gpus,
+        )
+        started = time.monotonic()
+        process = local_pod.LocalContainer(prepared)
+        offset = 0
+        while True:
+            try:
+                outcome = process.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                offset = self._forward_progress(resource, progress_file, offset)
+            except KeyboardInterrupt:
+                # Like a preemption: the trainer checkpoints on SIGTERM and the next run resumes.
+                process.signal()
+                outcome = process.wait()
+                break
+        self._forward_progress(resource, progress_file, offset)
+        duration = time.monotonic() - started
+        summary: dict[str, Any] = {}
+        if outcome.termination_message:
+            try:
+                summary = json.loads(outcome.termination_message)
+            except json.JSONDecodeError:
+                summary = {}
+        if outcome.exit_code == 0 and summary:
+            # Scratch space (model downloads, temp files) is not needed once the outputs are stored.
+            shutil.rmtree(step_dir / "volumes", ignore_errors=True)
+            return StepResult(resource, "Succeeded", duration, summary, log_tail=outcome.log_tail)
+        why = summary.get("error") or outcome.termination_message or "no message"
+        message = f"{reason(outcome.exit_code)} (exit {outcome.exit_code}): {why}"
+        return StepResult(resource, "Failed", duration, summary, message, outcome.log_tail)
+
+    def _forward_progress(self, resource: Resource, path: Path, offset: int) -> int:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                handle.seek(offset)
+                for line in handle:
+                    if not line.endswith("\n"):
+                        break
+                    offset += len(line.encode("utf-8"))
+                    try:
+                        self.on_event(resource, json.loads(line))
+                    except json.JSONDecodeError:
+                        continue
+        except OSError:
+            pass
+        return offset
+
+    # -- the whole run ---------------------------------------------------------------------------
+    def run(self, resources: list[Resource], on_step: Callable[[StepResult], None] | None = None) -> list[StepResult]:
+        cwd = Path.cwd()
+        ordered = plan.order([absolute_file_uris(r, cwd) for r in resources], require_references=True)
+        steps_state = self._load_state()
+        results = []
+        for resource in ordered:
+            blocked = [
+                f"{kind} {name}"
+                for kind, namespace, name in plan.references(resource)
+                if not self.results[(kind, namespace, name)].ok
+            ]
+            if blocked:
+                result = StepResult(resource, "Blocked", message=f"waits for {', '.join(blocked)}, which did not succeed")
+            else:
+                result = self._run_step(resource, steps_state)
+            self.results[plan.key(resource)] = result
+            results.append(result)
+            if on_step:
+                on_step(result)
+        return results
+
+    def _run_step(self, resource: Resource, steps_state: dict[str, Any]) -> StepResult:
+        manifests, inputs = self._children(resource)
+        fingerprint = _digest({"spec": resource.spec.to_wire(), "inputs": inputs, "manifests": manifests})
+        state_key = self._state_key(resource, self.settings.artifact_root)
+        previous = steps_state.get(state_key)
+        if not self.force and previous and previous.get("fingerprint") == fingerprint and self._outputs_exist(previous):
+            return StepResult(resource, "Skipped", 0.0, previous["summary"], "up to date")
+        result = self._run_job(resource, manifests)
+        if result.phase == "Succeeded":
+            steps_state[state_key] = {"fingerprint": fingerprint, "summary": result.summary}
+        else:
+            steps_state.pop(state_key, None)
+        self._save_state(steps_state)
+        return result
+
+    @staticmethod
+    def _outputs_exist(previous: dict[str, Any]) -> bool:
+        output = previous.get("summary", {}).get("output", "")
+        if output.startswith("file://"):
+            return (Path(output[len("file://") :]) / "manifest.json").is_file()
+        return True
+
