@@ -37,3 +37,11 @@ def test_local_writes_are_atomic_and_create_parents(tmp_path):
 def test_missing_file_is_a_storage_error_naming_it(tmp_path):
     with pytest.raises(StorageError, match=r"nope\.txt"):
         storage.read_bytes(str(tmp_path / "nope.txt"))
+
+
+def test_s3_streams_iterate_by_line_like_files(tmp_path, s3_bucket):
+    lines = [f'{{"row": {n}, "text": "{"x" * 700}"}}\n'.encode() for n in range(5)]
+    for uri in (f"s3://{s3_bucket}/rows.jsonl", f"file://{tmp_path}/rows.jsonl"):
+        storage.write_bytes(uri, b"".join(lines))
+        with storage.open_read(uri) as handle:
+            assert list(handle) == lines, uri

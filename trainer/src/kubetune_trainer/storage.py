@@ -9,6 +9,7 @@ finds every file it names.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import tempfile
@@ -122,9 +123,25 @@ def read_text(uri: str) -> str:
     return read_bytes(uri).decode("utf-8")
 
 
+class _S3Body(io.RawIOBase):
+    """An S3 object body as a raw stream: buffered, it iterates by line like a file (botocore's
+    own iteration yields fixed-size chunks)."""
+
+    def __init__(self, body) -> None:
+        self.body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.body.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
 @contextmanager
 def open_read(uri: str) -> Iterator[IO[bytes]]:
-    """A binary stream; S3 objects stream without being held in memory."""
+    """A binary stream that iterates by line; S3 objects stream without being held in memory."""
     loc = parse(uri)
     if loc.scheme == "file":
         try:
@@ -139,7 +156,7 @@ def open_read(uri: str) -> Iterator[IO[bytes]]:
     except Exception as exc:
         raise _s3_error(uri, exc) from exc
     try:
-        yield body
+        yield io.BufferedReader(_S3Body(body))
     finally:
         body.close()
 
