@@ -74,9 +74,15 @@ def kubelet(cluster: Cluster, namespace: str, tmp_path: Path, fake_pods: FakePod
 
 
 @pytest.fixture
-def operator(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+def operator_env() -> dict[str, str]:
+    """Environment of the operator process (contracts §10) on top of the harness's own."""
+    return {"KUBETUNE_ARTIFACT_ROOT": "s3://artifacts/kubetune"}
+
+
+@pytest.fixture
+def operator(cluster: Cluster, namespace: str, tmp_path: Path, operator_env: dict[str, str]) -> Iterator[OperatorProcess]:
     process = OperatorProcess(cluster.write_kubeconfig(tmp_path / "kubeconfig"), namespace, tmp_path / "operator.log",
-                              env={"KUBETUNE_ARTIFACT_ROOT": "s3://artifacts/kubetune"})
+                              env=operator_env)
     process.start()
     yield process
     process.stop()

@@ -124,12 +124,14 @@ def _write_files(target: Path, data: Mapping[str, str] | None, source: Mapping[s
 
 
 def localize(text: str, mounts: Mapping[str, Path]) -> str:
-    """Replace mount paths (longest first) at path boundaries with their local directories."""
-    for mount_path in sorted(mounts, key=len, reverse=True):
-        pattern = re.compile(r"(?<![\w.-])" + re.escape(mount_path.rstrip("/")) + r"(?=/|$|[^\w.-])")
-        local = str(mounts[mount_path])
-        text = pattern.sub(lambda _, local=local: local, text)
-    return text
+    """Replace mount paths at path boundaries with their local directories, in one pass (a local
+    directory may itself start with a mount path such as /tmp), the longest mount path first."""
+    if not mounts:
+        return text
+    paths = {mount.rstrip("/") or "/": str(local) for mount, local in mounts.items()}
+    alternatives = "|".join(re.escape(p) for p in sorted(paths, key=len, reverse=True))
+    pattern = re.compile(rf"(?<![\w.-])({alternatives})(?=/|$|[^\w.-])")
+    return pattern.sub(lambda match: paths[match.group(1)], text)
 
 
 def container_env(
