@@ -1,6 +1,8 @@
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 
 from kubetune_trainer.errors import ConfigError
 from kubetune_trainer.recipes.config import TrainConfig, config_from_dict, load_config
@@ -103,3 +105,26 @@ def test_files_that_are_not_configs_are_named(tmp_path):
 def test_to_dict_round_trips():
     config = config_from_dict(REQUIRED | {"key_token_patterns": ["判断:(是|否)"], "key_token_weight": 3.0})
     assert config_from_dict(config.to_dict()) == config
+
+
+def test_every_example_finetunejob_renders_a_config_the_trainer_loads():
+    """Contracts §7: the operator renders the ConfigMap from the spec; the trainer must accept it."""
+    from kubetune_operator.builders import plan
+    from kubetune_operator.builders.settings import OperatorSettings
+
+    examples = sorted((Path(__file__).resolve().parents[4] / "examples").rglob("*.yaml"))
+    resources = plan.validate_all(plan.load_documents(examples))
+    for resource in resources:
+        resource.metadata.uid = "6f1c1a57-8a2e-4bd4-9b5e-1b8f4f0f0001"
+    settings = OperatorSettings(
+        artifact_root="s3://artifacts/kubetune", progress_base_url="http://operator:8080", s3_secret="s3"
+    )
+    rendered = [
+        (m["metadata"]["name"], m["data"]["config.yaml"])
+        for m in plan.render(resources, settings)
+        if m["kind"] == "ConfigMap" and m["metadata"]["name"].endswith("-train-config")
+    ]
+    assert len(rendered) >= 3
+    for name, text in rendered:
+        config = config_from_dict(yaml.safe_load(text), source=name)
+        assert config.output.startswith("s3://artifacts/kubetune/")

@@ -71,3 +71,12 @@ def test_training_arguments_on_cpu_turn_off_trl_defaults(tmp_path, monkeypatch):
     assert args.loss_type == ["hinge"] and args.beta == 0.3 and args.warmup_steps == 0.1
     assert args.metric_for_best_model == "eval_loss" and args.greater_is_better is False
     assert args.logging_nan_inf_filter is False
+    assert args.loss_weights is None
+
+
+def test_sft_loss_weight_adds_trls_sft_loss(tmp_path, monkeypatch):
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    config = config_from_dict(REQUIRED | {"sft_loss_weight": 0.5})
+    args = training_arguments(config, "fp32", str(tmp_path), evaluate=False)
+    assert args.loss_type == ["sigmoid", "sft"] and args.loss_weights == [1.0, 0.5]

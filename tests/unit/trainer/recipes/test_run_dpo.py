@@ -60,9 +60,13 @@ def test_full_dpo_with_precomputed_reference_log_probs(make_config, trainer_env,
     assert lineage["referenceModel"] == "base + mergedAdapters, log-probs precomputed before training"
 
 
-@pytest.mark.parametrize("loss_type", ["ipo", "hinge"])
-def test_other_dpo_losses_train(make_config, trainer_env, tmp_path, loss_type):
-    train(make_config("dpo", loss_type=loss_type, beta=0.5, max_steps=3, save_steps=3))
+@pytest.mark.parametrize(
+    "overrides",
+    [{"loss_type": "ipo"}, {"loss_type": "hinge"}, {"sft_loss_weight": 1.0}],
+    ids=["ipo", "hinge", "rpo"],
+)
+def test_other_dpo_losses_train(make_config, trainer_env, tmp_path, overrides):
+    train(make_config("dpo", beta=0.5, max_steps=3, save_steps=3, **overrides))
     history = read_jsonl(tmp_path / "output" / "metrics.jsonl")
     train_losses = losses(history)
     assert len(train_losses) == 3 and train_losses[-1] < train_losses[0]

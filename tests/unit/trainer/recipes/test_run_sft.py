@@ -2,6 +2,9 @@
 
 import json
 
+import pytest
+
+from kubetune_trainer.errors import DataError
 from kubetune_trainer.recipes.run import train
 
 from .conftest import losses, read_jsonl
@@ -68,3 +71,9 @@ def test_full_sft_writes_a_full_model(make_config, trainer_env, tmp_path):
     assert train_losses[-1] < train_losses[0]
     # save_total_limit 1 keeps the newest and the best, here the same checkpoint.
     assert sorted(p.name for p in (output / "checkpoints").iterdir()) == ["checkpoint-000004"]
+
+    # A new run into the same output withdraws the old manifest before it rewrites anything.
+    assert (output / "manifest.json").is_file()
+    with pytest.raises(DataError, match=r"no row keeps an assistant token within cutoff_len \(8\)"):
+        train(make_config("sft", peft="full", cutoff_len=8))
+    assert not (output / "manifest.json").exists()

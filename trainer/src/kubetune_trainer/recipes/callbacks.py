@@ -104,7 +104,6 @@ class CheckpointPublisher(TrainerCallback):
         self.keep = keep
         self.lineage = lineage
         self.reporter = reporter
-        self.published: list[int] = []
 
     def on_save(self, args, state, control, **kwargs):
         local = Path(args.output_dir) / f"checkpoint-{state.global_step}"
@@ -125,7 +124,6 @@ class CheckpointPublisher(TrainerCallback):
             checkpoints.prune(self.output, self.keep, protect=best[0] if best else None)
             self.reporter.update(phase="train", step=state.global_step, checkpoint=uri, force=True)
             log.info("checkpoint %s complete", uri)
-        self.published.append(state.global_step)
 
 
 class Preemption(TrainerCallback):

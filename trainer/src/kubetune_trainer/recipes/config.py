@@ -68,6 +68,7 @@ class TrainConfig:
 
     beta: float = Field(0.1, gt=0.0)
     loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
+    sft_loss_weight: float = Field(0.0, ge=0.0)
     precompute_ref_log_probs: bool = False
     padding_free: bool = False
 

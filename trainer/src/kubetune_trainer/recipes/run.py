@@ -150,6 +150,9 @@ def setup(config: TrainConfig, output: str, world: World, precision: str) -> Set
         tokenizer = load_tokenizer(model_path, config.base_model)
         resume = checkpoints.latest_complete(output)
         resume_dir = checkpoints.download(resume, work / "hf") if resume else None
+    if world.is_main:
+        # This run rewrites the output: an earlier run's manifest must not vouch for it meanwhile.
+        storage.delete_file(storage.join(output, "manifest.json"))
     lineage = lineage_document(config, true_base, dataset.fingerprint)
     return Setup(args, model_path, true_base, tokenizer, dataset, resume, resume_dir, lineage)
 

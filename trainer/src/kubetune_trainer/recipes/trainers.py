@@ -76,7 +76,9 @@ def training_arguments(
     return DPOConfig(
         **common,
         beta=config.beta,
-        loss_type=[config.loss_type],
+        # RPO: TRL's "sft" loss is the NLL of the chosen answers, added with this weight.
+        loss_type=[config.loss_type, "sft"] if config.sft_loss_weight else [config.loss_type],
+        loss_weights=[1.0, config.sft_loss_weight] if config.sft_loss_weight else None,
         precompute_ref_log_probs=config.precompute_ref_log_probs,
         padding_free=config.padding_free,
     )
