@@ -1,0 +1,263 @@
+"""Reconciles against an in-memory API: what gets created, in which order, and what the status says."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+import kubetune_operator.handlers  # noqa: F401  (registers the kinds)
+from kubetune_operator.builders.settings import OperatorSettings
+from kubetune_operator.handlers.common import reconcile
+from kubetune_operator.observability.metrics import OperatorMetrics
+from kubetune_operator.runtime.context import Runtime
+from kubetune_operator.runtime.kube import ApiError
+from kubetune_operator.runtime.settings import RuntimeSettings
+from kubetune_operator.runtime.status import merge_patch
+
+NS = "team"
+FINGERPRINT = "sha256:" + "f" * 64
+
+
+class FakeApi:
+    """Objects by (plural, namespace, name); merge patches; 409 on a second create."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.created: list[tuple[str, str]] = []
+        self.status_patches = 0
+
+    async def get(self, resource, namespace, name):
+        return copy.deepcopy(self.objects.get((resource.plural, namespace, name)))
+
+    async def list(self, resource, namespace, label_selector=None):
+        return [copy.deepcopy(o) for (plural, ns, _), o in self.objects.items()
+                if plural == resource.plural and ns == namespace
+                and all(o["metadata"].get("labels", {}).get(k) == v for k, v in (label_selector or {}).items())]
+
+    async def create(self, resource, namespace, body):
+        key = (resource.plural, namespace, body["metadata"]["name"])
+        if key in self.objects:
+            return copy.deepcopy(self.objects[key]), False
+        self.objects[key] = copy.deepcopy(body) | {"metadata": {**body["metadata"], "namespace": namespace, "uid": "u"}}
+        self.created.append((body["kind"], body["metadata"]["name"]))
+        return copy.deepcopy(self.objects[key]), True
+
+    async def patch(self, resource, namespace, name, patch, subresource=None):
+        key = (resource.plural, namespace, name)
+        if key not in self.objects:
+            raise ApiError(404, "PATCH", name, "not found")
+        self.status_patches += subresource == "status"
+        self.objects[key] = apply(self.objects[key], patch)
+        return copy.deepcopy(self.objects[key])
+
+    def put(self, plural: str, body: dict) -> None:
+        self.objects[(plural, NS, body["metadata"]["name"])] = body
+
+    def status(self, plural: str, name: str) -> dict:
+        return self.objects[(plural, NS, name)].get("status") or {}
+
+    def events(self) -> list[str]:
+        return [o["reason"] for (plural, _, _), o in self.objects.items() if plural == "events"]
+
+
+def apply(document: dict, patch: dict) -> dict:
+    result = copy.deepcopy(document)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = apply(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+@pytest.fixture
+def api() -> FakeApi:
+    return FakeApi()
+
+
+@pytest.fixture
+def rt(api) -> Runtime:
+    return Runtime(api=api, builders=OperatorSettings(artifact_root="s3://art/root", progress_base_url="http://op:8080"),
+                   settings=RuntimeSettings(progress_key=b"k" * 16), metrics=OperatorMetrics(CollectorRegistry()))
+
+
+def resource(kind: str, name: str, spec: dict, status: dict | None = None) -> dict:
+    body = {"apiVersion": "kubetune.dev/v1alpha1", "kind": kind,
+            "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}", "generation": 1}, "spec": spec}
+    if status is not None:
+        body["status"] = status
+    return body
+
+
+def ftj_spec(**extra) -> dict:
+    return {"method": "sft", "baseModel": "s3://models/base", "dataset": {"preferenceDataset": "data"},
+            "resources": {"gpusPerNode": 0}, **extra}
+
+
+def succeeded(**fields) -> dict:
+    return {"phase": "Succeeded", **fields}
+
+
+def run(rt, plural, name):
+    asyncio.run(reconcile(rt, plural, NS, name))
+
+
+def test_a_job_waits_for_a_dataset_that_does_not_exist(rt, api):
+    api.put("finetunejobs", resource("FineTuneJob", "sft", ftj_spec()))
+    run(rt, "finetunejobs", "sft")
+    status = api.status("finetunejobs", "sft")
+    assert status["phase"] == "Waiting"
+    ready = status["conditions"][0]
+    assert (ready["type"], ready["status"], ready["reason"]) == ("DatasetReady", "False", "DatasetNotFound")
+    assert {kind for kind, _ in api.created} == {"Event"}
+    assert sorted(api.events()) == ["DatasetNotFound", "Waiting"]
+
+
+def test_a_ready_dataset_starts_the_children_in_order_with_its_fingerprint(rt, api):
+    api.put("preferencedatasets", resource("PreferenceDataset", "data", {"kind": "sft"}, succeeded(
+        fingerprint=FINGERPRINT, artifacts={"uri": "s3://art/root/team/preferencedatasets/data"})))
+    api.put("finetunejobs", resource("FineTuneJob", "sft", ftj_spec()))
+    run(rt, "finetunejobs", "sft")
+    children = [kind for kind, _ in api.created if kind != "Event"]
+    assert children == ["Secret", "ConfigMap", "Service", "Job"]
+    status = api.status("finetunejobs", "sft")
+    assert (status["phase"], status["datasetFingerprint"]) == ("Pending", FINGERPRINT)
+    config = yaml.safe_load(api.objects[("configmaps", NS, "sft-train-config")]["data"]["config.yaml"])
+    assert (config["dataset"], config["dataset_fingerprint"]) == ("s3://art/root/team/preferencedatasets/data", FINGERPRINT)
+
+    patches = api.status_patches
+    run(rt, "finetunejobs", "sft")
+    assert api.status_patches == patches, "an unchanged world writes nothing"
+
+
+def test_children_that_exist_already_are_taken_as_they_are(rt, api):
+    api.put("configmaps", {"kind": "ConfigMap", "metadata": {"name": "sft-train-config", "namespace": NS}, "data": {}})
+    api.put("finetunejobs", resource("FineTuneJob", "sft", ftj_spec(dataset={"uri": "s3://data/prepared"})))
+    run(rt, "finetunejobs", "sft")
+    assert ("ConfigMap", "sft-train-config") not in api.created
+    assert api.status("finetunejobs", "sft")["phase"] == "Pending"
+
+
+def test_a_deleted_job_fails_the_resource_instead_of_starting_over(rt, api):
+    created = {"phase": "Running", "conditions": [{"type": "JobCreated", "status": "True", "reason": "JobCreated"}]}
+    api.put("finetunejobs", resource("FineTuneJob", "sft", ftj_spec(dataset={"uri": "s3://data/prepared"}), created))
+    run(rt, "finetunejobs", "sft")
+    status = api.status("finetunejobs", "sft")
+    assert (status["phase"], status["conditions"][-1]["reason"]) == ("Failed", "JobDeleted")
+    assert [kind for kind, _ in api.created if kind != "Event"] == []
+
+
+def test_a_start_point_that_wrote_a_full_model_fails_the_chain(rt, api):
+    api.put("finetunejobs", resource("FineTuneJob", "sft", ftj_spec(peft={"type": "full"}),
+                                     succeeded(artifacts={"uri": "s3://a/sft/final", "type": "full"})))
+    api.put("finetunejobs", resource("FineTuneJob", "dpo", ftj_spec(method="dpo", dataset={"uri": "s3://data/p"},
+                                                                      startFrom={"fineTuneJob": "sft"})))
+    run(rt, "finetunejobs", "dpo")
+    status = api.status("finetunejobs", "dpo")
+    assert status["phase"] == "Failed"
+    assert {c["type"]: c["reason"] for c in status["conditions"]}["Failed"] == "StartPointNotAdapter"
+
+
+def test_finished_resources_are_left_alone(rt, api):
+    api.put("finetunejobs", resource("FineTuneJob", "sft", ftj_spec(), succeeded(observedGeneration=1)))
+    run(rt, "finetunejobs", "sft")
+    assert api.created == [] and api.status_patches == 0
+
+
+def test_spec_suspend_suspends_the_job(rt, api):
+    api.put("finetunejobs", resource("FineTuneJob", "sft", ftj_spec(dataset={"uri": "s3://data/p"}, suspend=True)))
+    run(rt, "finetunejobs", "sft")
+    api.objects[("jobs", NS, "sft-train")]["spec"]["suspend"] = False
+    run(rt, "finetunejobs", "sft")
+    assert api.objects[("jobs", NS, "sft-train")]["spec"]["suspend"] is True
+    assert api.status("finetunejobs", "sft")["phase"] == "Suspended"
+
+
+# --- EvalRun -----------------------------------------------------------------------------------------
+
+
+def eval_spec(**extra) -> dict:
+    return {
+        "testSet": {"uri": "s3://data/test.jsonl"},
+        "candidates": [{"name": "base", "model": "s3://models/base", "baseline": True},
+                       {"name": "new", "fineTuneJob": "sft", **extra.pop("candidate", {})}],
+        "engine": {"type": "hf"},
+        "metrics": [{"name": "exact_match", "type": "exact_match"}],
+        "gates": [{"metric": "exact_match", "candidate": "new", "comparator": ">=", "threshold": 0.0}],
+        **extra,
+    }
+
+
+def finished_eval(api, passed: bool) -> None:
+    summary = {"kind": "eval", "passed": passed, "report": "s3://r/report.html",
+               "gates": [{"name": "g", "metric": "exact_match", "candidate": "new", "value": 0.5, "threshold": 0.0,
+                          "comparator": ">=", "passed": passed}],
+               "metrics": {"base": {"exact_match": {"value": 0.1}}, "new": {"exact_match": {"value": 0.5}}}}
+    job = api.objects[("jobs", NS, "e-eval")]
+    job["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+    api.put("pods", {"kind": "Pod", "metadata": {"name": "e-eval-x", "namespace": NS,
+                                                 "labels": {"batch.kubernetes.io/job-name": "e-eval"}},
+                     "status": {"phase": "Succeeded", "containerStatuses": [
+                         {"state": {"terminated": {"exitCode": 0, "message": json.dumps(summary)}}}]}})
+
+
+def adapter_job(api, **status) -> None:
+    api.put("finetunejobs", resource("FineTuneJob", "sft", ftj_spec(), succeeded(
+        artifacts={"uri": "s3://a/sft/final", "type": "adapter", "sha256": {"adapter_model.safetensors": "a" * 64}},
+        trueBase={"baseModel": "s3://models/base"}, **status)))
+
+
+def test_eval_waits_for_its_candidates(rt, api):
+    api.put("evalruns", resource("EvalRun", "e", eval_spec()))
+    run(rt, "evalruns", "e")
+    status = api.status("evalruns", "e")
+    assert status["phase"] == "Waiting"
+    assert {c["type"]: c["reason"] for c in status["conditions"]}["CandidatesReady"] == "CandidateNotFound"
+
+
+def test_a_merged_candidate_needs_a_merged_model(rt, api):
+    adapter_job(api)
+    api.put("evalruns", resource("EvalRun", "e", eval_spec(candidate={"useMerged": True})))
+    run(rt, "evalruns", "e")
+    assert {c["type"]: c["reason"] for c in api.status("evalruns", "e")["conditions"]}["Failed"] == "NoMergedModel"
+
+
+def test_failed_gates_finish_the_run_without_promotion(rt, api):
+    adapter_job(api)
+    promotion = {"repository": "https://git.example.com/x/y.git", "secretName": "git", "candidate": "new"}
+    api.put("evalruns", resource("EvalRun", "e", eval_spec(promotion=promotion)))
+    run(rt, "evalruns", "e")
+    finished_eval(api, passed=False)
+    run(rt, "evalruns", "e")
+    status = api.status("evalruns", "e")
+    assert (status["phase"], status["gatesPassed"]) == ("Succeeded", "0/1")
+    gates = {c["type"]: c for c in status["conditions"]}["GatesPassed"]
+    assert (gates["status"], gates["reason"]) == ("False", "GatesFailed")
+    assert ("jobs", NS, "e-promote") not in api.objects
+
+
+def test_passed_gates_start_the_promote_job_with_the_record_from_statuses(rt, api):
+    adapter_job(api)
+    promotion = {"repository": "https://git.example.com/x/y.git", "secretName": "git", "candidate": "new"}
+    api.put("evalruns", resource("EvalRun", "e", eval_spec(promotion=promotion)))
+    run(rt, "evalruns", "e")
+    finished_eval(api, passed=True)
+    run(rt, "evalruns", "e")
+    status = api.status("evalruns", "e")
+    assert status["phase"] == "Running"
+    assert {c["type"]: c["reason"] for c in status["conditions"]}["Promoted"] == "Promoting"
+    record = json.loads(api.objects[("configmaps", NS, "e-promote-record")]["data"]["record.json"])
+    assert record["adapter"]["uri"] == "s3://a/sft/final" and record["evalRun"]["uid"] == "uid-e"
+
+
+def test_merge_patch_removes_what_is_gone():
+    assert merge_patch({"a": 1, "b": {"c": 1, "d": 2}}, {"b": {"c": 1}, "e": [1]}) == {"a": None, "b": {"d": None},
+                                                                                       "e": [1]}

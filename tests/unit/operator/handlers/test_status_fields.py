@@ -1,0 +1,67 @@
+"""Termination summaries (contracts §5) → status fields that fit the CRD schema; misshapen parts are
+left out rather than failing the status patch."""
+
+from __future__ import annotations
+
+from kubetune_operator.api import EvalRun
+from kubetune_operator.api.preferencedataset import PreferenceDatasetStatus
+from kubetune_operator.handlers.evalrun import eval_status
+from kubetune_operator.handlers.finetunejob import training_status
+from kubetune_operator.handlers.preferencedataset import dataset_status
+
+
+def test_dataset_summary_fills_counts_strata_lengths_and_artifacts():
+    fields = dataset_status({
+        "kind": "dataset", "output": "s3://b/ds/", "format": "trl", "formatEvidence": "prompt/chosen/rejected",
+        "fingerprint": "sha256:" + "0" * 64, "counts": {"train": 9, "test": 1}, "dropped": {"duplicate": 2},
+        "strata": {"a": {"train": 1, "test": 1}, "b": "not counts"},
+        "lengths": {"prompt": {"min": 1, "mean": 2.5, "p50": 2, "p95": 4, "max": 5}, "answer": {"min": "short"}},
+    }, "s3://default")
+    assert fields["artifacts"] == {"uri": "s3://b/ds", "manifest": "s3://b/ds/manifest.json"}
+    assert fields["strata"] == {"a": {"train": 1, "test": 1}}
+    assert fields["promptLength"]["p95"] == 4 and "answerLength" not in fields
+    assert fields["dropped"] == {"duplicate": 2}
+    PreferenceDatasetStatus.model_validate(fields)
+
+
+def test_a_dataset_summary_without_output_points_at_the_default_location():
+    assert dataset_status({}, "s3://root/ns/preferencedatasets/x")["artifacts"]["uri"] == "s3://root/ns/preferencedatasets/x"
+
+
+def test_train_summary_fills_artifacts_and_true_base():
+    fields = training_status({
+        "output": "s3://b/ftj", "artifact": {"uri": "s3://b/ftj/final", "type": "adapter", "sha256": {"a": "1" * 64}},
+        "merged": "s3://b/ftj/merged", "trueBase": {"baseModel": "s3://m", "mergedAdapters": [{"uri": "s3://sft/final"}]},
+        "bestCheckpoint": "s3://b/ftj/checkpoints/checkpoint-000010", "bestEvalLoss": 0.25,
+    }, "s3://default")
+    assert fields["artifacts"] == {"uri": "s3://b/ftj/final", "type": "adapter", "mergedUri": "s3://b/ftj/merged",
+                                   "manifest": "s3://b/ftj/manifest.json", "sha256": {"a": "1" * 64}}
+    assert fields["trueBase"]["mergedAdapters"] == [{"uri": "s3://sft/final"}]
+    assert fields["bestEvalLoss"] == 0.25
+
+
+def test_a_train_summary_of_the_wrong_shape_leaves_those_fields_out():
+    fields = training_status({"artifact": {"type": "weights"}, "trueBase": "s3://m", "bestEvalLoss": True}, "s3://o")
+    assert fields == {}
+
+
+def evalrun():
+    return EvalRun.model_validate({
+        "metadata": {"name": "e", "namespace": "n"},
+        "spec": {"testSet": {"uri": "s3://bkt/t.jsonl"},
+                 "candidates": [{"name": "base", "model": "s3://models/base", "baseline": True}, {"name": "new", "model": "s3://models/new"}]},
+    })
+
+
+def test_eval_summary_fills_results_gates_and_report():
+    fields = eval_status(evalrun(), {
+        "output": "s3://b/e", "report": "s3://b/e/report.html", "passed": False,
+        "gates": [{"name": "g1", "metric": "m", "candidate": "new", "value": 0.1, "threshold": 0.2, "comparator": ">=",
+                   "passed": False}, {"name": "broken"}],
+        "metrics": {"base": {"m": {"value": 0.5, "ciLow": 0.4, "ciHigh": 0.6}}, "new": {"m": {"value": 0.1, "delta": -0.4}}},
+    }, "s3://default")
+    assert fields["gatesPassed"] == "0/1"
+    assert [g["name"] for g in fields["gates"]] == ["g1"]
+    assert {r["candidate"]: r["baseline"] for r in fields["results"]} == {"base": True, "new": False}
+    assert fields["results"][1]["metrics"]["m"]["delta"] == -0.4
+    assert (fields["report"], fields["artifacts"]) == ("s3://b/e/report.html", "s3://b/e")

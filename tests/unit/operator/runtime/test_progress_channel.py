@@ -1,0 +1,76 @@
+"""Progress events → status.progress at a bounded rate; tokens are the resource's own."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from kubetune_operator.errors import UserError
+from kubetune_operator.runtime.progress import ProgressPatcher, progress_status
+from kubetune_operator.runtime.settings import RuntimeSettings
+from kubetune_operator.runtime.tokens import progress_token, token_matches
+
+
+def test_event_fields_become_status_fields_and_bad_ones_are_dropped():
+    status = progress_status({"phase": "train", "step": 3, "total_steps": 10, "percent": 130.0, "loss": "nan?",
+                              "tokens_per_second": 99.5, "timestamp": "2026-01-01T00:00:00+00:00"})
+    assert status == {"step": 3, "totalSteps": 10, "tokensPerSecond": 99.5, "updatedAt": "2026-01-01T00:00:00+00:00"}
+
+
+def test_tokens_belong_to_one_uid_under_one_key():
+    token = progress_token(b"k" * 16, "uid-1")
+    assert token_matches(b"k" * 16, "uid-1", token)
+    assert not token_matches(b"k" * 16, "uid-2", token)
+    assert not token_matches(b"j" * 16, "uid-1", token)
+    assert not token_matches(b"k" * 16, "uid-1", "ünïcode")
+
+
+def test_the_operator_needs_a_progress_key():
+    with pytest.raises(UserError, match="KUBETUNE_PROGRESS_KEY"):
+        RuntimeSettings.from_env({})
+    with pytest.raises(UserError, match="KUBETUNE_PROGRESS_PATCH_INTERVAL"):
+        RuntimeSettings.from_env({"KUBETUNE_PROGRESS_KEY": "k" * 16, "KUBETUNE_PROGRESS_PATCH_INTERVAL": "-1"})
+    assert RuntimeSettings.from_env({"KUBETUNE_PROGRESS_KEY": "k" * 16}).progress_patch_interval == 10.0
+
+
+class RecordingApi:
+    def __init__(self) -> None:
+        self.patches: list[dict] = []
+
+    async def patch(self, resource, namespace, name, patch, subresource=None):
+        self.patches.append(patch["status"])
+        return {}
+
+
+class Runtime:
+    def __init__(self, interval: float) -> None:
+        self.api = RecordingApi()
+        self.settings = RuntimeSettings(progress_key=b"k" * 16, progress_patch_interval=interval)
+
+
+def test_a_burst_of_events_writes_the_first_and_the_newest_only():
+    async def burst() -> list[dict]:
+        runtime = Runtime(interval=0.2)
+        patcher = ProgressPatcher(runtime)
+        key = ("finetunejobs", "ns", "x")
+        for step in range(1, 6):
+            patcher.submit(key, {"phase": "train", "step": step})
+            await asyncio.sleep(0)
+        while patcher._flushers:
+            await asyncio.gather(*patcher._flushers.values())
+        return runtime.api.patches
+
+    patches = asyncio.run(burst())
+    assert [p["progress"]["step"] for p in patches] == [1, 5]
+
+
+def test_checkpoints_reach_last_checkpoint():
+    async def one() -> list[dict]:
+        runtime = Runtime(interval=0.01)
+        patcher = ProgressPatcher(runtime)
+        patcher.submit(("finetunejobs", "ns", "x"), {"phase": "save", "checkpoint": "s3://b/c/checkpoint-000010"})
+        await asyncio.gather(*patcher._flushers.values())
+        return runtime.api.patches
+
+    assert asyncio.run(one())[0]["lastCheckpoint"] == "s3://b/c/checkpoint-000010"
