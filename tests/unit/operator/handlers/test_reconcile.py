@@ -230,14 +230,19 @@ def test_a_merged_candidate_needs_a_merged_model(rt, api):
     assert {c["type"]: c["reason"] for c in api.status("evalruns", "e")["conditions"]}["Failed"] == "NoMergedModel"
 
 
-def test_failed_gates_finish_the_run_without_promotion(rt, api):
+def evaluated(rt, api, passed: bool) -> dict:
+    """An EvalRun with a promotion target whose eval Job finished with the gates `passed`."""
     adapter_job(api)
     promotion = {"repository": "https://git.example.com/x/y.git", "secretName": "git", "candidate": "new"}
     api.put("evalruns", resource("EvalRun", "e", eval_spec(promotion=promotion)))
     run(rt, "evalruns", "e")
-    finished_eval(api, passed=False)
+    finished_eval(api, passed=passed)
     run(rt, "evalruns", "e")
-    status = api.status("evalruns", "e")
+    return api.status("evalruns", "e")
+
+
+def test_failed_gates_finish_the_run_without_promotion(rt, api):
+    status = evaluated(rt, api, passed=False)
     assert (status["phase"], status["gatesPassed"]) == ("Succeeded", "0/1")
     gates = {c["type"]: c for c in status["conditions"]}["GatesPassed"]
     assert (gates["status"], gates["reason"]) == ("False", "GatesFailed")
@@ -245,13 +250,7 @@ def test_failed_gates_finish_the_run_without_promotion(rt, api):
 
 
 def test_passed_gates_start_the_promote_job_with_the_record_from_statuses(rt, api):
-    adapter_job(api)
-    promotion = {"repository": "https://git.example.com/x/y.git", "secretName": "git", "candidate": "new"}
-    api.put("evalruns", resource("EvalRun", "e", eval_spec(promotion=promotion)))
-    run(rt, "evalruns", "e")
-    finished_eval(api, passed=True)
-    run(rt, "evalruns", "e")
-    status = api.status("evalruns", "e")
+    status = evaluated(rt, api, passed=True)
     assert status["phase"] == "Running"
     assert {c["type"]: c["reason"] for c in status["conditions"]}["Promoted"] == "Promoting"
     record = json.loads(api.objects[("configmaps", NS, "e-promote-record")]["data"]["record.json"])
