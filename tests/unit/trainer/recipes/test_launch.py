@@ -5,8 +5,10 @@ epoch reached and the per-rank ZeRO shards prove both workers trained as one job
 """
 
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import yaml
 
@@ -15,20 +17,24 @@ from tests.conftest import subprocess_env
 from .conftest import read_jsonl
 
 
-def launch(tmp_path, config: dict, workers: int = 2) -> subprocess.CompletedProcess:
+def command(tmp_path, config: dict, workers: int) -> list[str]:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    return [
+        sys.executable,
+        "-m",
+        "kubetune_trainer",
+        "train",
+        "--config",
+        str(path),
+        "--nproc-per-node",
+        str(workers),
+    ]
+
+
+def launch(tmp_path, config: dict, workers: int = 2) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kubetune_trainer",
-            "train",
-            "--config",
-            str(path),
-            "--nproc-per-node",
-            str(workers),
-        ],
+        command(tmp_path, config, workers),
         env=subprocess_env(OMP_NUM_THREADS="1"),
         capture_output=True,
         text=True,
@@ -66,3 +72,34 @@ def test_a_worker_failure_keeps_its_exit_code(make_config, trainer_env, tmp_path
     # torchrun alone would exit 1 here; the operator needs 67 to fail the job at once.
     assert result.returncode == 67, result.stderr[-4000:]
     assert json.loads((trainer_env / "termination-log").read_text())["reason"] == "DatasetFingerprintMismatch"
+
+
+def test_sigterm_to_the_launcher_checkpoints_every_rank_and_exits_75(make_config, trainer_env, tmp_path):
+    """A preempted pod: SIGTERM reaches the launcher, which passes it on; the workers agree on a step,
+    write one checkpoint together and exit 75, which the launcher keeps."""
+    config = make_config("dpo", deepspeed_stage=3, max_steps=100_000, save_steps=100_000).to_dict()
+    process = subprocess.Popen(
+        command(tmp_path, config, 2),
+        env=subprocess_env(OMP_NUM_THREADS="1"),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    progress = trainer_env / "progress.jsonl"
+    deadline = time.monotonic() + 240
+    while not (progress.is_file() and any(e.get("step", 0) >= 2 for e in read_jsonl(progress))):
+        assert process.poll() is None and time.monotonic() < deadline, "training never reached step 2"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=240)
+    assert process.returncode == 75, stderr[-4000:]
+
+    checkpoints = sorted((tmp_path / "output" / "checkpoints").iterdir())
+    assert len(checkpoints) == 1 and (checkpoints[0] / "COMPLETE").is_file()
+    step = int(checkpoints[0].name.split("-")[1])
+    shards = {p.name for p in (checkpoints[0] / f"global_step{step}").iterdir()}
+    assert {
+        "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+        "zero_pp_rank_1_mp_rank_00_optim_states.pt",
+    } <= shards
+    summary = json.loads((trainer_env / "termination-log").read_text())
+    assert summary["reason"] == "Preempted" and checkpoints[0].name in summary["error"]
