@@ -3,6 +3,7 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
+from kubetune_trainer import storage
 from kubetune_trainer.errors import DataError, FingerprintMismatch
 from kubetune_trainer.recipes.config import config_from_dict
 from kubetune_trainer.recipes.data import SFTTokenizer, TokenizeStats, load_prepared
@@ -144,3 +145,11 @@ def test_bad_preference_rows_name_file_and_line(tmp_path, preference_rows):
     )
     with pytest.raises(DataError, match=r"train.jsonl:2: rejected: must end with an assistant message"):
         load_prepared(config)
+
+
+def test_prepared_dataset_loads_from_s3(sft_dataset, s3_bucket):
+    uri = f"s3://{s3_bucket}/ns/preferencedatasets/defects"
+    storage.upload_dir(sft_dataset, uri)
+    dataset = load_prepared(sft_config(uri))
+    local = load_prepared(sft_config(sft_dataset))
+    assert dataset.train == local.train and dataset.test == local.test
