@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from kubetune_operator.builders import plan
     from kubetune_operator.localrun.runner import LocalRunner
 
-    console = Console(highlight=False)
+    # Off a terminal (CI logs, `make demo | tee`) rich would fold tables to 80 columns.
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
     resources = plan.validate_all(plan.load_documents(args.files))
     display = ProgressDisplay(console)
     runner = LocalRunner(
@@ -166,9 +168,20 @@ def key_metrics(result) -> str:
     return ""
 
 
+def _display_path(uri: str) -> str:
+    """A local artifact as a path (relative to here when it is below here); other URIs as they are."""
+    if not uri.startswith("file://"):
+        return uri
+    path = Path(uri[len("file://") :])
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def artifacts_of(result) -> str:
     summary = result.summary
-    return str(summary.get("report") or summary.get("output") or "")
+    return _display_path(str(summary.get("report") or summary.get("output") or ""))
 
 
 def print_results(console, results) -> None:
@@ -213,35 +226,37 @@ def _interval(entry: dict[str, Any] | None) -> str:
 
 
 def print_comparison(console, result) -> None:
+    """Metrics down, candidates across: each value with its interval, and each delta vs the baseline."""
     from rich.table import Table
 
     summary = _local_summary(result)
     metrics: dict[str, dict[str, Any]] = summary.get("metrics") or {}
     deltas: dict[str, dict[str, Any]] = summary.get("deltas") or {}
-    candidates = sorted({c for per in metrics.values() for c in per}, key=lambda c: (c != summary.get("baseline"), c))
+    baseline = summary.get("baseline")
+    candidates = sorted(metrics, key=lambda c: (c != baseline, c))
+    names = list(dict.fromkeys(name for per in metrics.values() for name in per))
     confidence = summary.get("confidence", 0.95)
     table = Table(title=f"EvalRun {result.resource.metadata.name}: value [{confidence:.0%} CI]")
     table.add_column("Metric")
     for candidate in candidates:
-        label = f"{candidate} (baseline)" if candidate == summary.get("baseline") else candidate
-        table.add_column(label)
-        if candidate != summary.get("baseline") and deltas:
-            table.add_column(f"Δ {candidate}")
-    for metric, per in metrics.items():
-        row = [metric]
+        table.add_column(f"{candidate} (baseline)" if candidate == baseline else candidate)
+        if candidate != baseline and candidate in deltas:
+            table.add_column(f"Δ {candidate} vs {baseline}")
+    for name in names:
+        row = [name]
         for candidate in candidates:
-            row.append(_interval(per.get(candidate)))
-            if candidate != summary.get("baseline") and deltas:
-                row.append(_interval((deltas.get(metric) or {}).get(candidate)))
+            row.append(_interval(metrics[candidate].get(name)))
+            if candidate != baseline and candidate in deltas:
+                row.append(_interval(deltas[candidate].get(name)))
         table.add_row(*row)
     console.print(table)
     for gate in summary.get("gates") or []:
         mark = "[green]pass[/green]" if gate.get("passed") else "[red]FAIL[/red]"
         value = gate.get("value")
         shown = "–" if value is None else f"{value:.3f}"
+        what = "Δ " if gate.get("relativeToBaseline") else ""
         console.print(
-            f"  gate {gate.get('name')}: {gate.get('candidate')} {gate.get('metric')} = {shown} "
+            f"  gate {gate.get('name')}: {what}{gate.get('metric')} of {gate.get('candidate')} = {shown} "
             f"{gate.get('comparator')} {gate.get('threshold')} → {mark}"
         )
-    report = summary.get("report", "")
-    console.print(f"report: {report[len('file://'):] if report.startswith('file://') else report}")
+    console.print(f"report: {_display_path(summary.get('report', ''))}")
