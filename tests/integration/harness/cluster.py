@@ -38,11 +38,11 @@ class TimedOut(AssertionError):
 
 
 class Cluster:
-    def __init__(self) -> None:
+    def __init__(self, validate: bool = True) -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="emulated-cluster", daemon=True)
         self._thread.start()
-        self.emulator, self._server = self.call(self._start())
+        self.emulator, self._server = self.call(self._start(validate))
         self.url = f"http://127.0.0.1:{self._server.port}"
         self.api = KubeApi(lambda: kopf.ConnectionInfo(server=self.url))
         self.kubelets: list[LocalKubelet] = []
@@ -51,8 +51,8 @@ class Cluster:
                                        yaml.safe_load(path.read_text())))
 
     @staticmethod
-    async def _start() -> tuple[ClusterEmulator, kmock.Server]:
-        emulator = ClusterEmulator()
+    async def _start(validate: bool) -> tuple[ClusterEmulator, kmock.Server]:
+        emulator = ClusterEmulator(validate=validate)
         await emulator.__aenter__()
         server = kmock.Server(emulator)
         await server.__aenter__()

@@ -24,8 +24,10 @@ def free_port() -> int:
 class OperatorProcess:
     """Start, kill and restart the operator; its log is kept in `log_path` across restarts."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, log_path: Path, env: dict[str, str] | None = None):
+    def __init__(self, kubeconfig: Path, namespace: str, log_path: Path, env: dict[str, str] | None = None,
+                 log_level: str = "INFO"):
         self.namespace = namespace
+        self.log_level = log_level
         self.log_path = log_path
         self.progress_port, self.metrics_port, self.health_port = free_port(), free_port(), free_port()
         self.env = {
@@ -43,7 +45,7 @@ class OperatorProcess:
     def start(self, timeout: float = 30) -> None:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "kubetune_operator", "--log-level", "INFO", "operator",
+                [sys.executable, "-m", "kubetune_operator", "--log-level", self.log_level, "operator",
                  "--namespace", self.namespace, "--progress-port", str(self.progress_port),
                  "--metrics-port", str(self.metrics_port), "--health-port", str(self.health_port)],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT,

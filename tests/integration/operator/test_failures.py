@@ -32,7 +32,7 @@ def test_bad_config_fails_at_once_with_the_trainers_message(cluster, namespace, 
     assert status["message"] == failed["message"]
     # podFailurePolicy FailJob: no retry for a permanent error.
     assert len(cluster.pods(namespace, "bad-train")) == 1
-    assert "Failed" in [e["reason"] for e in cluster.events(namespace, "bad") if e["type"] == "Warning"]
+    assert "BadConfig" in [e["reason"] for e in cluster.events(namespace, "bad") if e["type"] == "Warning"]
 
 
 def test_transient_errors_retry_up_to_the_backoff_limit(cluster, namespace, kubelet, fake_pods, operator):

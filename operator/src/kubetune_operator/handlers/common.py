@@ -107,7 +107,10 @@ async def publish(rt: Runtime, model: type[Resource], body: Mapping[str, Any], d
     if patch is None:
         return
     meta = body["metadata"]
-    await rt.api.patch(CUSTOM_RESOURCES[model.plural], meta["namespace"], meta["name"], {"status": patch}, "status")
+    written = await rt.api.patch(
+        CUSTOM_RESOURCES[model.plural], meta["namespace"], meta["name"], {"status": patch}, "status"
+    )
+    rt.own_writes.record((model.plural, meta["namespace"], meta["name"]), written)
     for transition in draft.transitions():
         await post_event(rt.api, body, transition.type, transition.reason, transition.message)
     if draft.phase in TERMINAL_PHASES and not draft.was_terminal:
@@ -149,12 +152,16 @@ async def create_children(rt: Runtime, resource: Resource, manifests: list[dict[
         created, _ = await rt.api.create(resource_for(manifest), namespace, manifest)
         if manifest["kind"] == "Job":
             job = created
+            rt.own_writes.record((JOBS.plural, namespace, manifest["metadata"]["name"]), created)
     if job is None:
         raise ValueError(f"the builders gave no Job for {resource.kind_name} {resource.metadata.name}")
     return job
 
 
 async def job_pods(rt: Runtime, job: Mapping[str, Any]) -> list[dict[str, Any]]:
+    if not job.get("status"):
+        # The Job controller has not touched it yet: there are no pods to read.
+        return []
     meta = job["metadata"]
     return await rt.api.list(PODS, meta["namespace"], {JOB_NAME_LABEL: meta["name"]})
 
@@ -166,7 +173,9 @@ async def sync_suspend(rt: Runtime, job: dict[str, Any], suspend: bool, queued: 
     if current == suspend or (current and queued):
         return job
     meta = job["metadata"]
-    return await rt.api.patch(JOBS, meta["namespace"], meta["name"], {"spec": {"suspend": suspend}})
+    patched = await rt.api.patch(JOBS, meta["namespace"], meta["name"], {"spec": {"suspend": suspend}})
+    rt.own_writes.record((JOBS.plural, meta["namespace"], meta["name"]), patched)
+    return patched
 
 
 # --- a Job's outcome --------------------------------------------------------------------------------
@@ -350,6 +359,7 @@ async def handle_event(
     singular = HANDLERS[plural].model.singular
     if event.get("type") == "DELETED":
         rt.phases.forget(key)
+        rt.own_writes.forget(key)
         rt.metrics.set_phase_counts(singular, rt.phases.counts(plural))
         rt.progress.forget(key)
         if plural == FineTuneJob.plural:
@@ -360,7 +370,8 @@ async def handle_event(
     changed = rt.phases.observe(key, (body.get("status") or {}).get("phase"))
     if changed:
         rt.metrics.set_phase_counts(singular, rt.phases.counts(plural))
-    await reconcile(rt, plural, namespace, name)
+    if not rt.own_writes.is_echo(key, body):
+        await reconcile(rt, plural, namespace, name)
     if changed:
         for dependent_plural, dependent in sorted(set(dependents)):
             await reconcile(rt, dependent_plural, namespace, dependent)
@@ -389,13 +400,20 @@ def dependents_of(plural: str, namespace: str, name: str, *indexes: kopf.Index) 
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": "kubetune"})
-async def job_changed(body: kopf.Body, memo: kopf.Memo, **_) -> None:
-    """Any change of a child Job is a reason to look at its resource again."""
+async def job_changed(event: dict[str, Any], body: kopf.Body, memo: kopf.Memo, **_) -> None:
+    """Any change of a child Job, except the operator's own writes, is a reason to look at its
+    resource again."""
+    rt: Runtime = memo.runtime
+    key = (JOBS.plural, body.metadata.namespace, body.metadata.name)
+    if event.get("type") == "DELETED":
+        rt.own_writes.forget(key)
+    elif rt.own_writes.is_echo(key, body):
+        return
     labels = body.metadata.labels
     plural = PLURAL_OF_SINGULAR.get(labels.get("kubetune.dev/kind", ""))
     name = labels.get("kubetune.dev/resource")
     if plural is not None and name:
-        await reconcile(memo.runtime, plural, body.metadata.namespace, name)
+        await reconcile(rt, plural, body.metadata.namespace, name)
 
 
 @kopf.on.startup()

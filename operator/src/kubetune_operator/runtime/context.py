@@ -70,6 +70,26 @@ class PhaseBook:
         yield from [key for key, phase in self._phases.items() if phase not in ("Succeeded", "Failed")]
 
 
+class OwnWrites:
+    """The resourceVersion of the last write this operator made to each object: the watch event
+    that write causes carries it, and reconciling on it would only find what was just written."""
+
+    def __init__(self) -> None:
+        self._versions: dict[ResourceKey, str] = {}
+
+    def record(self, key: ResourceKey, written: dict | None) -> None:
+        version = ((written or {}).get("metadata") or {}).get("resourceVersion")
+        if version:
+            self._versions[key] = version
+
+    def is_echo(self, key: ResourceKey, body: dict) -> bool:
+        version = (body.get("metadata") or {}).get("resourceVersion")
+        return version is not None and self._versions.get(key) == version
+
+    def forget(self, key: ResourceKey) -> None:
+        self._versions.pop(key, None)
+
+
 @dataclass
 class Runtime:
     api: KubeApi
@@ -78,5 +98,6 @@ class Runtime:
     metrics: OperatorMetrics
     locks: KeyedLocks = field(default_factory=KeyedLocks)
     phases: PhaseBook = field(default_factory=PhaseBook)
+    own_writes: OwnWrites = field(default_factory=OwnWrites)
     # Set right after construction: the patcher needs the runtime it belongs to.
     progress: ProgressPatcher = field(default=None)  # type: ignore[assignment]

@@ -16,6 +16,8 @@ from typing import Any
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 PHASES = ("Pending", "Waiting", "Suspended", "Running", "Succeeded", "Failed")
 MAX_MESSAGE = 4096
+# Conditions whose changes come with a phase change, whose Event says the same.
+PHASE_CONDITIONS = frozenset({"JobCreated", "PromoteJobCreated", "Suspended", "Succeeded", "Failed"})
 
 
 def now_rfc3339() -> str:
@@ -107,18 +109,25 @@ class StatusDraft:
         return diff or None
 
     def transitions(self) -> list[Transition]:
-        """Phase changes and condition changes (status or reason), for Events."""
+        """Phase changes, and changes (status or reason) of the conditions a phase does not already
+        tell, for Events."""
         found = []
         if self.next.get("phase") != self.current.get("phase"):
             phase = self.next.get("phase") or "Pending"
-            found.append(Transition("Warning" if phase == "Failed" else "Normal", phase, self.next.get("message", "")))
+            if phase == "Failed":
+                reason = (self.get_condition("Failed") or {}).get("reason") or phase
+                found.append(Transition("Warning", reason, self.next.get("message", "")))
+            else:
+                found.append(Transition("Normal", phase, self.next.get("message", "")))
         before = {c.get("type"): c for c in self.current.get("conditions") or []}
         for condition in self.next.get("conditions") or []:
+            if condition.get("type") in PHASE_CONDITIONS:
+                continue
             old = before.get(condition.get("type"))
             if old is None or (old.get("status"), old.get("reason")) != (condition.get("status"), condition.get("reason")):
                 found.append(
                     Transition(
-                        "Warning" if condition.get("type") == "Failed" and condition.get("status") == "True" else "Normal",
+                        "Normal",
                         condition.get("reason") or condition.get("type"),
                         f"{condition.get('type')}={condition.get('status')}: {condition.get('message', '')}",
                     )

@@ -35,7 +35,7 @@ def test_phase_times_and_transitions():
     draft.set_phase("Failed", "training failed: BadConfig")
     patch = draft.finish()
     assert patch["completionTime"] == "T9" and "startTime" not in patch
-    assert [(t.type, t.reason) for t in draft.transitions()] == [("Warning", "Failed"), ("Warning", "BadConfig")]
+    assert [(t.type, t.reason) for t in draft.transitions()] == [("Warning", "BadConfig")]
 
 
 def test_messages_are_clipped_to_the_schema_bound():
