@@ -60,7 +60,9 @@ def login(**_) -> kopf.ConnectionInfo:
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     configure(settings)
-    runtime_settings: RuntimeSettings = memo.runtime_settings
+    # `kubetune operator` passes its flags in the memo; under a plain `kopf run -m
+    # kubetune_operator.handlers` the defaults and the environment apply.
+    runtime_settings: RuntimeSettings = getattr(memo, "runtime_settings", None) or RuntimeSettings.from_env()
     runtime = Runtime(
         api=KubeApi(connection_info),
         builders=OperatorSettings.from_env(),
