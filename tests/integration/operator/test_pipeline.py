@@ -90,6 +90,7 @@ def test_chain_runs_in_dependency_order_and_fills_every_status(cluster, namespac
     assert record["adapter"]["trueBase"]["mergedAdapters"][0]["uri"] == sft["artifacts"]["uri"]
     assert record["evalRun"]["candidate"] == "dpo"
 
+    # Applied before its dataset, the SFT job waited first; Events tell its story in order.
     reasons = [event["reason"] for event in cluster.events(namespace, "sft")]
-    assert reasons.index("Waiting") < reasons.index("Succeeded") if "Waiting" in reasons else "Succeeded" in reasons
+    assert reasons.index("Waiting") < reasons.index("DatasetReady") < reasons.index("Succeeded")
     assert "Succeeded" in [event["reason"] for event in cluster.events(namespace, "chain-eval")]
