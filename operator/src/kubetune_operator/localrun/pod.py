@@ -130,7 +130,9 @@ def localize(text: str, mounts: Mapping[str, Path]) -> str:
         return text
     paths = {mount.rstrip("/") or "/": str(local) for mount, local in mounts.items()}
     alternatives = "|".join(re.escape(p) for p in sorted(paths, key=len, reverse=True))
-    pattern = re.compile(rf"(?<![\w.-])({alternatives})(?=/|$|[^\w.-])")
+    # A file:// URI names a path on this machine already (`kubetune run` makes them absolute), so a
+    # host path such as file:///tmp/artifacts must not be mistaken for the pod's /tmp.
+    pattern = re.compile(rf"(?<![\w.-])(?<!file://)({alternatives})(?=/|$|[^\w.-])")
     return pattern.sub(lambda match: paths[match.group(1)], text)
 
 

@@ -37,6 +37,7 @@ def test_mount_paths_are_replaced_once_at_path_boundaries(tmp_path):
     assert localize("/scratch/cache", mounts) == f"{tmp_path}/tmp/scratch/cache"
     assert localize("--dir=/tmp/x", mounts) == f"--dir={tmp_path}/tmp/x"
     assert localize("/tmpfs/x and s3://b/tmp", mounts) == "/tmpfs/x and s3://b/tmp"
+    assert localize("--output=file:///tmp/artifacts", mounts) == "--output=file:///tmp/artifacts"
 
 
 @pytest.mark.parametrize(("argv", "gpus", "expected"), [

@@ -1,0 +1,173 @@
+"""The local runner's own logic: launch collapsing, relative URIs, inputs from summaries, skipping."""
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kubetune_operator.api.validation import validate
+from kubetune_operator.errors import UserError
+from kubetune_operator.localrun import runner as runner_module
+from kubetune_operator.localrun.runner import LocalRunner, absolute_file_uris, collapse_launch, final_artifact
+
+
+def test_multi_node_launch_collapses_to_this_machine():
+    argv = [
+        "kubetune-trainer", "train", "--config", "/c.yaml", "--nnodes=4", "--nproc-per-node=8",
+        "--node-rank=$(JOB_COMPLETION_INDEX)", "--master-addr=x-train-0.x-train", "--master-port=29500",
+    ]
+    assert collapse_launch(argv, gpus=0) == ["kubetune-trainer", "train", "--config", "/c.yaml"]
+    assert collapse_launch(argv, gpus=2) == [
+        "kubetune-trainer", "train", "--config", "/c.yaml", "--nnodes=1", "--nproc-per-node=2"
+    ]
+    spaced = ["kubetune-trainer", "train", "--config", "/c.yaml", "--nproc-per-node", "8", "--nnodes", "2"]
+    assert collapse_launch(spaced, gpus=1) == ["kubetune-trainer", "train", "--config", "/c.yaml"]
+
+
+def test_single_process_commands_are_left_alone():
+    argv = ["kubetune-trainer", "eval", "--config", "/etc/kubetune/config.yaml"]
+    assert collapse_launch(argv, gpus=8) == argv
+
+
+def ftj(**spec) -> dict:
+    return {
+        "apiVersion": "kubetune.dev/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": "job"},
+        "spec": {"method": "sft", "baseModel": "file://./models/base", "dataset": {"uri": "file://data/prepared"}, **spec},
+    }
+
+
+def test_relative_file_uris_become_absolute_under_the_working_directory(tmp_path):
+    resource = absolute_file_uris(validate(ftj()), tmp_path)
+    assert resource.spec.base_model == f"file://{tmp_path}/models/base"
+    assert resource.spec.dataset.uri == f"file://{tmp_path}/data/prepared"
+
+
+def test_an_unusable_absolute_path_is_named(tmp_path):
+    with pytest.raises(UserError, match="relative file:// URI"):
+        absolute_file_uris(validate(ftj()), tmp_path / "has space")
+
+
+def test_a_truncated_training_summary_still_locates_the_artifact():
+    assert final_artifact({"output": "s3://b/x"}) == {"uri": "s3://b/x/final"}
+    assert final_artifact({"output": "s3://b/x", "artifact": {"uri": "s3://b/x/final", "type": "full"}})["type"] == "full"
+
+
+FAKE_TRAINER = textwrap.dedent(
+    """
+    import json, os, sys
+    # Pods see only their own env, so the test talks to this script through files beside it.
+    home = os.path.dirname(os.path.dirname(os.path.abspath(sys.argv[0])))
+    counter = os.path.join(home, "calls.txt")
+    with open(counter, "a") as handle:
+        handle.write(" ".join(sys.argv[1:3]) + "\\n")
+    config = sys.argv[sys.argv.index("--output") + 1] if "--output" in sys.argv else None
+    if sys.argv[1] == "data":
+        import hashlib
+        source = sys.argv[sys.argv.index("--source") + 1][len("file://"):]
+        fingerprint = "sha256:" + hashlib.sha256(open(source, "rb").read()).hexdigest()
+        summary = {"kind": "dataset", "output": config, "fingerprint": fingerprint,
+                   "counts": {"train": 3, "test": 1}}
+        os.makedirs(config[len("file://"):], exist_ok=True)
+        open(os.path.join(config[len("file://"):], "manifest.json"), "w").write("{}")
+    else:
+        import yaml
+        cfg = yaml.safe_load(open(sys.argv[sys.argv.index("--config") + 1]))
+        assert cfg["dataset"].endswith("/preferencedatasets/data"), cfg["dataset"]
+        assert cfg["dataset_fingerprint"].startswith("sha256:")
+        out = cfg["output"][len("file://"):]
+        os.makedirs(out, exist_ok=True)
+        open(os.path.join(out, "manifest.json"), "w").write("{}")
+        if os.path.exists(os.path.join(home, "fail")):
+            open(os.environ["KUBETUNE_TERMINATION_LOG"], "w").write(json.dumps(
+                {"kind": "train", "error": "learning_rate: too high", "reason": "BadConfig"}))
+            sys.exit(64)
+        summary = {"kind": "train", "output": cfg["output"], "steps": 2,
+                   "artifact": {"uri": cfg["output"] + "/final", "type": "adapter"}}
+    open(os.environ["KUBETUNE_TERMINATION_LOG"], "w").write(json.dumps(summary))
+    """
+)
+
+
+@pytest.fixture
+def fake_trainer(tmp_path, monkeypatch):
+    """`kubetune-trainer` on PATH is a script that records its calls and writes summaries."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "kubetune-trainer"
+    script.write_text(f"#!{sys.executable}\n{FAKE_TRAINER}")
+    script.chmod(0o755)
+    counter = tmp_path / "calls.txt"
+    counter.touch()
+    # The runner puts its own interpreter's directory first on PATH; point that at the fake.
+    monkeypatch.setattr(runner_module.sys, "executable", str(bin_dir / "python"))
+    (tmp_path / "data.jsonl").write_text('{"messages": []}\n')
+    documents = [
+        {"apiVersion": "kubetune.dev/v1alpha1", "kind": "PreferenceDataset", "metadata": {"name": "data"},
+         "spec": {"kind": "sft", "format": "trl", "sources": [{"uri": f"file://{tmp_path}/data.jsonl"}]}},
+        {"apiVersion": "kubetune.dev/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": "job"},
+         "spec": {"method": "sft", "baseModel": f"file://{tmp_path}/base", "dataset": {"preferenceDataset": "data"},
+                  "resources": {"gpusPerNode": 0}}},
+    ]
+    return tmp_path, counter, [validate(d) for d in documents]
+
+
+def calls(counter: Path) -> list[str]:
+    return counter.read_text().splitlines()
+
+
+def test_steps_run_in_order_with_inputs_from_earlier_summaries_then_skip(fake_trainer):
+    tmp_path, counter, resources = fake_trainer
+    make = lambda **kw: LocalRunner(f"file://{tmp_path}/artifacts", tmp_path / "work", gpus=0, **kw)  # noqa: E731
+    results = make().run(list(reversed(resources)))
+    assert [(r.resource.kind_name, r.phase) for r in results] == [
+        ("PreferenceDataset", "Succeeded"), ("FineTuneJob", "Succeeded")
+    ], [r.message for r in results]
+    assert calls(counter) == ["data prepare", "train --config"]
+
+    again = make().run(resources)
+    assert [r.phase for r in again] == ["Skipped", "Skipped"]
+    assert calls(counter) == ["data prepare", "train --config"]
+
+    (tmp_path / "data.jsonl").write_text('{"messages": [1]}\n')
+    changed = make().run(resources)
+    assert [r.phase for r in changed] == ["Succeeded", "Succeeded"]
+    assert len(calls(counter)) == 4
+
+    forced = make(force=True).run(resources)
+    assert [r.phase for r in forced] == ["Succeeded", "Succeeded"]
+
+
+def test_a_failed_step_reports_its_reason_and_nothing_is_recorded(fake_trainer):
+    tmp_path, _, resources = fake_trainer
+    (tmp_path / "fail").touch()
+    results = LocalRunner(f"file://{tmp_path}/artifacts", tmp_path / "work", gpus=0).run(resources)
+    assert results[1].phase == "Failed"
+    assert results[1].message == "BadConfig (exit 64): learning_rate: too high"
+    state = json.loads((tmp_path / "work" / "state.json").read_text())
+    assert [key.split("|")[1] for key in state["steps"]] == ["PreferenceDataset"]
+
+
+def test_a_missing_reference_is_refused_before_anything_runs(fake_trainer):
+    tmp_path, counter, resources = fake_trainer
+    with pytest.raises(UserError, match="references PreferenceDataset data, which is not among the documents"):
+        LocalRunner(f"file://{tmp_path}/artifacts", tmp_path / "work", gpus=0).run(resources[1:])
+    assert calls(counter) == []
+
+
+def test_run_cli_names_document_and_field(tmp_path):
+    import subprocess
+
+    bad = ftj()
+    bad["spec"]["hyperparameters"] = {"learningRate": -1}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    kubetune = Path(sys.executable).with_name("kubetune")
+    result = subprocess.run([str(kubetune), "run", str(path)], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "bad.yaml#0 (FineTuneJob job): spec.hyperparameters.learningRate" in result.stderr
+    assert "Traceback" not in result.stderr
