@@ -149,7 +149,9 @@ async def create_children(rt: Runtime, resource: Resource, manifests: list[dict[
     secret = builders.progress_secret(resource, progress_token(rt.settings.progress_key, resource.metadata.uid or ""))
     job = None
     for manifest in sorted([secret, *manifests], key=lambda m: CREATE_ORDER.get(m["kind"], len(CREATE_ORDER))):
-        created, _ = await rt.api.create(resource_for(manifest), namespace, manifest)
+        # Only an existing Job is worth reading back; an existing Secret could not be (RBAC).
+        created, _ = await rt.api.create(resource_for(manifest), namespace, manifest,
+                                         fetch_existing=manifest["kind"] == "Job")
         if manifest["kind"] == "Job":
             job = created
             rt.own_writes.record((JOBS.plural, namespace, manifest["metadata"]["name"]), created)

@@ -47,6 +47,7 @@ def event_manifest(body: Mapping[str, Any], type: str, reason: str, message: str
 
 async def post_event(api: KubeApi, body: Mapping[str, Any], type: str, reason: str, message: str) -> None:
     try:
-        await api.create(EVENTS, body["metadata"]["namespace"], event_manifest(body, type, reason, message, now_rfc3339()))
+        await api.create(EVENTS, body["metadata"]["namespace"], event_manifest(body, type, reason, message, now_rfc3339()),
+                         fetch_existing=False)
     except ApiError as exc:
         log.warning("event %s on %s not posted: %s", reason, body["metadata"].get("name"), exc)

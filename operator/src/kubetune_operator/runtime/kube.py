@@ -161,13 +161,18 @@ class KubeApi:
         answer = await self.request("GET", resource.path(namespace), params=params)
         return list(answer.get("items") or [])
 
-    async def create(self, resource: ApiResource, namespace: str, body: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-        """Create the object; on 409 return the existing one. The flag says whether this call created it."""
+    async def create(
+        self, resource: ApiResource, namespace: str, body: Mapping[str, Any], fetch_existing: bool = True
+    ) -> tuple[dict[str, Any] | None, bool]:
+        """Create the object; on 409 return the existing one (None without `fetch_existing`: the
+        operator may create Secrets but not read them). The flag says whether this call created it."""
         try:
             return await self.request("POST", resource.path(namespace), body=body), True
         except ApiError as exc:
             if exc.status != 409:
                 raise
+        if not fetch_existing:
+            return None, False
         name = body["metadata"]["name"]
         existing = await self.get(resource, namespace, name)
         if existing is None:
