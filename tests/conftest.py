@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+# Resolved: readers report resolved paths (file:line), and ../shared may be a symlink.
+SHARED_DATA = (ROOT.parent / "shared" / "data").resolve()
 
 
 @pytest.fixture(scope="session")
