@@ -156,7 +156,7 @@ def open_read(uri: str) -> Iterator[IO[bytes]]:
     except Exception as exc:
         raise _s3_error(uri, exc) from exc
     try:
-        yield io.BufferedReader(_S3Body(body))
+        yield io.BufferedReader(_S3Body(body), CHUNK)
     finally:
         body.close()
 

@@ -126,27 +126,10 @@ def _resolve_s3(spec: str, loc: storage.Location) -> list[str]:
     raise ConfigError(f"--source {spec}: no such object or prefix")
 
 
-class _BodyStream(io.RawIOBase):
-    """An S3 response body as a raw stream, so that it can be buffered and read line by line."""
-
-    def __init__(self, body: Any):
-        self.body = body
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.body.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-
 @contextmanager
 def _open(uri: str) -> Iterator[IO[bytes]]:
-    with storage.open_read(uri) as handle:
-        stream = (
-            handle if storage.parse(uri).scheme == "file" else io.BufferedReader(_BodyStream(handle), CHUNK)
-        )
+    # Local files and S3 bodies alike arrive buffered (peek works on both).
+    with storage.open_read(uri) as stream:
         if uri.endswith(".gz") or stream.peek(2)[:2] == GZIP_MAGIC:
             with gzip.GzipFile(fileobj=stream, mode="rb") as unzipped:
                 yield io.BufferedReader(unzipped, CHUNK)
