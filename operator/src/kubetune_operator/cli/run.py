@@ -202,6 +202,12 @@ def print_results(console, results) -> None:
     for result in results:
         if result.summary.get("kind") == "eval" and result.ok:
             print_comparison(console, result)
+            promotion = result.resource.spec.promotion
+            if promotion is not None and result.summary.get("passed"):
+                console.print(
+                    f"promotion to {promotion.repository} is not run locally (it needs the cluster's git "
+                    "Secret); `kubetune promote --help` commits the same record by hand"
+                )
 
 
 def _local_summary(result) -> dict[str, Any]:
