@@ -256,6 +256,14 @@ class StatusBase(Model):
 class Resource(Model):
     """A kubetune resource: apiVersion, kind, metadata, spec, status."""
 
+    cel_rules: ClassVar = [
+        cel(
+            f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
+            # No fieldPath: the API server accepts only paths into the schema, and metadata has none.
+            f"metadata.name must be at most {MAX_NAME_LENGTH} characters (children add suffixes)",
+        ),
+    ]
+
     kind_name: ClassVar[str]
     plural: ClassVar[str]
     singular: ClassVar[str]

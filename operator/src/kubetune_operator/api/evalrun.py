@@ -7,7 +7,6 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field
 
 from kubetune_operator.api.common import (
-    MAX_NAME_LENGTH,
     FieldName,
     Model,
     ModelUri,
@@ -489,13 +488,6 @@ class EvalRun(Resource):
         {"name": "Promoted", "type": "string", "jsonPath": ".status.promotion.commit", "priority": 1},
         {"name": "Report", "type": "string", "jsonPath": ".status.report", "priority": 1},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    ]
-    cel_rules: ClassVar = [
-        cel(
-            f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
-            # No fieldPath: the API server accepts only paths into the schema, and metadata has none.
-            f"metadata.name must be at most {MAX_NAME_LENGTH} characters (children add suffixes)",
-        ),
     ]
 
     kind: Literal["EvalRun"] = "EvalRun"

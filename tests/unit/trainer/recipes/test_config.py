@@ -96,9 +96,9 @@ def test_files_that_are_not_configs_are_named(tmp_path):
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(ConfigError, match=r"list.yaml: must be a mapping of field: value, got list"):
         load_config(tmp_path / "list.yaml")
-    with pytest.raises(ConfigError, match=r"broken.json: not valid JSON"):
+    with pytest.raises(ConfigError, match=r"broken\.json:1: not valid JSON"):
         load_config(tmp_path / "broken.json")
-    with pytest.raises(ConfigError, match=r"missing.yaml: No such file"):
+    with pytest.raises(ConfigError, match=r"missing\.yaml: cannot read the config \(No such file"):
         load_config(tmp_path / "missing.yaml")
 
 

@@ -10,7 +10,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -21,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from kubetune_trainer.configfile import read_config_file
 from kubetune_trainer.errors import ConfigError
 
 # Candidate names become CSV columns, file names and Prometheus label values.
@@ -324,15 +324,4 @@ def parse_config(data: Any, source: str = "config") -> EvalConfig:
 
 
 def load_config(path: str | Path) -> EvalConfig:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: not valid YAML/JSON: {getattr(exc, 'problem', exc)}") from None
-    return parse_config(data, str(path))
+    return parse_config(read_config_file(path), str(path))

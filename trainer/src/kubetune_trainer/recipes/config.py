@@ -7,15 +7,14 @@ it from YAML or JSON. Unknown keys and bad values raise ConfigError naming the f
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
+from kubetune_trainer.configfile import read_config_file
 from kubetune_trainer.errors import ConfigError
 
 SCHEDULERS = (
@@ -183,13 +182,4 @@ def config_from_dict(data: Any, source: str = "config") -> TrainConfig:
 
 def load_config(path: str | Path) -> TrainConfig:
     """Read a TrainConfig from a YAML or JSON file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: {exc.strerror or exc}") from exc
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
-    return config_from_dict(data, source=str(path))
+    return config_from_dict(read_config_file(path), source=str(path))
