@@ -70,6 +70,10 @@ SourceUri = Annotated[
 ]
 Quantity = Annotated[str, Field(max_length=32, pattern=QUANTITY_PATTERN)]
 FieldName = Annotated[str, Field(min_length=1, max_length=63, pattern=FIELD_PATTERN)]
+GpuResourceName = Annotated[
+    str, Field(max_length=128, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+]
+ImageRef = Annotated[str, Field(max_length=512, pattern=r"^[a-z0-9][a-z0-9./_:@-]*$")]
 
 
 def cel(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> dict[str, str]:

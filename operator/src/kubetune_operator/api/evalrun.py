@@ -8,6 +8,8 @@ from pydantic import Field
 
 from kubetune_operator.api.common import (
     FieldName,
+    GpuResourceName,
+    ImageRef,
     Model,
     ModelUri,
     ObjectMeta,
@@ -238,9 +240,7 @@ class Promotion(Model):
 class Resources(Model):
     """Compute for the eval pod."""
 
-    gpu_resource_name: Annotated[
-        str, Field(max_length=128, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    ] = "nvidia.com/gpu"
+    gpu_resource_name: GpuResourceName = "nvidia.com/gpu"
     """Extended resource name of the GPUs (the pod requests engine.tensorParallel of them; none for hf)."""
 
     cpu: Quantity = "8"
@@ -252,7 +252,7 @@ class Resources(Model):
     shared_memory: Quantity = "8Gi"
     """Size of /dev/shm."""
 
-    image: Annotated[str, Field(max_length=512, pattern=r"^[a-z0-9][a-z0-9./_:@-]*$")] | None = None
+    image: ImageRef | None = None
     """Eval image override."""
 
     gpus: Annotated[int, Field(ge=0, le=16)] | None = None

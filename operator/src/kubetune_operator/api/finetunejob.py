@@ -7,6 +7,8 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field
 
 from kubetune_operator.api.common import (
+    GpuResourceName,
+    ImageRef,
     Model,
     ModelUri,
     ObjectMeta,
@@ -207,9 +209,7 @@ class Resources(Model):
     gpus_per_node: Annotated[int, Field(ge=0, le=16)] = 8
     """GPUs per pod; 0 trains on CPU."""
 
-    gpu_resource_name: Annotated[
-        str, Field(max_length=128, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    ] = "nvidia.com/gpu"
+    gpu_resource_name: GpuResourceName = "nvidia.com/gpu"
     """Extended resource name of the GPUs."""
 
     cpu: Quantity = "16"
@@ -221,7 +221,7 @@ class Resources(Model):
     shared_memory: Quantity = "16Gi"
     """Size of /dev/shm (NCCL and data loaders need more than the container default)."""
 
-    image: Annotated[str, Field(max_length=512, pattern=r"^[a-z0-9][a-z0-9./_:@-]*$")] | None = None
+    image: ImageRef | None = None
     """Trainer image override. Default: the image the operator is configured with."""
 
     deepspeed: DeepSpeed | None = None
