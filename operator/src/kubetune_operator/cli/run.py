@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -215,10 +216,8 @@ def _local_summary(result) -> dict[str, Any]:
     output = result.summary.get("output", "")
     if output.startswith("file://"):
         path = Path(output[len("file://") :]) / "summary.json"
-        try:
+        with contextlib.suppress(OSError, json.JSONDecodeError):
             return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            pass
     return result.summary
 
 

@@ -9,6 +9,7 @@ whose spec and inputs are unchanged since its last success is skipped.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -301,19 +302,15 @@ class LocalRunner:
         return StepResult(resource, "Failed", duration, summary, message, outcome.log_tail)
 
     def _forward_progress(self, resource: Resource, path: Path, offset: int) -> int:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                handle.seek(offset)
-                for line in handle:
-                    if not line.endswith("\n"):
-                        break
-                    offset += len(line.encode("utf-8"))
-                    try:
-                        self.on_event(resource, json.loads(line))
-                    except json.JSONDecodeError:
-                        continue
-        except OSError:
-            pass
+        # The file appears with the pod's first event; until then there is nothing to forward.
+        with contextlib.suppress(OSError), open(path, encoding="utf-8") as handle:
+            handle.seek(offset)
+            for line in handle:
+                if not line.endswith("\n"):
+                    break
+                offset += len(line.encode("utf-8"))
+                with contextlib.suppress(json.JSONDecodeError):
+                    self.on_event(resource, json.loads(line))
         return offset
 
     # -- the whole run ---------------------------------------------------------------------------

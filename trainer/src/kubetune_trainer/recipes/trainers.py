@@ -132,7 +132,7 @@ class KubetuneSFTTrainer(NaNGuard, SFTTrainer):
 
 
 class KubetuneDPOTrainer(NaNGuard, DPOTrainer):
-    pass
+    """TRL's DPOTrainer that stops at the first non-finite loss."""
 
 
 def last_finite(history: list[dict[str, Any]], key: str) -> float | None:
