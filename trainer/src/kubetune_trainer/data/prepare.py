@@ -161,6 +161,21 @@ class _Stop(Exception):
     """--max-rows reached."""
 
 
+def with_source(where: str, metadata: dict) -> dict:
+    """The row's metadata under its `file:line`, which trainer and eval messages name; an input field
+    called `source` is kept as `input_source` rather than hiding it."""
+    if "source" not in metadata:
+        return {"source": where, **metadata}
+    if "input_source" in metadata:
+        raise RowError(
+            "unsupported_field", "the row has both source and input_source fields; metadata.source is taken"
+        )
+    return {
+        "source": where,
+        **{"input_source" if key == "source" else key: value for key, value in metadata.items()},
+    }
+
+
 def checked(content: dict, preference: bool, max_length: int | None) -> tuple[list, tuple[int, int, int]]:
     """Check a converted row; returns its prompt and the characters of prompt, answer and rejected answer."""
     if preference:
@@ -215,7 +230,7 @@ def first_pass(
                         if digest in seen:
                             raise RowError("duplicate", "an earlier row has the same prompt and answers")
                         seen.add(digest)
-                    tail = dumps({"source": f"{name}:{line}", **metadata}, default=str)
+                    tail = dumps(with_source(f"{name}:{line}", metadata), default=str)
                 except RowError as error:
                     state.drop(name, line, error)
                     continue
