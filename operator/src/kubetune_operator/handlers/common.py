@@ -143,15 +143,33 @@ def conform(model: type[BaseModel], data: Any, what: str) -> dict[str, Any] | No
 # --- children ---------------------------------------------------------------------------------------
 
 
-async def create_children(rt: Runtime, resource: Resource, manifests: list[dict[str, Any]]) -> dict[str, Any]:
-    """Create the progress Secret and `manifests`; returns the Job (the existing one on a 409)."""
+def foreign_owner(child: Mapping[str, Any], resource: Resource) -> bool:
+    """Whether `child` is controlled by another object than `resource`: a namesake's, deleted with
+    it but not yet garbage-collected (`kubectl delete` returns before the children are gone)."""
+    owners = (child.get("metadata") or {}).get("ownerReferences") or []
+    return any(o.get("controller") and o.get("uid") != resource.metadata.uid for o in owners)
+
+
+def _leftover(kind: str, name: str, resource: Resource) -> str:
+    return (f"waiting for {kind} {name}, left by a deleted {resource.kind_name} of the same name, "
+            "to be garbage-collected")
+
+
+async def create_children(
+    rt: Runtime, resource: Resource, manifests: list[dict[str, Any]], draft: StatusDraft
+) -> dict[str, Any] | None:
+    """Create the progress Secret and `manifests`; returns the Job (the existing one on a 409), or
+    None (and Pending) while a child of the same name still belongs to a deleted namesake."""
     namespace = builders.namespace_of(resource)
     secret = builders.progress_secret(resource, progress_token(rt.settings.progress_key, resource.metadata.uid or ""))
     job = None
     for manifest in sorted([secret, *manifests], key=lambda m: CREATE_ORDER.get(m["kind"], len(CREATE_ORDER))):
-        # Only an existing Job is worth reading back; an existing Secret could not be (RBAC).
+        # An existing Secret cannot be read back (RBAC); the other children are, to check their owner.
         created, _ = await rt.api.create(resource_for(manifest), namespace, manifest,
-                                         fetch_existing=manifest["kind"] == "Job")
+                                         fetch_existing=manifest["kind"] != "Secret")
+        if created is not None and foreign_owner(created, resource):
+            draft.set_phase("Pending", _leftover(manifest["kind"], manifest["metadata"]["name"], resource))
+            return None
         if manifest["kind"] == "Job":
             job = created
             rt.own_writes.record((JOBS.plural, namespace, manifest["metadata"]["name"]), created)
@@ -300,20 +318,27 @@ async def ensure_job(
     marker: str = "JobCreated",
 ) -> dict[str, Any] | None:
     """The resource's Job: the existing one, or one created from `children()` (None while that
-    waits for inputs). The `marker` condition records the creation in the status."""
+    waits for inputs). The `marker` condition records the Job in the status, also when an operator
+    created it and died before saying so: without the marker a deleted Job would be made again."""
     job = await rt.api.get(JOBS, builders.namespace_of(resource), job_name)
-    if job is not None:
-        return job
-    if draft.holds(marker):
-        # Gone before the resource finished: fail rather than start over, since a second Job would
-        # repeat work already paid for and its output would replace the first's.
-        fail(draft, "JobDeleted", f"Job {job_name} was deleted before it finished; create the resource anew to rerun")
+    if job is None:
+        if draft.holds(marker):
+            # Gone before the resource finished: fail rather than start over, since a second Job would
+            # repeat work already paid for and its output would replace the first's.
+            fail(draft, "JobDeleted", f"Job {job_name} was deleted before it finished; create the resource anew to rerun")
+            return None
+        manifests = await children()
+        if manifests is None:
+            return None
+        job = await create_children(rt, resource, manifests, draft)
+        if job is None:
+            return None
+    elif foreign_owner(job, resource):
+        # Its outcome is the namesake's, not this resource's; its DELETED event brings the next reconcile.
+        draft.set_phase("Pending", _leftover("Job", job_name, resource))
         return None
-    manifests = await children()
-    if manifests is None:
-        return None
-    job = await create_children(rt, resource, manifests)
-    draft.condition(marker, True, "JobCreated", f"Job {job_name} created")
+    if not draft.holds(marker):
+        draft.condition(marker, True, "JobCreated", f"Job {job_name} created")
     return job
 
 

@@ -159,6 +159,48 @@ def test_a_deleted_job_fails_the_resource_instead_of_starting_over(rt, api):
     assert [kind for kind, _ in api.created if kind != "Event"] == []
 
 
+def train_job(owner_uid: str, **status) -> dict:
+    return {"kind": "Job", "metadata": {"name": "sft-train", "namespace": NS, "ownerReferences": [
+        {"kind": "FineTuneJob", "name": "sft", "uid": owner_uid, "controller": True}]},
+        "spec": {"completions": 1}, "status": status}
+
+
+def test_a_job_created_just_before_a_crash_is_recorded_so_it_is_never_made_twice(rt, api):
+    # The operator created the Job and died before it wrote JobCreated into the status.
+    api.put("jobs", train_job("uid-sft"))
+    api.put("finetunejobs", resource("FineTuneJob", "sft", ftj_spec(dataset={"uri": "s3://data/prepared"})))
+    run(rt, "finetunejobs", "sft")
+    assert {c["type"]: c["status"] for c in api.status("finetunejobs", "sft")["conditions"]}["JobCreated"] == "True"
+
+    del api.objects[("jobs", NS, "sft-train")]
+    run(rt, "finetunejobs", "sft")
+    assert api.status("finetunejobs", "sft")["phase"] == "Failed"
+    assert ("jobs", NS, "sft-train") not in api.objects
+
+
+def test_a_deleted_namesakes_children_are_neither_adopted_nor_reused(rt, api):
+    # `kubectl delete` then `apply` again: the old resource's children wait for garbage collection.
+    api.put("jobs", train_job("uid-old", conditions=[{"type": "Complete", "status": "True"}]))
+    stale = {"name": "sft-train-config", "namespace": NS, "ownerReferences": [{"uid": "uid-old", "controller": True}]}
+    api.put("configmaps", {"kind": "ConfigMap", "metadata": stale, "data": {"config.yaml": "old"}})
+    api.put("finetunejobs", resource("FineTuneJob", "sft", ftj_spec(dataset={"uri": "s3://data/prepared"})))
+    run(rt, "finetunejobs", "sft")
+    status = api.status("finetunejobs", "sft")
+    assert status["phase"] == "Pending" and "Job sft-train" in status["message"]
+    assert "Succeeded" not in {c["type"] for c in status.get("conditions", [])}
+
+    del api.objects[("jobs", NS, "sft-train")]
+    run(rt, "finetunejobs", "sft")
+    status = api.status("finetunejobs", "sft")
+    assert status["phase"] == "Pending" and "ConfigMap sft-train-config" in status["message"]
+    assert ("jobs", NS, "sft-train") not in api.objects
+
+    del api.objects[("configmaps", NS, "sft-train-config")]
+    run(rt, "finetunejobs", "sft")
+    assert api.objects[("jobs", NS, "sft-train")]["metadata"]["ownerReferences"][0]["uid"] == "uid-sft"
+    assert "old" not in api.objects[("configmaps", NS, "sft-train-config")]["data"]["config.yaml"]
+
+
 def test_a_start_point_that_wrote_a_full_model_fails_the_chain(rt, api):
     api.put("finetunejobs", resource("FineTuneJob", "sft", ftj_spec(peft={"type": "full"}),
                                      succeeded(artifacts={"uri": "s3://a/sft/final", "type": "full"})))
