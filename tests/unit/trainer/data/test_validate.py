@@ -63,3 +63,9 @@ def test_message_list_errors(value, reason, detail):
         messages(value, "prompt")
     assert caught.value.reason == reason
     assert detail in caught.value.detail
+
+
+def test_messages_are_rebuilt_in_canonical_key_order_without_null_fields():
+    read = messages([{"content": "x", "role": "user", "name": None}], "prompt")
+    assert read == [{"role": "user", "content": "x"}]
+    assert list(read[0]) == ["role", "content"]

@@ -98,13 +98,17 @@ def messages(value: Any, where: str, default_role: str | None = None) -> list[di
             raise RowError(
                 "unknown_role", f"{where}[{index}].role is {role!r}; expected system, user or assistant"
             )
-        text(item.get("content"), f"{where}[{index}].content")
+        content = text(item.get("content"), f"{where}[{index}].content")
         if len(item) != 2:
-            extra = ", ".join(sorted(str(k) for k in item if k not in ("role", "content")))
-            raise RowError(
-                "unsupported_field", f"{where}[{index}] has fields besides role and content: {extra}"
-            )
-        result.append(item)
+            # Null fields say nothing; Parquet gives them to every message when one message has the field.
+            extra = sorted(str(k) for k, v in item.items() if k not in ("role", "content") and v is not None)
+            if extra:
+                raise RowError(
+                    "unsupported_field",
+                    f"{where}[{index}] has fields besides role and content: {', '.join(extra)}",
+                )
+        # Rebuilt so that key order is canonical: dedupe and the split hash the serialized rows.
+        result.append(message(role, content))
     return result
 
 
