@@ -16,9 +16,10 @@ from kubetune_operator.handlers import common
 from kubetune_operator.promotion.errors import PromotionRefused
 from kubetune_operator.promotion.record import build_record
 from kubetune_operator.runtime.context import Runtime
-from kubetune_operator.runtime.status import StatusDraft
+from kubetune_operator.runtime.status import StatusDraft, clip
 
 PLURAL = EvalRun.plural
+GATE_NAME_LIMIT = GateResult.model_fields["name"].metadata[0].max_length
 
 
 async def reconcile(rt: Runtime, evr: EvalRun, body: dict[str, Any], draft: StatusDraft) -> None:
@@ -42,15 +43,20 @@ async def reconcile(rt: Runtime, evr: EvalRun, body: dict[str, Any], draft: Stat
     if not draft.current.get("results"):
         draft.set(**eval_status(evr, outcome.summary or {}, common.builders.output_uri(evr, rt.builders)))
         publish_metrics(rt, evr, draft.next)
-    passed = bool(draft.next.get("gates")) and all(g.get("passed") for g in draft.next["gates"])
-    gates = draft.next.get("gatesPassed") or "0/0"
+    gates = draft.next.get("gates") or []
+    reported = gates_reported(draft.next)
+    passed = bool(gates) and len(gates) == reported and all(g.get("passed") for g in gates)
+    tally = draft.next.get("gatesPassed") or "0/0"
     if not evr.spec.gates:
         draft.condition("GatesPassed", True, "NoGates", "no gates defined")
     elif passed:
-        draft.condition("GatesPassed", True, "GatesPassed", f"{gates} gates passed")
+        draft.condition("GatesPassed", True, "GatesPassed", f"{tally} gates passed")
     else:
-        failing = ", ".join(g["name"] for g in draft.next.get("gates") or [] if not g.get("passed")) or "no results"
-        draft.condition("GatesPassed", False, "GatesFailed", f"{gates} gates passed; failed: {failing}")
+        failing = [g["name"] for g in gates if not g.get("passed")]
+        if reported > len(gates):
+            failing.append(f"{reported - len(gates)} unreadable gate result(s)")
+        draft.condition("GatesPassed", False, "GatesFailed",
+                        f"{tally} gates passed; failed: {', '.join(failing) or 'no results'}")
     if evr.spec.promotion is None or not passed:
         common.apply_outcome(draft, outcome)
         return
@@ -118,15 +124,30 @@ def eval_status(evr: EvalRun, summary: dict[str, Any], default_output: str) -> d
         )) is not None
     ]
     raw_gates = summary.get("gates") if isinstance(summary.get("gates"), list) else []
-    gates = [gate for raw in raw_gates if (gate := common.conform(GateResult, raw, "gate")) is not None]
+    # A result that does not fit the schema is left out of `gates` but still counted in gatesPassed's
+    # total, so it can never let the others promote (gates_reported).
+    gates = [gate for raw in raw_gates if (gate := common.conform(GateResult, _clip_name(raw), "gate")) is not None]
     fields = {
         "results": results or None,
         "gates": gates,
-        "gatesPassed": f"{sum(1 for g in gates if g['passed'])}/{len(gates)}",
+        "gatesPassed": f"{sum(1 for g in gates if g['passed'])}/{len(raw_gates)}",
         "report": summary.get("report") if isinstance(summary.get("report"), str) else f"{output}/report.html",
         "artifacts": output,
     }
     return {key: value for key, value in fields.items() if value is not None}
+
+
+def _clip_name(gate: Any) -> Any:
+    """Generated gate names ("<candidate>: Δ<metric> (CI bound) >= x") can outgrow the status bound."""
+    if isinstance(gate, dict) and isinstance(gate.get("name"), str):
+        return gate | {"name": clip(gate["name"], GATE_NAME_LIMIT)}
+    return gate
+
+
+def gates_reported(status: dict[str, Any]) -> int:
+    """How many gate results the eval pod reported: the total of `gatesPassed` ("passed/total")."""
+    total = str(status.get("gatesPassed") or "").partition("/")[2]
+    return int(total) if total.isdigit() else len(status.get("gates") or [])
 
 
 def publish_metrics(rt: Runtime, evr: EvalRun, status: dict[str, Any]) -> None:

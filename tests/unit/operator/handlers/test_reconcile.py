@@ -242,10 +242,10 @@ def eval_spec(**extra) -> dict:
     }
 
 
-def finished_eval(api, passed: bool) -> None:
+def finished_eval(api, passed: bool, extra_gates: tuple[dict, ...] = ()) -> None:
     summary = {"kind": "eval", "passed": passed, "report": "s3://r/report.html",
                "gates": [{"name": "g", "metric": "exact_match", "candidate": "new", "value": 0.5, "threshold": 0.0,
-                          "comparator": ">=", "passed": passed}],
+                          "comparator": ">=", "passed": passed}, *extra_gates],
                "metrics": {"base": {"exact_match": {"value": 0.1}}, "new": {"exact_match": {"value": 0.5}}}}
     job = api.objects[("jobs", NS, "e-eval")]
     job["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
@@ -276,13 +276,13 @@ def test_a_merged_candidate_needs_a_merged_model(rt, api):
     assert {c["type"]: c["reason"] for c in api.status("evalruns", "e")["conditions"]}["Failed"] == "NoMergedModel"
 
 
-def evaluated(rt, api, passed: bool) -> dict:
+def evaluated(rt, api, passed: bool, extra_gates: tuple[dict, ...] = ()) -> dict:
     """An EvalRun with a promotion target whose eval Job finished with the gates `passed`."""
     adapter_job(api)
     promotion = {"repository": "https://git.example.com/x/y.git", "secretName": "git", "candidate": "new"}
     api.put("evalruns", resource("EvalRun", "e", eval_spec(promotion=promotion)))
     run(rt, "evalruns", "e")
-    finished_eval(api, passed=passed)
+    finished_eval(api, passed=passed, extra_gates=extra_gates)
     run(rt, "evalruns", "e")
     return api.status("evalruns", "e")
 
@@ -301,6 +301,26 @@ def test_passed_gates_start_the_promote_job_with_the_record_from_statuses(rt, ap
     assert {c["type"]: c["reason"] for c in status["conditions"]}["Promoted"] == "Promoting"
     record = json.loads(api.objects[("configmaps", NS, "e-promote-record")]["data"]["record.json"])
     assert record["adapter"]["uri"] == "s3://a/sft/final" and record["evalRun"]["uid"] == "uid-e"
+
+
+def test_a_gate_result_the_status_cannot_hold_blocks_promotion(rt, api):
+    # A failed gate whose result does not fit the status schema must not vanish and let the rest promote.
+    unreadable = {"name": "g2", "metric": "exact_match", "candidate": "new", "value": "high", "threshold": 0.0,
+                  "comparator": ">=", "passed": False}
+    status = evaluated(rt, api, passed=True, extra_gates=(unreadable,))
+    assert (status["phase"], status["gatesPassed"]) == ("Succeeded", "1/2")
+    gates = {c["type"]: c for c in status["conditions"]}["GatesPassed"]
+    assert (gates["status"], gates["reason"]) == ("False", "GatesFailed")
+    assert "1 unreadable gate result" in gates["message"]
+    assert ("jobs", NS, "e-promote") not in api.objects
+
+
+def test_a_long_gate_name_is_clipped_rather_than_dropped(rt, api):
+    long_name = {"name": "new: " + "Δrepetition.no_eos_rate (CI bound) " * 5, "metric": "exact_match",
+                 "candidate": "new", "value": 0.5, "threshold": 0.0, "comparator": ">=", "passed": True}
+    status = evaluated(rt, api, passed=True, extra_gates=(long_name,))
+    assert status["gatesPassed"] == "2/2" and len(status["gates"][1]["name"]) == 128
+    assert ("jobs", NS, "e-promote") in api.objects
 
 
 def test_merge_patch_removes_what_is_gone():

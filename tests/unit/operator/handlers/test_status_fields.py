@@ -60,7 +60,7 @@ def test_eval_summary_fills_results_gates_and_report():
                    "passed": False}, {"name": "broken"}],
         "metrics": {"base": {"m": {"value": 0.5, "ciLow": 0.4, "ciHigh": 0.6}}, "new": {"m": {"value": 0.1, "delta": -0.4}}},
     }, "s3://default")
-    assert fields["gatesPassed"] == "0/1"
+    assert fields["gatesPassed"] == "0/2"  # the unreadable gate counts, as not passed
     assert [g["name"] for g in fields["gates"]] == ["g1"]
     assert {r["candidate"]: r["baseline"] for r in fields["results"]} == {"base": True, "new": False}
     assert fields["results"][1]["metrics"]["m"]["delta"] == -0.4
