@@ -25,6 +25,7 @@ def pairs(tmp_path):
         (["--kind", "dpo"], "--kind must be preference or sft, not 'dpo'"),
         (["--kind", "sft", "--test-fraction", "2"], "--test-fraction must be between 0 and 1, not 2.0"),
         (["--kind", "sft", "--seed", "x"], "--seed must be an integer, not 'x'"),
+        (["--kind", "sft", "--seed", str(2**64)], f"--seed must be below 2**64, not {2**64}"),
         (["--kind", "sft", "--max-rows", "0"], "--max-rows must be 1 or more, not 0"),
         (["--kind", "sft", "--format", "xml"], "--format must be auto or one of trl, "),
         (["--kind", "sft", "--on-bad-rows", "skip"], "--on-bad-rows must be drop or fail, not 'skip'"),

@@ -46,6 +46,9 @@ class PrepareOptions:
                 raise ConfigError(f"{flag} must be between 0 and 1, not {value}")
         if self.seed < 0:
             raise ConfigError(f"--seed must be 0 or more, not {self.seed}")
+        if self.seed >= 2**64:
+            # The split hash is keyed with the seed's 8 bytes.
+            raise ConfigError(f"--seed must be below 2**64, not {self.seed}")
         for flag, value in (("--max-rows", self.max_rows), ("--max-length", self.max_length)):
             if value is not None and value < 1:
                 raise ConfigError(f"{flag} must be 1 or more, not {value}")
