@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from pydantic import ValidationError
 
@@ -124,7 +125,17 @@ def progress_app(runtime: Runtime, patcher: ProgressPatcher) -> web.Application:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _error(413, f"progress events are at most {MAX_BODY_BYTES} bytes")
-        body = await runtime.api.get(resource, namespace, name)
+        try:
+            body = await runtime.api.get(resource, namespace, name)
+        except ApiError as exc:
+            if exc.status != 403:
+                log.warning("progress for %s %s/%s: the API server answered %s", resource.kind, namespace, name, exc)
+                return _error(503, "the operator cannot check the token now; retry later")
+            # Outside the namespaces this operator may read: as unknown to it as a missing resource.
+            body = None
+        except (aiohttp.ClientError, OSError) as exc:
+            log.warning("progress for %s %s/%s: the API server is unreachable: %s", resource.kind, namespace, name, exc)
+            return _error(503, "the operator cannot check the token now; retry later")
         if body is None:
             return _error(404, f"{resource.kind} {namespace}/{name} not found")
         if not token_matches(runtime.settings.progress_key, body["metadata"].get("uid", ""), header[len("Bearer "):]):

@@ -74,3 +74,36 @@ def test_checkpoints_reach_last_checkpoint():
         return runtime.api.patches
 
     assert asyncio.run(one())[0]["lastCheckpoint"] == "s3://b/c/checkpoint-000010"
+
+
+class FailingApi:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def get(self, resource, namespace, name):
+        raise self.error
+
+
+def post_with_api_error(error: Exception) -> tuple[int, dict]:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from kubetune_operator.runtime.progress import progress_app
+
+    async def post() -> tuple[int, dict]:
+        runtime = Runtime(interval=1.0)
+        runtime.api = FailingApi(error)
+        async with TestClient(TestServer(progress_app(runtime, ProgressPatcher(runtime)))) as client:
+            answer = await client.post("/progress/ns/finetunejobs/x", json={"phase": "train"},
+                                       headers={"Authorization": "Bearer t"})
+            return answer.status, await answer.json()
+
+    return asyncio.run(post())
+
+
+def test_a_resource_the_operator_may_not_read_is_unknown_and_an_api_outage_asks_for_a_retry():
+    from kubetune_operator.runtime.kube import ApiError
+
+    status, body = post_with_api_error(ApiError(403, "GET", "/x", "forbidden"))
+    assert status == 404 and "ns/x" in body["error"]
+    status, body = post_with_api_error(ConnectionResetError("API server went away"))
+    assert status == 503 and "retry" in body["error"]
