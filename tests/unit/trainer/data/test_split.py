@@ -62,6 +62,18 @@ def test_choose_test_properties(rows, fraction):
 
 
 @given(rows_strategy)
+def test_shared_groups_count_the_rows_of_every_prompt_found_in_several_strata(rows):
+    scores = np.array([s for s, _ in rows], dtype=np.uint64)
+    strata = np.array([t for _, t in rows], dtype=np.uint32)
+    per_prompt = defaultdict(Counter)
+    for value, stratum in rows:
+        per_prompt[value][stratum] += 1
+    assert split._shared_groups(scores, strata) == {
+        value: dict(counts) for value, counts in per_prompt.items() if len(counts) > 1
+    }
+
+
+@given(rows_strategy)
 def test_fraction_zero_and_one(rows):
     scores = np.array([s for s, _ in rows], dtype=np.uint64)
     strata = np.array([t for _, t in rows], dtype=np.uint32)

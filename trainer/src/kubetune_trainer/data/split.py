@@ -36,14 +36,25 @@ def quota(rows: int, fraction: float) -> int:
 
 
 def _shared_groups(scores: np.ndarray, strata: np.ndarray) -> dict[int, dict[int, int]]:
-    """For prompts that occur in more than one stratum: rows per stratum."""
+    """For prompts that occur in more than one stratum: rows per stratum. One sort, so that a dataset
+    where most prompts recur across strata costs n log n, not a scan of all rows per prompt."""
     order = np.lexsort((strata, scores))
     by_score, by_stratum = scores[order], strata[order]
-    crosses = (by_score[1:] == by_score[:-1]) & (by_stratum[1:] != by_stratum[:-1])
+    starts = np.flatnonzero(
+        np.concatenate(([True], (by_score[1:] != by_score[:-1]) | (by_stratum[1:] != by_stratum[:-1])))
+    )
+    pair_scores, pair_strata = by_score[starts], by_stratum[starts]
+    pair_rows = np.diff(np.append(starts, len(order)))
+    recurs = pair_scores[1:] == pair_scores[:-1]
+    shared_pair = np.concatenate((recurs, [False])) | np.concatenate(([False], recurs))
     shared: dict[int, dict[int, int]] = {}
-    for value in np.unique(by_score[1:][crosses]).tolist():
-        rows = strata[scores == value]
-        shared[value] = dict(zip(*(v.tolist() for v in np.unique(rows, return_counts=True)), strict=True))
+    for value, stratum, rows in zip(
+        pair_scores[shared_pair].tolist(),
+        pair_strata[shared_pair].tolist(),
+        pair_rows[shared_pair].tolist(),
+        strict=True,
+    ):
+        shared.setdefault(value, {})[stratum] = rows
     return shared
 
 
