@@ -38,6 +38,8 @@ def quota(rows: int, fraction: float) -> int:
 def _shared_groups(scores: np.ndarray, strata: np.ndarray) -> dict[int, dict[int, int]]:
     """For prompts that occur in more than one stratum: rows per stratum. One sort, so that a dataset
     where most prompts recur across strata costs n log n, not a scan of all rows per prompt."""
+    if len(scores) == 0:
+        return {}
     order = np.lexsort((strata, scores))
     by_score, by_stratum = scores[order], strata[order]
     starts = np.flatnonzero(
