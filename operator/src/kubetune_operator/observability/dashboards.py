@@ -28,14 +28,24 @@ from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 DATASOURCE = dashboard_models.DataSourceRef(type_val="prometheus", uid="${datasource}")
 TAGS = ["kubetune"]
-# Phases in which a resource waits for something (its inputs, or quota when Kueue queues its Job).
-WAITING_PHASES = "Pending|Waiting|Queued|Suspended"
+# Phases in which a resource waits for something: its inputs, or quota (a Job Kueue has not yet
+# admitted is Suspended, with the reason Queued).
+WAITING_PHASES = "Pending|Waiting|Suspended"
 FULL_WIDTH = 24
 
 JOB = 'namespace="$namespace", name="$job"'
-JOB_PODS = 'namespace="$namespace", resource="$job"'
+# Resources of different kinds may share a name: pod series are narrowed to the kind as well.
+JOB_PODS = 'namespace="$namespace", kind="finetunejob", resource="$job"'
 EVAL = 'namespace="$namespace", name="$evalrun"'
-EVAL_PODS = 'namespace="$namespace", resource="$evalrun"'
+EVAL_PODS = 'namespace="$namespace", kind="evalrun", resource="$evalrun"'
+FAILURES = "kubetune_resource_failures_total"
+
+
+def _failures_within(window: str) -> str:
+    """Failures per series within `window`. A failure counter's series is born with its first
+    failure, which increase() cannot see: a series younger than the window counts in full."""
+    return f"({FAILURES} unless {FAILURES} offset {window}) or increase({FAILURES}[{window}])"
+
 
 
 def _query(expr: str, legend: str = "", instant: bool = False) -> prometheus.Dataquery:
@@ -140,7 +150,7 @@ def overview() -> dashboard.Dashboard:
         .with_panel(_stat("Waiting", "Resources waiting for their inputs or for quota",
                           "short", _query(f'sum(kubetune_resources{{phase=~"{WAITING_PHASES}"}})')))
         .with_panel(_stat("Failed in range", "Resources that failed during the selected time range", "short",
-                          _query("sum(increase(kubetune_resource_failures_total[$__range]))"), red_from=1))
+                          _query(f"sum({_failures_within('$__range')})"), red_from=1))
         .with_panel(_stat("EvalRuns with failed gates", "EvalRuns whose gates did not all pass", "short",
                           _query("count(kubetune_eval_gates_failed > 0) or vector(0)"), red_from=1))
         .with_panel(_graph("Resources by phase", "Every resource the operator knows, by kind and phase", "short",
@@ -150,7 +160,7 @@ def overview() -> dashboard.Dashboard:
                            _query(f'sum by (kind) (kubetune_resources{{phase=~"{WAITING_PHASES}"}})',
                                   "{{kind}}"), stacked=True))
         .with_panel(_graph("Failures by reason", "Resources that failed, by kind and exit reason", "short",
-                           _query("sum by (kind, reason) (increase(kubetune_resource_failures_total[$__rate_interval]))",
+                           _query(f"sum by (kind, reason) ({_failures_within('$__rate_interval')})",
                                   "{{kind}} {{reason}}"), width=FULL_WIDTH, stacked=True))
         .with_row(dashboard.Row("Active training"))
         .with_panel(
