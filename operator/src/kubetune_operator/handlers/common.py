@@ -20,7 +20,7 @@ import kopf
 from pydantic import BaseModel, ValidationError
 
 from kubetune_operator import exitcodes
-from kubetune_operator.api import FineTuneJob, Resource
+from kubetune_operator.api import EvalRun, FineTuneJob, Resource
 from kubetune_operator.api.common import GROUP, VERSION
 from kubetune_operator.builders import common as builders
 from kubetune_operator.builders import plan
@@ -389,10 +389,7 @@ async def handle_event(
         rt.own_writes.forget(key)
         rt.metrics.set_phase_counts(singular, rt.phases.counts(plural))
         rt.progress.forget(key)
-        if plural == FineTuneJob.plural:
-            rt.metrics.forget_training(namespace, name)
-        else:
-            rt.metrics.forget(namespace, name)
+        forget_series(rt, plural, namespace, name)
         return
     changed = rt.phases.observe(key, (body.get("status") or {}).get("phase"))
     if changed:
@@ -402,6 +399,16 @@ async def handle_event(
     if changed:
         for dependent_plural, dependent in sorted(set(dependents)):
             await reconcile(rt, dependent_plural, namespace, dependent)
+
+
+def forget_series(rt: Runtime, plural: str, namespace: str, name: str) -> None:
+    """Drop a deleted resource's per-resource series. They are labelled by namespace and name only,
+    so only its own kind's go: a FineTuneJob and an EvalRun may share the name of a dataset."""
+    if plural == FineTuneJob.plural:
+        rt.metrics.forget_training(namespace, name)
+    elif plural == EvalRun.plural:
+        for gauge in (rt.metrics.eval_metric, rt.metrics.eval_gates_failed):
+            gauge.remove_by_labels({"namespace": namespace, "name": name})
 
 
 def input_index(model: type[Resource], body: Mapping[str, Any]) -> dict[tuple[str, str, str], tuple[str, str]]:

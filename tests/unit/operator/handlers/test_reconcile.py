@@ -326,3 +326,25 @@ def test_a_long_gate_name_is_clipped_rather_than_dropped(rt, api):
 def test_merge_patch_removes_what_is_gone():
     assert merge_patch({"a": 1, "b": {"c": 1, "d": 2}}, {"b": {"c": 1}, "e": [1]}) == {"a": None, "b": {"d": None},
                                                                                        "e": [1]}
+
+
+def test_deleting_a_resource_keeps_the_series_of_other_kinds_with_the_same_name(rt):
+    from kubetune_operator.handlers.common import handle_event
+    from kubetune_operator.runtime.progress import ProgressPatcher
+
+    rt.progress = ProgressPatcher(rt)
+
+    def series() -> set[str]:
+        return {s.name for metric in rt.metrics.training_loss.collect() + rt.metrics.eval_metric.collect()
+                for s in metric.samples}
+
+    rt.metrics.record_progress(NS, "x", {"loss": 0.5})
+    rt.metrics.record_eval(NS, "x", {"new": {"exact_match": {"value": 0.5}}}, 0)
+    for plural, kind in [("preferencedatasets", "PreferenceDataset"), ("finetunejobs", "FineTuneJob")]:
+        deleted = {"type": "DELETED", "object": resource(kind, "x", {})}
+        asyncio.run(handle_event(rt, plural, deleted, []))
+        if plural == "preferencedatasets":
+            assert series() == {"kubetune_training_loss", "kubetune_eval_metric"}
+    assert series() == {"kubetune_eval_metric"}
+    asyncio.run(handle_event(rt, "evalruns", {"type": "DELETED", "object": resource("EvalRun", "x", {})}, []))
+    assert series() == set()
