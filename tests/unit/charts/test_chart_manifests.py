@@ -17,6 +17,8 @@ import pytest
 import yaml
 from chart_render import CHART, NAMESPACE, ROOT, VARIANTS, find, manifests, only, render_templates
 
+from kubetune_operator.builders.settings import OperatorSettings
+
 # The chart's kubeVersion floor and the newest schemas kubernetes-validate ships.
 KUBERNETES_VERSIONS = ("1.29.0", "1.37.0")
 
@@ -413,6 +415,13 @@ def test_notes_tell_the_user_what_to_do_next(chart):
     defaults = render_templates(chart, {})["kubetune/templates/NOTES.txt"]
     assert "artifacts.root is empty" in defaults
     assert "metrics.serviceMonitor.enabled=true" in defaults
+
+
+def test_without_an_artifact_root_the_notes_name_where_outputs_really_go(chart):
+    """The operator falls back to its built-in root, a bucket the user most likely does not own."""
+    notes = render_templates(chart, {})["kubetune/templates/NOTES.txt"]
+    assert OperatorSettings().artifact_root in notes
+    assert "--set artifacts.root=s3://<bucket>/kubetune" in notes
 
 
 def test_values_yaml_documents_every_key_the_schema_knows():
