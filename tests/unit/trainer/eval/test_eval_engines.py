@@ -134,6 +134,20 @@ def test_answers_end_at_a_generation_config_stop_token(tiny_model_dir, tokenizer
     assert (generation.text, generation.finished_by_eos, generation.new_tokens) == ("", True, 1)
 
 
+def test_a_tokenizer_without_a_pad_token_pads_with_its_stop_token(tiny_model_dir, tmp_path):
+    """Llama- and Mistral-style tokenizers have no pad token; batches still need one."""
+    from transformers import AutoTokenizer
+
+    model = shutil.copytree(tiny_model_dir, tmp_path / "m")
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    tokenizer.pad_token = None
+    tokenizer.save_pretrained(model)
+    engine = HFEngine(str(model), {}, EngineOptions(max_new_tokens=2, batch_size=3))
+    assert engine.tokenizer.pad_token_id == engine.stop_ids[0]
+    ids = [render_prompt_ids(engine.tokenizer, p, "m") for p in PROMPTS]
+    assert len(engine.generate([Request(i) for i in ids])) == 3
+
+
 def test_beam_search_and_seeded_sampling(tiny_model_dir):
     beams = HFEngine(str(tiny_model_dir), {}, EngineOptions(max_new_tokens=4, beam_width=3))
     ids = [render_prompt_ids(beams.tokenizer, p, "tiny") for p in PROMPTS]

@@ -50,8 +50,9 @@ class HFEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.tokenizer.padding_side = "left"
         self.stop_ids = stop_token_ids(self.tokenizer, model_path)
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
-        self.pad_id = pad_id
+        if self.tokenizer.pad_token_id is None:
+            # Llama- and Mistral-style tokenizers have none; padding sits left of the prompt, masked out.
+            self.tokenizer.pad_token_id = self.stop_ids[0]
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
         if adapters:
             from peft import PeftModel
@@ -61,7 +62,9 @@ class HFEngine:
             for name, path in others:
                 model.load_adapter(path, adapter_name=name)
         self.model = model.to(self.device).eval()
-        self.generation_config = GenerationConfig(**generation_config_kwargs(options, self.stop_ids, pad_id))
+        self.generation_config = GenerationConfig(
+            **generation_config_kwargs(options, self.stop_ids, self.tokenizer.pad_token_id)
+        )
 
     def generate(
         self, requests: Sequence[Request], on_progress: ProgressCallback | None = None
