@@ -169,6 +169,19 @@ def write_xlsx(path: Path, result: EvalResult, table) -> None:
     with pd.ExcelWriter(path, engine="openpyxl") as writer:
         for sheet, frame in sheets.items():
             frame.map(_excel_text).to_excel(writer, sheet_name=sheet, index=False)
+            _formulas_as_text(writer.sheets[sheet])
+
+
+def _formulas_as_text(sheet) -> None:
+    """openpyxl stores every string that starts with "=" as a formula; prompts and answers are text.
+
+    Otherwise an answer like `==== 分析 ====` makes Excel repair the file, and one like
+    `=HYPERLINK(...)` runs as a formula when the workbook is opened.
+    """
+    for row in sheet.iter_rows():
+        for cell in row:
+            if cell.data_type == "f":
+                cell.data_type = "s"
 
 
 def write_plots(directory: Path, result: EvalResult) -> list[tuple[str, str]]:
