@@ -87,6 +87,15 @@ def test_the_eval_image_is_the_pinned_vllm_release():
                      flags=re.MULTILINE)
 
 
+def test_the_eval_image_installs_the_trainer_without_replacing_vllms_torch():
+    """pip swaps an installed torch for another pin without a word; vLLM's kernels then fail to load."""
+    text = dockerfile("eval")
+    assert re.search(r"pip freeze \| grep -iE '\^\(torch\|vllm\)==' > (\S+)", text)
+    constraints = re.search(r"pip freeze \| grep -iE \S+ > (\S+)", text).group(1)
+    assert re.search(rf"pip install --no-cache-dir --constraint {re.escape(constraints)} /src/trainer", text)
+    assert re.search(r'^SHELL \["/bin/bash", "-o", "pipefail", "-c"\]$', text, flags=re.MULTILINE)
+
+
 def test_values_name_the_three_images_at_the_app_version():
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text(encoding="utf-8"))
     values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
