@@ -260,9 +260,14 @@ def job_outcome(job: Mapping[str, Any], pods: list[dict[str, Any]], work: str) -
         return JobOutcome("Suspended", "Suspended", f"{work} is suspended", restarts=restarts) if not queue else \
             JobOutcome("Suspended", "Queued", f"{work} waits for admission by Kueue (queue {queue})", restarts=restarts)
     active = status.get("active") or 0
+    # `active` counts pods still waiting for a node (GPUs may take hours to free up); `ready` those
+    # that run. Clusters older than Job's `ready` field (1.24) only have `active`.
+    running = active if status.get("ready") is None else status["ready"]
     retried = f" (pod replaced {restarts} time(s))" if restarts else ""
-    if active:
+    if running:
         return JobOutcome("Running", "Running", f"{work} is running{retried}", restarts=restarts)
+    if active:
+        return JobOutcome("Pending", "PodsPending", f"{work}: {active} pod(s) wait to start{retried}", restarts=restarts)
     return JobOutcome("Pending", "JobCreated", f"{work}: Job {job['metadata']['name']} waits for its pods{retried}",
                       restarts=restarts)
 

@@ -69,6 +69,15 @@ def test_running_counts_replaced_pods():
     assert job_outcome(job(), [], "training").state == "Pending"
 
 
+def test_pods_waiting_for_nodes_are_pending_not_running():
+    waiting = job(active=2)
+    waiting["status"]["ready"] = 0
+    outcome = job_outcome(waiting, [], "training")
+    assert outcome.state == "Pending" and "2 pod(s) wait to start" in outcome.message
+    waiting["status"]["ready"] = 1
+    assert job_outcome(waiting, [], "training").state == "Running"
+
+
 def test_summaries_are_json_objects_only():
     assert parse_summary('{"kind": "train"}') == {"kind": "train"}
     assert parse_summary("[1, 2]") is None
