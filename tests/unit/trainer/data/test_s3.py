@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kubetune_trainer import storage
+from kubetune_trainer.data import sources as sources_module
 
 from .conftest import pref
 
@@ -35,6 +36,7 @@ def test_s3_sources_to_an_s3_dataset(prepare, s3_bucket, monkeypatch):
     put(s3_bucket, "in/part-2.jsonl.gz", gzip.compress(jsonl([pref(f"r{i}") for i in range(10)])))
     put(s3_bucket, "in/part-3.parquet", parquet([pref(f"s{i}") for i in range(10)]))
     put(s3_bucket, "in/README.md", b"not data")
+    put(s3_bucket, "in/.staging-x/train.jsonl", jsonl([pref("hidden")]))
     output = f"s3://{s3_bucket}/out/ds"
     put(s3_bucket, "out/ds/manifest.json", b'{"stale": true}')
 
@@ -77,8 +79,13 @@ def test_s3_globs_and_dataset_info_beside_the_data(prepare, s3_bucket, tmp_path)
     put(s3_bucket, "many/a-1.jsonl", jsonl([pref("x1"), pref("x2")]))
     put(s3_bucket, "many/a-2.jsonl", jsonl([pref("y1")]))
     put(s3_bucket, "many/b-1.jsonl", jsonl([pref("z1")]))
+    put(s3_bucket, "many/a-old/a-3.jsonl", jsonl([pref("w1")]))
+    put(s3_bucket, "many/.hidden/a-4.jsonl", jsonl([pref("w2")]))
     globbed = prepare("--source", f"s3://{s3_bucket}/many/a-*.jsonl", "--kind", "preference")
     assert [s["source"].rsplit("/", 1)[1] for s in globbed.manifest["sources"]] == ["a-1.jsonl", "a-2.jsonl"]
+    # As glob.glob matches local paths: * stays within a segment, ** spans them, hidden names need a dot.
+    recursive = sources_module.resolve([f"s3://{s3_bucket}/many/**/a-*.jsonl"])
+    assert [uri.split("/many/")[1] for uri in recursive] == ["a-1.jsonl", "a-2.jsonl", "a-old/a-3.jsonl"]
 
 
 def test_a_missing_s3_source_is_a_config_error(prepare, s3_bucket, capsys):

@@ -146,3 +146,24 @@ def test_a_source_that_matches_nothing_is_a_config_error(tmp_path):
         sources.resolve([str(tmp_path / "missing.jsonl")])
     with pytest.raises(ConfigError, match=r"--source .*\*.parquet: no data file matches"):
         sources.resolve([f"{tmp_path}/*.parquet"])
+
+
+def test_file_names_with_glob_and_uri_characters_are_read_as_given(tmp_path):
+    folder = tmp_path / "数据 [v2]"
+    folder.mkdir()
+    for name in ("a [1].jsonl", "b%20c#d.jsonl"):
+        (folder / name).write_text('{"a": 1}\n')
+    for name in ("a [1].jsonl", "b%20c#d.jsonl"):
+        [uri] = sources.resolve([str(folder / name)])
+        assert sources.display(uri) == str(folder / name)
+        assert list(sources.records(uri, tmp_path)) == [(1, {"a": 1})]
+    listed = [sources.display(uri) for uri in sources.resolve([str(folder)])]
+    assert listed == [str(folder / "a [1].jsonl"), str(folder / "b%20c#d.jsonl")]
+
+
+def test_files_under_hidden_directories_are_skipped(tmp_path):
+    for name in ("data.jsonl", ".ipynb_checkpoints/data-checkpoint.jsonl", "sub/.cache/x.jsonl", "sub/y.jsonl"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    names = [sources.display(uri) for uri in sources.resolve([str(tmp_path)])]
+    assert names == [str(tmp_path / "data.jsonl"), str(tmp_path / "sub/y.jsonl")]

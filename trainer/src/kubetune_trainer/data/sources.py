@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
 import zlib
 from collections.abc import Iterator
@@ -64,6 +65,25 @@ def is_data_file(name: str) -> bool:
     return not base.startswith(".") and base not in CONFIG_FILES and _inner_name(base).endswith(DATA_SUFFIXES)
 
 
+def _hidden(relative: str) -> bool:
+    """Below a hidden directory (.git, .ipynb_checkpoints, a crashed run's .staging-*): not the user's rows."""
+    return any(part.startswith(".") for part in relative.split("/")[:-1])
+
+
+def _file_uri(path: str) -> str:
+    # Percent-encoded, so that a name holding #, % or ? survives storage.parse.
+    return Path(path).as_uri()
+
+
+def _local_files(root: str) -> list[str]:
+    """Every file below a local directory outside hidden directories, sorted by path, as URIs."""
+    found = []
+    for folder, directories, files in os.walk(root):
+        directories[:] = [d for d in directories if not d.startswith(".")]
+        found.extend(os.path.join(folder, name) for name in files)
+    return [_file_uri(path) for path in sorted(found) if os.path.isfile(path)]
+
+
 def _keep_data_files(found: list[str], spec: str) -> list[str]:
     kept, skipped = [], []
     for uri in found:
@@ -97,16 +117,17 @@ def _resolve_one(spec: str) -> list[str]:
     if loc.scheme == "s3":
         return _resolve_s3(spec, loc)
     path = loc.path
+    # A name that exists is taken as it is, even when it holds glob characters ("data [v2].jsonl").
+    if Path(path).is_file():
+        return [_file_uri(path)]
+    if Path(path).is_dir():
+        return _keep_data_files(_local_files(path), spec)
     if GLOB_CHARS.search(path):
         matches = sorted(glob.glob(path, recursive=True))
-        files = [p for p in matches if Path(p).is_file()]
+        files = [_file_uri(p) for p in matches if Path(p).is_file()]
         for directory in (p for p in matches if Path(p).is_dir()):
-            files.extend(str(p) for p in sorted(Path(directory).rglob("*")) if p.is_file())
-        return _keep_data_files([f"file://{p}" for p in files], spec)
-    if Path(path).is_dir():
-        return _keep_data_files(storage.list_files(path), spec)
-    if Path(path).is_file():
-        return [f"file://{path}"]
+            files.extend(_local_files(directory))
+        return _keep_data_files(files, spec)
     raise ConfigError(f"--source {spec}: no such file or directory")
 
 
@@ -115,15 +136,35 @@ def _resolve_s3(spec: str, loc: storage.Location) -> list[str]:
     if match:
         base = loc.path[: match.start()].rpartition("/")[0]
         below = storage.list_files(f"s3://{loc.bucket}/{base}")
+        pattern = loc.path.split("/")
         return _keep_data_files(
-            [uri for uri in below if fnmatch.fnmatchcase(storage.parse(uri).path, loc.path)], spec
+            [uri for uri in below if _glob_match(storage.parse(uri).path.split("/"), pattern)], spec
         )
-    below = storage.list_files(spec)
+    prefix = f"s3://{loc.bucket}/{loc.path.rstrip('/')}/" if loc.path.strip("/") else f"s3://{loc.bucket}/"
+    below = [uri for uri in storage.list_files(spec) if not _hidden(uri[len(prefix) :])]
     if below:
         return _keep_data_files(below, spec)
     if loc.path and storage.exists(spec):
         return [spec]
     raise ConfigError(f"--source {spec}: no such object or prefix")
+
+
+def _glob_match(parts: list[str], pattern: list[str]) -> bool:
+    """An S3 key against a glob, segment by segment as glob.glob(recursive=True) matches local paths:
+    `*` stays within a segment, `**` spans any number of them, and a hidden name needs a pattern
+    that starts with a dot."""
+    if not pattern:
+        return not parts
+    head, rest = pattern[0], pattern[1:]
+    visible = bool(parts) and not parts[0].startswith(".")
+    if head == "**":
+        return _glob_match(parts, rest) or (visible and _glob_match(parts[1:], pattern))
+    return (
+        bool(parts)
+        and (visible or head.startswith("."))
+        and fnmatch.fnmatchcase(parts[0], head)
+        and _glob_match(parts[1:], rest)
+    )
 
 
 @contextmanager
