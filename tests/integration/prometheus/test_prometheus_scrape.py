@@ -1,7 +1,8 @@
 """A real Prometheus (Debian's binary, on 127.0.0.1) scrapes the operator's metrics and runs the chart's alerts.
 
-The operator's registry is served by prometheus-client's HTTP server in a subprocess, after
-values are set through the `OperatorMetrics` API the handlers use. Prometheus scrapes it the
+The operator's own `/metrics` endpoint (`runtime.operator.metrics_app`, what `kubetune operator`
+serves on :9090) runs in a subprocess, after values are set through the `OperatorMetrics` API the
+handlers use. Prometheus scrapes it the
 way the chart's ServiceMonitor does (honor_labels, with the operator's namespace as a target
 label), loads the rendered PrometheusRule, and the test reads series and alerts back through
 the query API, polling with a deadline rather than sleeping a fixed time.
@@ -29,11 +30,13 @@ CHART = Path(__file__).resolve().parents[3] / "charts" / "kubetune"
 OPERATOR_NAMESPACE = "kubetune-system"
 DEADLINE_SECONDS = 30
 
-STAND_IN = textwrap.dedent(
+OPERATOR_METRICS = textwrap.dedent(
     """
+    import asyncio
     import sys
-    from prometheus_client import start_http_server
+    from aiohttp import web
     from kubetune_operator.observability.metrics import operator_metrics
+    from kubetune_operator.runtime.operator import metrics_app
 
     m = operator_metrics()
     with m.time_reconcile("finetunejob"):
@@ -43,12 +46,21 @@ STAND_IN = textwrap.dedent(
                                         "reward_margin": 0.42, "tokens_per_second": 5120.0})
     m.record_progress("team-a", "sft", {"phase": "train", "percent": 90.0, "loss": 0.2})
     m.record_eval("team-a", "gate", {"dpo": {"exact_match": {"value": 0.7}}}, gates_failed=1)
-    server, _ = start_http_server(0, addr="127.0.0.1")
-    print(server.server_port, flush=True)
-    for line in sys.stdin:
-        command, namespace, name = line.split()
-        getattr(m, command)(namespace, name)
-        print("done", flush=True)
+
+
+    async def serve():
+        runner = web.AppRunner(metrics_app())
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        print(runner.addresses[0][1], flush=True)
+        loop = asyncio.get_running_loop()
+        while line := await loop.run_in_executor(None, sys.stdin.readline):
+            command, namespace, name = line.split()
+            getattr(m, command)(namespace, name)
+            print("done", flush=True)
+        await runner.cleanup()
+
+    asyncio.run(serve())
     """
 )
 
@@ -76,16 +88,16 @@ def wait_for(what: str, attempt: Callable[[], object], process: subprocess.Popen
 
 @pytest.fixture(scope="module")
 def operator_endpoint():
-    stand_in = subprocess.Popen(
-        [sys.executable, "-c", STAND_IN], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    operator = subprocess.Popen(
+        [sys.executable, "-c", OPERATOR_METRICS], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     try:
-        port = stand_in.stdout.readline()
-        assert port, "the metrics stand-in exited before serving: its traceback is in the captured stderr"
-        yield f"127.0.0.1:{int(port)}", stand_in
+        port = operator.stdout.readline()
+        assert port, "the metrics endpoint exited before serving: its traceback is in the captured stderr"
+        yield f"127.0.0.1:{int(port)}", operator
     finally:
-        stand_in.stdin.close()
-        stand_in.wait(timeout=10)
+        operator.stdin.close()
+        operator.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -185,12 +197,12 @@ def test_prometheus_scrapes_the_operator_and_the_alerts_fire(prometheus, operato
 @pytest.mark.slow
 def test_a_forgotten_resource_disappears_from_prometheus(prometheus, operator_endpoint):
     base_url, process = prometheus
-    _, stand_in = operator_endpoint
+    _, operator = operator_endpoint
     selector = '{namespace="team-a", name="sft"}'
     wait_for("training series", lambda: query(base_url, f"kubetune_training_progress_ratio{selector}"), process)
-    stand_in.stdin.write("forget team-a sft\n")
-    stand_in.stdin.flush()
-    assert stand_in.stdout.readline().strip() == "done"
+    operator.stdin.write("forget team-a sft\n")
+    operator.stdin.flush()
+    assert operator.stdout.readline().strip() == "done"
     wait_for("the series to go stale", lambda: query(base_url, f"kubetune_training_progress_ratio{selector}") == [],
              process)
     assert query(base_url, "{__name__=~'kubetune_training_.*', namespace='team-a', name='sft'}") == []
