@@ -48,6 +48,12 @@ def test_judge_prompt_fills_placeholders_and_keeps_other_braces():
     assert judge_prompt("{prompt}|{answer}", example(4), "x") == "q4|x"
 
 
+def test_judge_prompt_leaves_placeholders_inside_the_filled_in_text_alone():
+    row = Example(index=0, prompt=[{"role": "user", "content": "fill in {answer}"}], reference="{prompt}")
+    text = judge_prompt("Q={prompt} R={reference} A={answer}", row, "{reference}")
+    assert text == "Q=fill in {answer} R={prompt} A={reference}"
+
+
 @pytest.mark.parametrize(
     ("verdict", "pattern", "max_score", "expected"),
     [

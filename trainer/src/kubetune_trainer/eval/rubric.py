@@ -50,17 +50,21 @@ def rule_score(answer: str, rules: Sequence[RubricRule]) -> float:
     return float(all((re.search(r.pattern, answer) is not None) == (r.expect == "match") for r in rules))
 
 
+PLACEHOLDER = re.compile(r"\{(prompt|answer|reference)\}")
+
+
 def judge_prompt(template: str, example: Example, answer: str) -> str:
-    """The template with {prompt}, {answer} and {reference} filled in; other braces stay as written."""
+    """The template with {prompt}, {answer} and {reference} filled in; other braces stay as written.
+
+    One pass over the template, so that a placeholder inside a prompt, reference or answer is
+    text, never filled in: an answer that says "{reference}" must not be graded as the reference.
+    """
     if len(example.prompt) == 1:
         question = example.prompt[0]["content"]
     else:
         question = "\n".join(f"{m['role']}: {m['content']}" for m in example.prompt)
-    return (
-        template.replace("{prompt}", question)
-        .replace("{reference}", example.reference)
-        .replace("{answer}", answer)
-    )
+    values = {"prompt": question, "reference": example.reference, "answer": answer}
+    return PLACEHOLDER.sub(lambda match: values[match.group(1)], template)
 
 
 def parse_judge_score(text: str, pattern: str, max_score: float) -> float:
