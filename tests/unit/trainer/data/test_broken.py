@@ -177,3 +177,25 @@ def test_an_unrecognisable_file_asks_for_format(prepare, tmp_path, capsys):
     assert f"{tmp_path / 'a.jsonl'}:1: cannot tell the format from records with keys answer, question" in (
         capsys.readouterr().err
     )
+
+
+def test_long_values_in_bad_rows_are_cut_short_so_the_error_reaches_the_operator(prepare, tmp_path, capsys):
+    stray = "user: " + "很长的文本" * 400
+    write_jsonl(tmp_path / "a.jsonl", [pref("q") | {"prompt": [{"role": stray, "content": "q"}]}] * 6)
+    result = prepare("--source", tmp_path / "a.jsonl", "--kind", "preference", "--no-dedupe")
+    assert result.rc == 65
+    error = capsys.readouterr().err
+    assert f"{tmp_path / 'a.jsonl'}:1: unknown_role: prompt[0].role is 'user: 很长的文本" in error
+    assert len(error) < 2000
+    assert result.termination["reason"] == "BadData"
+    assert result.termination["error"].startswith("no usable rows")
+
+
+def test_a_record_with_many_keys_is_named_by_a_few_of_them(prepare, tmp_path, capsys):
+    (tmp_path / "map.json").write_text(json.dumps({f"key{i:04}": i for i in range(2000)}))
+    result = prepare("--source", tmp_path / "map.json", "--kind", "preference")
+    assert result.rc == 65
+    assert "records with keys key0000, key0001, key0002, key0003, key0004, key0005, key0006, key0007, " in (
+        capsys.readouterr().err
+    )
+    assert "(2000 keys)" in result.termination["error"]

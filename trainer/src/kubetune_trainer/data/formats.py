@@ -12,7 +12,7 @@ from typing import Any
 
 from kubetune_trainer.data import llamafactory
 from kubetune_trainer.data.llamafactory import Converter, DatasetAttr
-from kubetune_trainer.data.validate import RowError, items, leftover, message, messages, obj, text
+from kubetune_trainer.data.validate import RowError, items, leftover, message, messages, obj, shown, text
 from kubetune_trainer.errors import ConfigError
 
 FORMATS = ("trl", "llamafactory", "sharegpt", "alpaca", "cvalues", "chat-sft", "defects-raw", "replay")
@@ -85,7 +85,9 @@ def cvalues(row: dict) -> tuple[dict, dict]:
         elif role == "assistant":
             prompt.append(message("assistant", text(turn.get("chosen_value"), f"{where}.chosen_value")))
         else:
-            raise RowError("unknown_role", f"{where}.role is {role!r}; expected system, user or assistant")
+            raise RowError(
+                "unknown_role", f"{where}.role is {shown(role)}; expected system, user or assistant"
+            )
     where = f"messages[{len(turns) - 1}]"
     last = obj(turns[-1], where)
     if last.get("role") != "assistant":

@@ -180,7 +180,7 @@ def load_entry(info_uri: str, name: str, kind: str) -> tuple[DatasetAttr, str | 
     if not isinstance(info, dict):
         raise ConfigError(f"--dataset-info {info_uri}: expected an object of named datasets")
     if name not in info:
-        known = ", ".join(sorted(info)) or "none"
+        known = validate.listed(sorted(info), "entries") or "none"
         raise ConfigError(f"--dataset {name}: no such entry in {info_uri} (entries: {known})")
     entry = info[name]
     where = f"{info_uri} [{name}]"
@@ -276,7 +276,8 @@ def sharegpt(attr: DatasetAttr, kind: str) -> Converter:
             raise RowError("unknown_role", f"{where} is a tool turn ({tag}); tool calls are not supported")
         if tag not in roles:
             raise RowError(
-                "unknown_role", f"{where} is {tag!r}; expected {attr.user_tag} or {attr.assistant_tag}"
+                "unknown_role",
+                f"{where} is {validate.shown(tag)}; expected {attr.user_tag} or {attr.assistant_tag}",
             )
         if tag != expected:
             raise RowError("wrong_role_order", f"{where} is {tag}, expected {expected}")

@@ -11,6 +11,7 @@ from kubetune_trainer.data.formats import Detection
 from kubetune_trainer.data.llamafactory import Converter, DatasetAttr
 from kubetune_trainer.data.options import PrepareOptions
 from kubetune_trainer.data.sources import Record
+from kubetune_trainer.data.validate import listed
 from kubetune_trainer.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class FormatPlan:
         if detection:
             self._adopt(detection, f"{name}:{looked_at[-1][0]}")
         elif objects:
-            keys = ", ".join(sorted(map(str, looked_at[-1][1])))
+            keys = listed(sorted(map(str, looked_at[-1][1])), "keys")
             raise DataError(
                 f"{name}:{looked_at[-1][0]}: cannot tell the format from records with keys {keys}; "
                 f"pass --format ({', '.join(formats.FORMATS)})"

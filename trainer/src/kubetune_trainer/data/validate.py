@@ -6,7 +6,7 @@ may open with one system message and then alternates user, assistant, user, ...
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from typing import Any
 
 # Every reason a row can be dropped for, in the order docs/data.md explains them.
@@ -32,6 +32,11 @@ FILTERED = frozenset({"too_long", "duplicate"})
 
 ROLES = frozenset({"system", "user", "assistant"})
 
+# How much of a value, and how many names, a message quotes: the error must fit the pod's 4 KiB
+# termination message, and a stray answer in a role field must not flood the log.
+SHOWN_CHARS = 40
+LISTED = 8
+
 
 class RowError(Exception):
     """One bad row: `reason` is one of REASONS, `detail` says which field and why."""
@@ -46,6 +51,22 @@ def type_name(value: Any) -> str:
     return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
         type(value), "a number" if isinstance(value, int | float) else type(value).__name__
     )
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 1] + "…"
+
+
+def shown(value: Any) -> str:
+    """A value quoted in a message, cut short."""
+    return _cut(repr(value))
+
+
+def listed(names: Iterable[Any], noun: str) -> str:
+    """Names for a message: the first few, each cut short, and how many there are when not all fit."""
+    names = [str(name) for name in names]
+    head = ", ".join(_cut(name) for name in names[:LISTED])
+    return head if len(names) <= LISTED else f"{head}, … ({len(names)} {noun})"
 
 
 def _present(value: Any, where: str, expected: type, reason: str) -> Any:
@@ -96,7 +117,7 @@ def messages(value: Any, where: str, default_role: str | None = None) -> list[di
         role = item.get("role")
         if role not in ROLES:
             raise RowError(
-                "unknown_role", f"{where}[{index}].role is {role!r}; expected system, user or assistant"
+                "unknown_role", f"{where}[{index}].role is {shown(role)}; expected system, user or assistant"
             )
         content = text(item.get("content"), f"{where}[{index}].content")
         if len(item) != 2:
@@ -105,7 +126,7 @@ def messages(value: Any, where: str, default_role: str | None = None) -> list[di
             if extra:
                 raise RowError(
                     "unsupported_field",
-                    f"{where}[{index}] has fields besides role and content: {', '.join(extra)}",
+                    f"{where}[{index}] has fields besides role and content: {listed(extra, 'fields')}",
                 )
         # Rebuilt so that key order is canonical: dedupe and the split hash the serialized rows.
         result.append(message(role, content))
@@ -125,7 +146,7 @@ def check_turns(
             raise RowError(
                 "wrong_role_order",
                 f"{where}: message {index} is {role}, expected {expected} "
-                f"(roles: {', '.join(m['role'] for m in conversation)})",
+                f"(roles: {listed((m['role'] for m in conversation), 'messages')})",
             )
     if len(conversation) == start or conversation[-1]["role"] != last:
         raise RowError("wrong_role_order", f"{where}: the last message must be from the {last}")
