@@ -96,11 +96,19 @@ def _repository_path(text: str) -> str:
     return "" if str(path) == "." else str(path)
 
 
+def _repository(text: str) -> str:
+    url = url_password_free(text)
+    # git would read it as an option: --upload-pack=<command> runs the command.
+    if url.startswith("-"):
+        raise PromotionRefused(f"--repo {url!r}: a repository URL or path cannot start with '-'")
+    return url
+
+
 def _target(args: argparse.Namespace) -> Target:
     if args.attempts < 1:
         raise PromotionRefused(f"--attempts {args.attempts}: must be at least 1")
     return Target(
-        repository=url_password_free(args.repo),
+        repository=_repository(args.repo),
         branch=check_branch_name(args.branch, "--branch"),
         path=_repository_path(args.path),
         base_branch=check_branch_name(args.base_branch, "--base-branch") if args.base_branch else None,

@@ -56,6 +56,19 @@ def test_a_password_in_the_repository_url_is_refused_and_never_repeated(tmp_path
     assert "hunter2" not in err + termination_log.read_text()
 
 
+@pytest.mark.parametrize("command", ["promote", "rollback"])
+def test_a_repository_that_git_would_read_as_an_option_is_refused(tmp_path, termination_log, capsys, command):
+    (tmp_path / "record.json").write_text("{}")
+    planted = tmp_path / "planted"
+    which = ["--record", str(tmp_path / "record.json")] if command == "promote" else ["--adapter", "support-dpo"]
+
+    code = main([command, *which, f"--repo=--upload-pack=touch {planted};", "--branch", "main", "--path", "llm"])
+
+    assert code == 64
+    assert "cannot start with '-'" in capsys.readouterr().err
+    assert not planted.exists()
+
+
 def test_rollback_refuses_a_name_that_is_no_adapter(tmp_path, termination_log, capsys):
     code = main(
         [
