@@ -216,10 +216,12 @@ def test_rollback_restores_the_previous_promotion_then_withdraws(remote, record_
     assert served(remote)["support-dpo"].endswith("support-dpo-eval-v1/final")
     assert "rolled back support-dpo to EvalRun team-a/eval-v1" in capsys.readouterr().out
 
-    # The operator retrying v2's promote Job must not undo the rollback.
+    # The operator retrying v2's promote Job must not undo the rollback, nor claim v2 serves.
     rolled_back = branch_tip(remote)
     assert promote(remote, record_factory(run="eval-v2")) == 0
     assert branch_tip(remote) == rolled_back
+    said = capsys.readouterr().out
+    assert "was promoted from EvalRun team-a/eval-v2" in said and "is already promoted" not in said
 
     assert rollback(remote, "support-dpo") == 0
     withdrawn = yaml.safe_load(show(remote, f"main:{PATH}/adapters/support-dpo/promotion.yaml"))

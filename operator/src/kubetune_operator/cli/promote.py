@@ -151,9 +151,11 @@ def run_promote(args: argparse.Namespace) -> int:
         record, run = published.record, published.record.eval_run
         if published.created:
             return f"promoted {record.adapter.name} (EvalRun {run.namespace}/{run.name}) to {_where(published)}: commit {published.commit}"
+        # Not "is promoted": a rollback since then stays, so the adapter may serve another EvalRun now.
         return (
-            f"{record.adapter.name} is already promoted from EvalRun {run.namespace}/{run.name} in "
-            f"{_where(published)}: commit {published.commit}; nothing to do"
+            f"{record.adapter.name} was promoted from EvalRun {run.namespace}/{run.name} in "
+            f"{_where(published)} before: commit {published.commit}; nothing to do "
+            "(an EvalRun is promoted once; later rollbacks stay)"
         )
 
     return _report(publish, describe)
