@@ -93,6 +93,8 @@ def _repository_path(text: str) -> str:
         raise PromotionRefused(
             f"--path {text!r}: must be a relative directory inside the repository, without '..'"
         )
+    if not text.isprintable():
+        raise PromotionRefused(f"--path {text!r}: must not contain control characters such as a newline")
     return "" if str(path) == "." else str(path)
 
 

@@ -33,6 +33,7 @@ def promote(*changes: str, tmp_path) -> int:
     [
         (("--path", "../elsewhere"), "--path '../elsewhere': must be a relative directory"),
         (("--path", "/etc"), "--path '/etc': must be a relative directory"),
+        (("--path", "llm\nprod"), "--path 'llm\\nprod': must not contain control characters"),
         (("--branch", "bad..name"), "--branch 'bad..name': not a valid git branch name"),
         (("--base-branch", "x~1"), "--base-branch 'x~1': not a valid git branch name"),
         (("--attempts", "0"), "--attempts 0: must be at least 1"),
