@@ -77,6 +77,25 @@ def test_the_first_candidate_is_the_baseline_when_none_is_marked():
         ({"gates": [{"metric": "exact_match", "comparator": "=>", "threshold": 1}]}, "gates[0].comparator"),
         ({"engine": "hf", "tensor_parallel": 2}, "tensor_parallel: the hf engine runs on one device"),
         ({"metrics": [{"type": "length"}, {"type": "length"}]}, "metrics[1].name: 'length' is used twice"),
+        ({"beam_width": 4, "temperature": 0.7}, "beam_width: beam search needs temperature 0"),
+        (
+            {
+                "candidates": [{"name": "only", "model": "m"}],
+                "gates": [
+                    {
+                        "metric": "exact_match",
+                        "comparator": ">=",
+                        "threshold": 0,
+                        "relative_to_baseline": True,
+                    }
+                ],
+            },
+            "gates[0]: the baseline cannot be compared with itself",
+        ),
+        (
+            {"metrics": [{"type": "exact_match", "name": "predict"}]},
+            "metrics[0].name: 'predict' names a column of every candidate's answers",
+        ),
     ],
 )
 def test_mistakes_name_the_field(changes, expected):

@@ -25,6 +25,9 @@ from kubetune_trainer.errors import ConfigError
 
 # Candidate names become CSV columns, file names and Prometheus label values.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+# The side-by-side table's `<candidate>.predict` and `<candidate>.finished_by_eos` sit beside
+# `<candidate>.<metric column>`, so no metric may take these names.
+ANSWER_COLUMNS = ("predict", "finished_by_eos")
 
 
 def _compile(pattern: str) -> re.Pattern:
@@ -260,10 +263,18 @@ class EvalConfig(_Strict):
             raise ValueError("candidates: more than one candidate has `baseline: true`")
         if self.engine == "hf" and self.tensor_parallel > 1:
             raise ValueError("tensor_parallel: the hf engine runs on one device; use engine: vllm")
+        if self.beam_width > 1 and self.temperature > 0:
+            # transformers would sample inside its beams, vLLM's beam search only rescales the scores:
+            # the engines would answer differently (the operator refuses this pair too).
+            raise ValueError("beam_width: beam search needs temperature 0")
         keys = [m.key for m in self.metrics]
         for i, key in enumerate(keys):
             if key in keys[:i]:
                 raise ValueError(f"metrics[{i}].name: {key!r} is used twice (give each metric its own name)")
+            if key in ANSWER_COLUMNS:
+                raise ValueError(
+                    f"metrics[{i}].name: {key!r} names a column of every candidate's answers; choose another"
+                )
         for i, gate in enumerate(self.gates):
             if self.column_of(gate.metric) is None:
                 known = ", ".join([*keys, *self.metric_columns()])
@@ -272,7 +283,9 @@ class EvalConfig(_Strict):
                 )
             if gate.candidate is not None and gate.candidate not in names:
                 raise ValueError(f"gates[{i}].candidate: no candidate is named {gate.candidate!r}")
-            if gate.relative_to_baseline and gate.candidate == self.baseline.name:
+            # Without `candidate` a gate tests every other candidate, or the baseline when it is alone.
+            tests_baseline = gate.candidate == self.baseline.name or len(names) == 1
+            if gate.relative_to_baseline and tests_baseline:
                 raise ValueError(f"gates[{i}]: the baseline cannot be compared with itself")
         return self
 
