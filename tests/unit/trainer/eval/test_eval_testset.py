@@ -74,6 +74,10 @@ def test_prepared_dataset_on_s3(s3_bucket):
             "rows.jsonl:2: not valid JSON",
         ),
         (
+            '{"text": "q", "standard_answer": \n',
+            "rows.jsonl:1: not valid JSON (Expecting value at column 34)",
+        ),
+        (
             '\n\n{"messages": [{"role": "user", "content": "q"}]}\n',
             "rows.jsonl:3: the last message of `messages` must be the assistant's answer",
         ),

@@ -109,7 +109,9 @@ def _jsonl_rows(text: str, name: str) -> Iterator[tuple[Any, str]]:
         if not line.strip():
             continue
         try:
-            yield json.loads(line), f"{name}:{lineno}"
+            # Without its line break, so that a row cut short is reported at its own end, not at
+            # "column 1" of a next line that is not there.
+            yield json.loads(line.rstrip("\r\n")), f"{name}:{lineno}"
         except json.JSONDecodeError as exc:
             raise DataError(f"{name}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
 
