@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from kubetune_trainer.data import plan as plan_module
+
 from .conftest import pref, write_jsonl
 
 BROKEN_JSONL = [
@@ -199,3 +201,22 @@ def test_a_record_with_many_keys_is_named_by_a_few_of_them(prepare, tmp_path, ca
         capsys.readouterr().err
     )
     assert "(2000 keys)" in result.termination["error"]
+
+
+def test_a_lone_surrogate_in_a_json_array_is_named_as_unwritable_text(prepare, tmp_path):
+    (tmp_path / "a.json").write_text('[{"prompt": "q\\ud800", "chosen": "a", "rejected": "b"},\n'
+                                     '{"prompt": "q2", "chosen": "a", "rejected": "b"}]')
+    result = prepare("--source", tmp_path / "a.json", "--kind", "preference", "--max-drop-fraction", "1")
+    [example] = result.manifest["drop_examples"]
+    assert example["reason"] == "unsupported_field"
+    assert example["detail"].startswith("cannot be written as UTF-8 JSON (str is not valid UTF-8: surrogates")
+
+
+def test_a_file_of_no_json_objects_stops_detection_early(prepare, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(plan_module, "DETECTION_RECORDS", 50)
+    (tmp_path / "a.jsonl").write_text("not json\n" * 60 + json.dumps(pref("q")) + "\n")
+    result = prepare("--source", tmp_path / "a.jsonl", "--kind", "preference")
+    assert result.rc == 65
+    assert f"{tmp_path / 'a.jsonl'}:50: cannot tell the format: the first 50 records hold no JSON object" in (
+        capsys.readouterr().err
+    )

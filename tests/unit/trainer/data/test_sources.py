@@ -167,3 +167,17 @@ def test_files_under_hidden_directories_are_skipped(tmp_path):
         (tmp_path / name).write_text("")
     names = [sources.display(uri) for uri in sources.resolve([str(tmp_path)])]
     assert names == [str(tmp_path / "data.jsonl"), str(tmp_path / "sub/y.jsonl")]
+
+
+def test_a_csv_header_naming_a_column_twice_is_an_error(tmp_path):
+    (tmp_path / "dup.csv").write_text("prompt,chosen,chosen\nq,a,b\n")
+    with pytest.raises(DataError, match=r"dup\.csv:1: the header names chosen twice"):
+        read(tmp_path / "dup.csv", tmp_path)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be"])
+def test_utf16_text_is_an_error_that_says_so(tmp_path, encoding):
+    path = tmp_path / "wide.jsonl"
+    path.write_bytes(("\ufeff" if encoding.endswith("be") else "").encode(encoding) + '{"a": 1}\n'.encode(encoding))
+    with pytest.raises(DataError, match=r"wide\.jsonl: UTF-16 text \(it starts with a UTF-16 byte-order mark\)"):
+        read(path, tmp_path)

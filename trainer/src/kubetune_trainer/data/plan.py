@@ -11,13 +11,16 @@ from kubetune_trainer.data.formats import Detection
 from kubetune_trainer.data.llamafactory import Converter, DatasetAttr
 from kubetune_trainer.data.options import PrepareOptions
 from kubetune_trainer.data.sources import Record
-from kubetune_trainer.data.validate import listed
+from kubetune_trainer.data.validate import RowError, listed, type_name
 from kubetune_trainer.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 # Objects looked at, at the start of each file, to recognise its format.
 DETECTION_WINDOW = 10
+# Records looked at for a first object: the ones looked at are held, and a file of only broken
+# lines (binary, or UTF-16 without a byte-order mark) must not be held whole.
+DETECTION_RECORDS = 10_000
 
 
 class FormatPlan:
@@ -81,6 +84,13 @@ class FormatPlan:
                 detection = formats.detect(record[1])
                 if detection or objects >= DETECTION_WINDOW:
                     break
+            elif not objects and len(looked_at) >= DETECTION_RECORDS:
+                first_line, first = looked_at[0]
+                why = first.detail if isinstance(first, RowError) else f"{type_name(first)}, not an object"
+                raise DataError(
+                    f"{name}:{record[0]}: cannot tell the format: the first {DETECTION_RECORDS} records hold "
+                    f"no JSON object (line {first_line}: {why})"
+                )
         rest = itertools.chain(looked_at, records)
         if detection:
             self._adopt(detection, f"{name}:{looked_at[-1][0]}")

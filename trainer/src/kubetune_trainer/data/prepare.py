@@ -235,7 +235,10 @@ def first_pass(
                     state.drop(name, line, error)
                     continue
                 except orjson.JSONEncodeError as exc:
-                    state.drop(name, line, RowError("unsupported_field", f"metadata is not JSON ({exc})"))
+                    # Python's parser, which reads JSON arrays, lets lone surrogates and integers beyond
+                    # 64 bits through; orjson writes neither.
+                    error = RowError("unsupported_field", f"cannot be written as UTF-8 JSON ({exc})")
+                    state.drop(name, line, error)
                     continue
                 write(body[:-1] + b',"metadata":' + tail + b"}\n")
                 stratum = _stratum(_field(metadata, options.stratify_by)) if options.stratify_by else ""

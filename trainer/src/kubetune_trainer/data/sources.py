@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import IO, Any
 import orjson
 
 from kubetune_trainer import storage
-from kubetune_trainer.data.validate import RowError
+from kubetune_trainer.data.validate import RowError, listed
 from kubetune_trainer.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ MAX_ELEMENT = 256 << 20
 # A syntax error this close to the end of the buffer may just be an element the buffer cut short.
 CUT_MARGIN = 16
 GZIP_MAGIC = b"\x1f\x8b"
+UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 BOM = codecs.BOM_UTF8
 
 csv.field_size_limit(64 << 20)
@@ -167,15 +169,25 @@ def _glob_match(parts: list[str], pattern: list[str]) -> bool:
     )
 
 
+def _utf8(uri: str, stream: IO[bytes]) -> IO[bytes]:
+    """The stream, unless it is UTF-16 (as Windows tools save "Unicode" text), which would read as
+    nothing but broken rows."""
+    if stream.peek(2)[:2] in UTF16_BOMS:
+        raise DataError(
+            f"{display(uri)}: UTF-16 text (it starts with a UTF-16 byte-order mark); save it as UTF-8"
+        )
+    return stream
+
+
 @contextmanager
 def _open(uri: str) -> Iterator[IO[bytes]]:
     # Local files and S3 bodies alike arrive buffered (peek works on both).
     with storage.open_read(uri) as stream:
         if uri.endswith(".gz") or stream.peek(2)[:2] == GZIP_MAGIC:
             with gzip.GzipFile(fileobj=stream, mode="rb") as unzipped:
-                yield io.BufferedReader(unzipped, CHUNK)
+                yield _utf8(uri, io.BufferedReader(unzipped, CHUNK))
             return
-        yield stream
+        yield _utf8(uri, stream)
 
 
 def records(uri: str, work_dir: Path) -> Iterator[Record]:
@@ -369,6 +381,9 @@ def _csv(stream: IO[bytes]) -> Iterator[Record]:
     header = next(reader, None)
     if not header:
         return
+    repeated = sorted(name for name, count in Counter(header).items() if count > 1)
+    if repeated:
+        raise _BrokenDocument(reader.line_num, f"the header names {listed(repeated, 'columns')} twice")
     while True:
         start = reader.line_num + 1
         try:
