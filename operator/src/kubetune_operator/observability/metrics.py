@@ -102,11 +102,14 @@ class OperatorMetrics:
 
     @contextmanager
     def time_reconcile(self, kind: str) -> Iterator[None]:
-        """Count and time one reconcile; an exception counts as an error and propagates."""
+        """Count and time one reconcile; an exception counts as an error and propagates.
+
+        A cancelled reconcile (the operator shutting down) is neither: it propagates uncounted.
+        """
         started = time.perf_counter()
         try:
             yield
-        except BaseException:
+        except Exception:
             self.reconciles.labels(kind, "error").inc()
             self.reconcile_errors.labels(kind).inc()
             raise

@@ -1,5 +1,7 @@
 """The operator's metrics: names from contracts §8 and the helpers the handlers call."""
 
+import asyncio
+
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -69,6 +71,13 @@ def test_a_reconcile_that_raises_counts_as_an_error_and_propagates(metrics, regi
     }
     assert samples(registry, "kubetune_operator_reconcile_errors_total") == {(("kind", "evalrun"),): 1.0}
     assert samples(registry, "kubetune_operator_reconcile_duration_seconds_count") == {(("kind", "evalrun"),): 2.0}
+
+
+def test_a_reconcile_cancelled_at_shutdown_is_no_error(metrics, registry):
+    with pytest.raises(asyncio.CancelledError), metrics.time_reconcile("evalrun"):
+        raise asyncio.CancelledError
+    assert samples(registry, "kubetune_operator_reconciles_total") == {}
+    assert samples(registry, "kubetune_operator_reconcile_errors_total") == {}
 
 
 def test_a_phase_left_empty_drops_to_zero(metrics, registry):
