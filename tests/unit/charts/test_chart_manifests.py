@@ -18,6 +18,8 @@ import yaml
 from chart_render import CHART, NAMESPACE, ROOT, VARIANTS, find, manifests, only, render_templates
 
 from kubetune_operator.builders.settings import OperatorSettings
+from kubetune_operator.cli import build_parser
+from kubetune_operator.runtime.settings import RuntimeSettings
 
 # The chart's kubeVersion floor and the newest schemas kubernetes-validate ships.
 KUBERNETES_VERSIONS = ("1.29.0", "1.37.0")
@@ -316,6 +318,29 @@ def test_the_operator_gets_the_contract_environment(chart):
     key_ref = env["KUBETUNE_PROGRESS_KEY"]["valueFrom"]["secretKeyRef"]
     secret = only(objects, "Secret", key_ref["name"])
     assert len(secret["data"][key_ref["key"]]) >= 64
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_operator_process_accepts_what_the_deployment_passes(rendered, variant):
+    """The rendered command line parses with the real `kubetune` CLI, on the ports the pod exposes,
+    and the operator reads the rendered environment as the chart means it."""
+    container = only(rendered[variant], "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    args = build_parser().parse_args(container["args"])
+    assert args.command == "operator"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert (args.progress_port, args.metrics_port, args.health_port) == (
+        ports["progress"], ports["metrics"], ports["health"])
+    assert container["livenessProbe"]["httpGet"]["port"] == "health"
+    env = {e["name"]: e.get("value", "from-a-secret-key-ref") for e in container["env"]}
+    settings = OperatorSettings.from_env(env)
+    assert settings.trainer_image == env["KUBETUNE_TRAINER_IMAGE"]
+    assert settings.eval_image == env["KUBETUNE_EVAL_IMAGE"]
+    assert settings.operator_image == env["KUBETUNE_OPERATOR_IMAGE"]
+    assert settings.progress_base_url == env["KUBETUNE_PROGRESS_BASE_URL"]
+    assert settings.progress_base_url.endswith(f":{ports['progress']}")
+    assert settings.artifact_root == env.get("KUBETUNE_ARTIFACT_ROOT", OperatorSettings().artifact_root)
+    assert settings.s3_secret == env.get("KUBETUNE_S3_SECRET")
+    assert RuntimeSettings.from_env(env).progress_key
 
 
 def test_defaults_leave_out_what_is_not_configured(rendered):
