@@ -69,6 +69,21 @@ def test_judgement_without_a_reference_judgement_is_not_scored():
     assert math.isnan(judgement_correct("判断:是", "no judgement", JUDGEMENT))
 
 
+def test_a_half_width_pattern_finds_full_width_judgements():
+    # The pattern as users write it (docs, the operator's examples) and answers as models write them.
+    half_width = re.compile(r"判断:\s*(是|否)")
+    assert judgement_correct("判断：是\n原因：可达", "判断:是", half_width) == 1.0
+    assert judgement_correct("判断：否", "判断：是", half_width) == 0.0
+    assert capture("ＡＮＳＷＥＲ: YES", re.compile(r"ANSWER:\s*(YES|NO)")) == "YES"
+
+
+def test_an_empty_capture_is_no_judgement():
+    optional = re.compile(r"判断:\s*(是|否|)")
+    assert capture("判断: 不确定", optional) is None
+    assert math.isnan(judgement_correct("判断:", "判断:", optional))
+    assert judgement_correct("判断:", "判断:是", optional) == 0.0
+
+
 def test_units_are_cjk_characters_and_words():
     assert units("今天北京晴，Sunny in Paris! 21C") == [
         "今",

@@ -61,12 +61,17 @@ def regex_match(answer: str, pattern: re.Pattern) -> float:
 
 
 def capture(text: str, pattern: re.Pattern) -> str | None:
-    """The pattern's capture group (or whole match) in `text`, stripped; None when it does not match."""
-    match = pattern.search(text)
-    if match is None:
-        return None
-    value = match.group(1) if pattern.groups else match.group(0)
-    return value.strip() if value is not None else None
+    """The pattern's capture group (or whole match) in `text`, NFKC and stripped; None when there is none.
+
+    The pattern is tried on the text as written, then on its NFKC form, so that `判断:` also finds
+    the full-width `判断：` models often write. A group that captured nothing is no judgement.
+    """
+    for form in (text, unicodedata.normalize("NFKC", text)):
+        match = pattern.search(form)
+        if match is not None:
+            value = (match.group(1) if pattern.groups else match.group(0)) or ""
+            return unicodedata.normalize("NFKC", value).strip() or None
+    return None
 
 
 def judgement_correct(answer: str, reference: str, pattern: re.Pattern) -> float:
