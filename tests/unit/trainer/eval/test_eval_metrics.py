@@ -97,6 +97,8 @@ def test_units_are_cjk_characters_and_words():
         "21c",
     ]
     assert units("，。！ ...") == []
+    # Rare Han characters (extension B and beyond, common in names) are units of their own too.
+    assert units("𠀀𠀁𪚥好") == ["𠀀", "𠀁", "𪚥", "好"]
 
 
 def test_repeated_ngram_rate_by_hand():

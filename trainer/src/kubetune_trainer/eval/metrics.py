@@ -29,7 +29,7 @@ from kubetune_trainer.eval.config import (
 from kubetune_trainer.eval.engines import Generation
 from kubetune_trainer.eval.testset import Example
 
-CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\U00020000-\U0003134f"
 UNIT = re.compile(rf"[{CJK}]|[^\W_{CJK}]+")
 NAN = math.nan
 
