@@ -34,3 +34,14 @@ def test_parquet_message_structs_with_null_fields_read(prepare, tmp_path):
     assert result.manifest["dropped"] == {"unsupported_field": 1}
     assert result.manifest["counts"]["kept"] == 9
     assert all(set(m) == {"role", "content"} for row in result.all_rows() for m in row["messages"])
+
+
+def test_an_output_that_would_overwrite_a_source_is_refused(prepare, tmp_path, capsys):
+    source = write_jsonl(tmp_path / "data" / "train.jsonl", [pref(f"q{i}") for i in range(4)])
+    before = source.read_bytes()
+    result = prepare("--source", tmp_path / "data", "--kind", "preference", output=tmp_path / "data")
+    assert result.rc == 64
+    assert f"--output {tmp_path / 'data'}: publishing there would overwrite the source {source}" in (
+        capsys.readouterr().err
+    )
+    assert source.read_bytes() == before

@@ -45,6 +45,7 @@ from kubetune_trainer.progress import ProgressReporter, metrics
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
+OUTPUT_FILES = tuple(f"{split_name}.jsonl" for split_name in SPLITS)
 EXAMPLES_PER_REASON = 5
 FIRST_BAD_IN_ERRORS = 5
 MISSING = "<missing>"
@@ -194,14 +195,13 @@ def checked(content: dict, preference: bool, max_length: int | None) -> tuple[li
 
 
 def first_pass(
-    options: PrepareOptions, plan: FormatPlan, spool: Any, work: Path, progress: Progress
+    options: PrepareOptions, plan: FormatPlan, uris: list[str], spool: Any, work: Path, progress: Progress
 ) -> FirstPass:
     state = FirstPass(fail_fast=options.on_bad_rows == "fail")
     preference = options.kind == "preference"
     key = split.seed_key(options.seed)
     seen: set[bytes] = set()
     dumps, blake2b, write = orjson.dumps, hashlib.blake2b, spool.write
-    uris = sources.resolve(plan.sources)
     log.info("reading %d file(s)", len(uris))
     try:
         for uri in uris:
@@ -316,7 +316,7 @@ def second_pass(spool_path: Path, is_test: np.ndarray, staging: Path) -> dict[st
 
 def fingerprint(files: dict[str, str]) -> str:
     """sha256 over the canonical output: each split's file name and sha256, train then test."""
-    framed = "".join(f"{name} {files[name]}\n" for name in ("train.jsonl", "test.jsonl"))
+    framed = "".join(f"{name} {files[name]}\n" for name in OUTPUT_FILES)
     return "sha256:" + hashlib.sha256(framed.encode()).hexdigest()
 
 
@@ -381,7 +381,7 @@ def publish(staging: Path, output: str) -> None:
         return
     target = storage.local_path(output)
     storage.delete_file(manifest_uri)
-    for name in ("train.jsonl", "test.jsonl", "manifest.json"):
+    for name in (*OUTPUT_FILES, "manifest.json"):
         os.replace(staging / name, target / name)
 
 
@@ -395,6 +395,16 @@ def check_output(output: str) -> None:
     existing = next(parent for parent in (target, *target.parents) if parent.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"--output {output}: {existing} is not a writable directory")
+
+
+def check_sources_survive(uris: list[str], output: str) -> None:
+    """Publishing replaces train.jsonl, test.jsonl and manifest.json in the output: none may be an input."""
+    published = {storage.parse(storage.join(output, name)) for name in (*OUTPUT_FILES, "manifest.json")}
+    for uri in uris:
+        if storage.parse(uri) in published:
+            raise ConfigError(
+                f"--output {output}: publishing there would overwrite the source {sources.display(uri)}"
+            )
 
 
 def _staging_dir(output: str, work: Path) -> Path:
@@ -412,6 +422,8 @@ def prepare(options: PrepareOptions, reporter: ProgressReporter | None = None) -
     reporter = reporter or ProgressReporter.from_env()
     plan = FormatPlan(options)
     check_output(options.output)
+    uris = sources.resolve(plan.sources)
+    check_sources_survive(uris, options.output)
     reporter.update(force=True, phase="data", step=0, message="reading sources")
     scratch = os.environ.get("KUBETUNE_CACHE_DIR") or None
     with tempfile.TemporaryDirectory(prefix="kubetune-data-", dir=scratch) as work_dir:
@@ -420,7 +432,7 @@ def prepare(options: PrepareOptions, reporter: ProgressReporter | None = None) -
         progress = Progress(reporter)
         try:
             with open(spool_path, "wb") as spool:
-                state = first_pass(options, plan, spool, work, progress)
+                state = first_pass(options, plan, uris, spool, work, progress)
         finally:
             progress.close()
         check_drops(state, options)
