@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from kubetune_operator.errors import UserError
 from kubetune_operator.runtime import settings as runtime_settings
 
 
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     import kopf
 
     import kubetune_operator.handlers  # noqa: F401  (registers the handlers)
+    from kubetune_operator.runtime.operator import connection_info
 
     settings = dataclasses.replace(
         runtime_settings.RuntimeSettings.from_env(),
@@ -55,6 +57,12 @@ def run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         health_port=args.health_port,
     )
+    try:
+        # kopf would retry a failed login every minute with a traceback; a missing or broken
+        # kubeconfig does not heal by waiting.
+        connection_info()
+    except kopf.LoginError as exc:
+        raise UserError(str(exc)) from None
     if args.verbose:
         kopf.configure(verbose=True, log_prefix=True)
     kopf.run(

@@ -8,8 +8,10 @@ two operators never run at once (docs/operator.md says why). Handlers live in
 from __future__ import annotations
 
 import logging
+import os
 
 import kopf
+import yaml
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
@@ -34,7 +36,12 @@ REQUEST_TIMEOUT = 60
 def connection_info() -> kopf.ConnectionInfo:
     """In a pod: the service account; elsewhere: the kubeconfig (KUBECONFIG or ~/.kube/config)."""
     settings = kopf.OperatorSettings()
-    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+    try:
+        info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
+        # kopf reads the file itself and lets these through; say which file, without a traceback.
+        where = os.environ.get("KUBECONFIG") or "~/.kube/config"
+        raise kopf.LoginError(f"cannot log in with the kubeconfig {where}: {type(exc).__name__}: {exc}") from None
     if info is None:
         raise kopf.LoginError("no service account token and no kubeconfig: cannot reach the API server")
     return info
