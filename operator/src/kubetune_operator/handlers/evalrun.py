@@ -30,6 +30,11 @@ async def reconcile(rt: Runtime, evr: EvalRun, body: dict[str, Any], draft: Stat
         return
 
     async def children() -> list[dict[str, Any]] | None:
+        refusal = promotion_refusal(evr)
+        if refusal is not None:
+            # Known before the evaluation spends its GPU hours.
+            common.fail(draft, "PromotionRefused", refusal)
+            return None
         inputs = await eval_inputs(rt, evr, namespace, draft)
         return None if inputs is None else evaluation.build(evr, rt.builders, inputs)
 
@@ -165,6 +170,17 @@ def promoted_candidate(evr: EvalRun):
     return next((c for c in others if c.name == wanted), None) if wanted else others[0]
 
 
+def promotion_refusal(evr: EvalRun) -> str | None:
+    """Why the spec's promotion can never happen, or None."""
+    if evr.spec.promotion is None:
+        return None
+    candidate = promoted_candidate(evr)
+    if candidate is None or not candidate.fine_tune_job:
+        return (f"candidate {evr.spec.promotion.candidate or '(the non-baseline one)'} is not a FineTuneJob: only a "
+                "FineTuneJob's adapter, with its recorded sha256 and true base, can be promoted")
+    return None
+
+
 async def promote(rt: Runtime, evr: EvalRun, body: dict[str, Any], draft: StatusDraft) -> None:
     async def children() -> list[dict[str, Any]] | None:
         try:
@@ -197,12 +213,10 @@ async def promote(rt: Runtime, evr: EvalRun, body: dict[str, Any], draft: Status
 
 async def promotion_record(rt: Runtime, evr: EvalRun, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
     """The record from what statuses hold: this EvalRun's results and the candidate's artifacts."""
+    refusal = promotion_refusal(evr)
+    if refusal is not None:
+        raise PromotionRefused(refusal)
     candidate = promoted_candidate(evr)
-    if candidate is None or not candidate.fine_tune_job:
-        raise PromotionRefused(
-            f"candidate {evr.spec.promotion.candidate or '(the non-baseline one)'} is not a FineTuneJob: only a "
-            "FineTuneJob's adapter, with its recorded sha256 and true base, can be promoted"
-        )
     namespace = body["metadata"]["namespace"]
     source = await common.dependency(rt, FineTuneJob.plural, namespace, candidate.fine_tune_job, "Candidate")
     if not source.ready:

@@ -323,6 +323,18 @@ def test_a_long_gate_name_is_clipped_rather_than_dropped(rt, api):
     assert ("jobs", NS, "e-promote") in api.objects
 
 
+def test_a_promotion_of_a_model_uri_is_refused_before_the_evaluation_runs(rt, api):
+    promotion = {"repository": "https://git.example.com/x/y.git", "secretName": "git", "candidate": "new"}
+    spec = eval_spec(promotion=promotion)
+    spec["candidates"][1] = {"name": "new", "model": "s3://models/new"}
+    api.put("evalruns", resource("EvalRun", "e", spec))
+    run(rt, "evalruns", "e")
+    status = api.status("evalruns", "e")
+    assert status["phase"] == "Failed" and "not a FineTuneJob" in status["message"]
+    assert {c["type"]: c["reason"] for c in status["conditions"]}["Failed"] == "PromotionRefused"
+    assert ("jobs", NS, "e-eval") not in api.objects
+
+
 def test_merge_patch_removes_what_is_gone():
     assert merge_patch({"a": 1, "b": {"c": 1, "d": 2}}, {"b": {"c": 1}, "e": [1]}) == {"a": None, "b": {"d": None},
                                                                                        "e": [1]}
