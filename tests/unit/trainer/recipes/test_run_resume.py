@@ -60,3 +60,19 @@ def test_resume_after_sigterm_matches_an_uninterrupted_run(
     weights = load_file(whole / "final" / "adapter_model.safetensors")
     for name, tensor in load_file(split / "final" / "adapter_model.safetensors").items():
         assert torch.allclose(tensor, weights[name], atol=1e-6), name
+
+
+def test_a_start_after_the_last_step_trains_no_further(make_config, trainer_env, tmp_path):
+    """A pod that died after its last checkpoint but before the manifest (say, in the upload of
+    final/) is retried; the retry resumes at max_steps and must not train one step more."""
+    config = make_config("sft", max_steps=2, save_steps=2)
+    first = train(config)
+    output = tmp_path / "output"
+    (output / "manifest.json").unlink()
+
+    again = train(config)
+    assert again["resumedFrom"].endswith("/checkpoints/checkpoint-000002")
+    assert again["steps"] == 2
+    assert again["artifact"]["sha256"] == first["artifact"]["sha256"]
+    assert len(losses(read_jsonl(output / "metrics.jsonl"))) == 2
+    assert sorted(p.name for p in (output / "checkpoints").iterdir()) == ["checkpoint-000002"]

@@ -1,4 +1,4 @@
-"""TRL's SFT and DPO trainers with what kubetune adds: key-token loss weights and a NaN stop.
+"""TRL's SFT and DPO trainers plus what kubetune adds: key-token weights, a NaN stop, no step past the end.
 
 Both recipes build their TRL config from the one TrainConfig, so that a field means the same
 thing under SFT and DPO, on CPU and under torchrun.
@@ -94,6 +94,20 @@ class NaNGuard:
         return loss
 
 
+class NoStepPastTheEnd:
+    """A run resumed from the checkpoint of its last step trains nothing more.
+
+    transformers 5.23 tests for max_steps only after a step, so resuming at max_steps (a pod that
+    died while saving final/) would train one step too many and change a finished model.
+    """
+
+    def _run_epoch(self, *args, **kwargs):
+        if self.state.global_step >= self.state.max_steps:
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
+
+
 @dataclass
 class WeightedCollator(DataCollatorForLanguageModeling):
     """TRL's language-modelling collator, plus the per-token loss weights laid out like the labels."""
@@ -111,7 +125,7 @@ class WeightedCollator(DataCollatorForLanguageModeling):
         return output
 
 
-class KubetuneSFTTrainer(NaNGuard, SFTTrainer):
+class KubetuneSFTTrainer(NaNGuard, NoStepPastTheEnd, SFTTrainer):
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
         if TOKEN_WEIGHTS not in self._signature_columns:
@@ -131,8 +145,8 @@ class KubetuneSFTTrainer(NaNGuard, SFTTrainer):
         return (loss, outputs) if return_outputs else loss
 
 
-class KubetuneDPOTrainer(NaNGuard, DPOTrainer):
-    """TRL's DPOTrainer that stops at the first non-finite loss."""
+class KubetuneDPOTrainer(NaNGuard, NoStepPastTheEnd, DPOTrainer):
+    """TRL's DPOTrainer that stops at the first non-finite loss and never trains past max_steps."""
 
 
 def last_finite(history: list[dict[str, Any]], key: str) -> float | None:
