@@ -1,6 +1,6 @@
 """`kubetune promote` and `kubetune rollback`: commit a promotion record to a GitOps repository.
 
-The promote Job runs `kubetune promote --record /etc/kubetune/record.json ...` (contracts §1);
+The promote Job runs `kubetune promote --record /etc/kubetune/record/record.json ...` (contracts §1);
 people run both by hand with the same record format. Either prints one line and writes the
 termination summary (contracts §5).
 """
