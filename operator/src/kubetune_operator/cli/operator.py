@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     scope = parser.add_mutually_exclusive_group(required=True)
     scope.add_argument("--namespace", "-n", action="append", dest="namespaces", metavar="NS",
-                       help="watch this namespace (repeatable; globs such as team-* work)")
+                       help="watch this namespace (repeatable; globs such as team-* need RBAC to list namespaces)")
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
     parser.add_argument("--progress-port", type=_port, default=runtime_settings.DEFAULT_PROGRESS_PORT,
                         help="port of the progress endpoint pods POST to (default %(default)s)")
