@@ -95,9 +95,10 @@ def test_batched_left_padded_generation_equals_one_prompt_at_a_time(lineage_mode
     from transformers import AutoModelForCausalLM
 
     options = EngineOptions(max_new_tokens=6, batch_size=2)
-    engine = HFEngine(str(lineage_models.base), {"sft": str(lineage_models.sft)}, options)
+    # Adapters go by candidate name, and candidate names may hold dots, which peft refuses.
+    engine = HFEngine(str(lineage_models.base), {"sft.v1": str(lineage_models.sft)}, options)
     ids = [render_prompt_ids(engine.tokenizer, p, "tiny") for p in PROMPTS]
-    requests = [Request(i, adapter) for adapter in (None, "sft") for i in ids]
+    requests = [Request(i, adapter) for adapter in (None, "sft.v1") for i in ids]
     progress = []
     generations = engine.generate(requests, lambda prompts, tokens: progress.append((prompts, tokens)))
     engine.close()

@@ -54,13 +54,15 @@ class HFEngine:
             # Llama- and Mistral-style tokenizers have none; padding sits left of the prompt, masked out.
             self.tokenizer.pad_token_id = self.stop_ids[0]
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+        # peft names modules after adapters and refuses dots, which candidate names may hold.
+        self.peft_names = {name: f"adapter{i}" for i, name in enumerate(adapters)}
         if adapters:
             from peft import PeftModel
 
             (first_name, first_path), *others = adapters.items()
-            model = PeftModel.from_pretrained(model, first_path, adapter_name=first_name)
+            model = PeftModel.from_pretrained(model, first_path, adapter_name=self.peft_names[first_name])
             for name, path in others:
-                model.load_adapter(path, adapter_name=name)
+                model.load_adapter(path, adapter_name=self.peft_names[name])
         self.model = model.to(self.device).eval()
         self.generation_config = GenerationConfig(
             **generation_config_kwargs(options, self.stop_ids, self.tokenizer.pad_token_id)
@@ -100,7 +102,7 @@ class HFEngine:
 
         batch = self.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt").to(self.device)
         if adapter is not None:
-            self.model.set_adapter(adapter)
+            self.model.set_adapter(self.peft_names[adapter])
             context = contextlib.nullcontext()
         elif hasattr(self.model, "disable_adapter"):
             context = self.model.disable_adapter()
