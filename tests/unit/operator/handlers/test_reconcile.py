@@ -242,17 +242,21 @@ def eval_spec(**extra) -> dict:
     }
 
 
+def finish_job(api, job: str, code: int, summary: dict) -> None:
+    api.objects[("jobs", NS, job)]["status"] = {"conditions": [
+        {"type": "Complete" if code == 0 else "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}
+    api.put("pods", {"kind": "Pod", "metadata": {"name": f"{job}-x", "namespace": NS,
+                                                 "labels": {"batch.kubernetes.io/job-name": job}},
+                     "status": {"phase": "Succeeded" if code == 0 else "Failed", "containerStatuses": [
+                         {"state": {"terminated": {"exitCode": code, "message": json.dumps(summary)}}}]}})
+
+
 def finished_eval(api, passed: bool, extra_gates: tuple[dict, ...] = ()) -> None:
     summary = {"kind": "eval", "passed": passed, "report": "s3://r/report.html",
                "gates": [{"name": "g", "metric": "exact_match", "candidate": "new", "value": 0.5, "threshold": 0.0,
                           "comparator": ">=", "passed": passed}, *extra_gates],
                "metrics": {"base": {"exact_match": {"value": 0.1}}, "new": {"exact_match": {"value": 0.5}}}}
-    job = api.objects[("jobs", NS, "e-eval")]
-    job["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
-    api.put("pods", {"kind": "Pod", "metadata": {"name": "e-eval-x", "namespace": NS,
-                                                 "labels": {"batch.kubernetes.io/job-name": "e-eval"}},
-                     "status": {"phase": "Succeeded", "containerStatuses": [
-                         {"state": {"terminated": {"exitCode": 0, "message": json.dumps(summary)}}}]}})
+    finish_job(api, "e-eval", 0, summary)
 
 
 def adapter_job(api, **status) -> None:
@@ -321,6 +325,27 @@ def test_a_long_gate_name_is_clipped_rather_than_dropped(rt, api):
     status = evaluated(rt, api, passed=True, extra_gates=(long_name,))
     assert status["gatesPassed"] == "2/2" and len(status["gates"][1]["name"]) == 128
     assert ("jobs", NS, "e-promote") in api.objects
+
+
+def test_a_failed_promote_job_fails_the_run_and_says_why(rt, api):
+    evaluated(rt, api, passed=True)
+    finish_job(api, "e-promote", 1, {"kind": "promotion", "error": "push rejected: protected branch"})
+    run(rt, "evalruns", "e")
+    status = api.status("evalruns", "e")
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert status["phase"] == "Failed" and conditions["Failed"]["reason"] == "PromotionFailed"
+    assert conditions["Promoted"]["status"] == "False" and "protected branch" in conditions["Promoted"]["message"]
+    assert conditions["GatesPassed"]["status"] == "True"
+
+
+def test_a_finished_training_drops_its_progress_gauges(rt, api):
+    rt.metrics.record_progress(NS, "sft", {"loss": 0.5, "percent": 50.0})
+    api.put("finetunejobs", resource("FineTuneJob", "sft", ftj_spec(dataset={"uri": "s3://data/prepared"})))
+    run(rt, "finetunejobs", "sft")
+    finish_job(api, "sft-train", 0, {"kind": "train", "artifact": {"uri": "s3://a/final", "type": "adapter"}})
+    run(rt, "finetunejobs", "sft")
+    assert api.status("finetunejobs", "sft")["phase"] == "Succeeded"
+    assert [s for m in rt.metrics.training_loss.collect() for s in m.samples] == []
 
 
 def test_a_promotion_of_a_model_uri_is_refused_before_the_evaluation_runs(rt, api):
