@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 # Children are created in this order: pods read the Secret and the ConfigMap, so the Job comes last.
 CREATE_ORDER = {"Secret": 0, "ConfigMap": 1, "Service": 2, "Job": 3}
 
@@ -186,10 +187,12 @@ async def job_pods(rt: Runtime, job: Mapping[str, Any]) -> list[dict[str, Any]]:
     return await rt.api.list(PODS, meta["namespace"], {JOB_NAME_LABEL: meta["name"]})
 
 
-async def sync_suspend(rt: Runtime, job: dict[str, Any], suspend: bool, queued: bool) -> dict[str, Any]:
+async def sync_suspend(rt: Runtime, job: dict[str, Any], suspend: bool) -> dict[str, Any]:
     """spec.suspend → the Job's suspend. Under Kueue the operator only ever suspends: admission
-    (unsuspending) is Kueue's."""
+    (unsuspending) is Kueue's. Whether Kueue manages the Job is its label, set at creation: a
+    queueName added or removed later does not change who resumes it."""
     current = bool((job.get("spec") or {}).get("suspend"))
+    queued = bool(((job.get("metadata") or {}).get("labels") or {}).get(KUEUE_QUEUE_LABEL))
     if current == suspend or (current and queued):
         return job
     meta = job["metadata"]
@@ -256,7 +259,7 @@ def job_outcome(job: Mapping[str, Any], pods: list[dict[str, Any]], work: str) -
     if condition is not None:
         return _failure(condition, failed, spec, work)
     if spec.get("suspend"):
-        queue = ((job.get("metadata") or {}).get("labels") or {}).get("kueue.x-k8s.io/queue-name")
+        queue = ((job.get("metadata") or {}).get("labels") or {}).get(KUEUE_QUEUE_LABEL)
         return JobOutcome("Suspended", "Suspended", f"{work} is suspended", restarts=restarts) if not queue else \
             JobOutcome("Suspended", "Queued", f"{work} waits for admission by Kueue (queue {queue})", restarts=restarts)
     active = status.get("active") or 0

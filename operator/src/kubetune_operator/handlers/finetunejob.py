@@ -33,7 +33,7 @@ async def reconcile(rt: Runtime, ftj: FineTuneJob, body: dict[str, Any], draft: 
     job = await common.ensure_job(rt, ftj, draft, training.job_name(ftj), children)
     if job is None:
         return
-    job = await common.sync_suspend(rt, job, ftj.spec.suspend, queued=ftj.spec.queue_name is not None)
+    job = await common.sync_suspend(rt, job, ftj.spec.suspend)
     outcome = common.job_outcome(job, await common.job_pods(rt, job), "training")
     common.apply_outcome(draft, outcome)
     draft.set(restarts=outcome.restarts)

@@ -227,6 +227,19 @@ def test_spec_suspend_suspends_the_job(rt, api):
     assert api.status("finetunejobs", "sft")["phase"] == "Suspended"
 
 
+def test_whether_kueue_admits_a_job_follows_the_job_not_a_later_spec(rt, api):
+    key = ("finetunejobs", NS, "sft")
+    api.put("finetunejobs", resource("FineTuneJob", "sft", ftj_spec(dataset={"uri": "s3://data/p"})))
+    run(rt, "finetunejobs", "sft")
+    # queueName added after the Job exists: the Job has no Kueue label, so nobody but the operator resumes it.
+    api.objects[key]["spec"] |= {"queueName": "gpu", "suspend": True}
+    run(rt, "finetunejobs", "sft")
+    assert api.objects[("jobs", NS, "sft-train")]["spec"]["suspend"] is True
+    api.objects[key]["spec"]["suspend"] = False
+    run(rt, "finetunejobs", "sft")
+    assert api.objects[("jobs", NS, "sft-train")]["spec"]["suspend"] is False
+
+
 # --- EvalRun -----------------------------------------------------------------------------------------
 
 
