@@ -92,6 +92,20 @@ def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
     return value
 
 
+def _as_cel_types(schema: dict[str, Any], value: Any) -> Any:
+    """The value as the API server hands it to CEL: a `number` field is a double even when written
+    as `0`, so `self.temperature == 0.0` holds for it (CEL has no int == double overload)."""
+    if schema.get("type") == "number" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, dict) and "properties" in schema:
+        return {k: _as_cel_types(schema["properties"].get(k, {}), v) for k, v in value.items()}
+    if isinstance(value, dict) and isinstance(schema.get("additionalProperties"), dict):
+        return {k: _as_cel_types(schema["additionalProperties"], v) for k, v in value.items()}
+    if isinstance(value, list) and "items" in schema:
+        return [_as_cel_types(schema["items"], v) for v in value]
+    return value
+
+
 @cache
 def _program(rule: str):
     env = celpy.Environment()
@@ -166,9 +180,9 @@ def check(document: Any, old: Any = None) -> list[FieldError]:
     if errors:
         return errors
     if old is not None:
-        old = apply_defaults(schema, prune_nulls(old))
+        old = _as_cel_types(schema, apply_defaults(schema, prune_nulls(old)))
     return _cel_errors({**schema, "properties": {k: v for k, v in schema["properties"].items() if k != "status"}},
-                       body, old, [])
+                       _as_cel_types(schema, body), old, [])
 
 
 def _schema_errors(error: jsonschema.ValidationError) -> list[FieldError]:

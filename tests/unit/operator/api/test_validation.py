@@ -150,6 +150,21 @@ def test_bad_object_is_rejected_naming_the_field(example, mutate, field):
         validate(document)
 
 
+# Objects the API server accepts must pass locally too: `kubetune run` refusing them would be a lie.
+GOOD = {
+    # YAML's `0` is an integer, but the API server hands a `number` field to CEL as a double.
+    "temperature written as an integer with beam search": (EVR, setter("spec.engine.temperature", 0)),
+    "learning rate written as an integer": (FTJ, setter("spec.hyperparameters.learningRate", 1)),
+}
+
+
+@pytest.mark.parametrize("example, mutate", GOOD.values(), ids=GOOD.keys())
+def test_valid_edge_case_is_accepted(example, mutate):
+    document = load(example)
+    mutate(document)
+    assert [str(e) for e in check(document)] == []
+
+
 IMMUTABLE = {
     "base model changed": (FTJ, setter("spec.baseModel", "s3://llm-models/Qwen2-72B-Instruct"), "spec.baseModel"),
     "dataset changed": (FTJ, setter("spec.dataset.preferenceDataset", "other"), "spec.dataset"),
