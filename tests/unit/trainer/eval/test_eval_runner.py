@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import json
@@ -209,6 +210,8 @@ def test_csv_and_xlsx_put_candidates_side_by_side(evaluation):
     from openpyxl import load_workbook
 
     _, _, report, _ = evaluation
+    # Excel reads a CSV as UTF-8 only when it starts with the byte order mark.
+    assert (report / "results.csv").read_bytes().startswith(codecs.BOM_UTF8)
     with open(report / "results.csv", encoding="utf-8-sig", newline="") as handle:
         table = list(csv.DictReader(handle))
     assert len(table) == 16
