@@ -266,6 +266,11 @@ class Resource(Model):
             # No fieldPath: the API server accepts only paths into the schema, and metadata has none.
             f"metadata.name must be at most {MAX_NAME_LENGTH} characters (children add suffixes)",
         ),
+        cel(
+            f"self.metadata.name.matches('{NAME_PATTERN}')",
+            # Kubernetes allows dots in names of custom resources; references and pod hostnames do not.
+            "metadata.name must be lowercase letters, digits and '-' (no '.'), as other resources refer to it",
+        ),
     ]
 
     kind_name: ClassVar[str]

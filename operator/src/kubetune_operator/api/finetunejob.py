@@ -441,6 +441,15 @@ class FineTuneJobStatus(StatusBase):
 class FineTuneJob(Resource):
     """Fine-tunes a model with SFT or DPO, LoRA or full, DeepSpeed ZeRO-3 across GPU nodes."""
 
+    cel_rules: ClassVar = [
+        *Resource.cel_rules,
+        cel(
+            "self.metadata.name.matches('^[a-z]')",
+            # Service names are DNS-1035 labels: the API server refuses `7b-sft-train`.
+            "metadata.name of a FineTuneJob must start with a letter: its rendezvous Service takes the name",
+        ),
+    ]
+
     kind_name: ClassVar = "FineTuneJob"
     plural: ClassVar = "finetunejobs"
     singular: ClassVar = "finetunejob"

@@ -104,6 +104,8 @@ BAD = {
     "shell metacharacters in referenced name": (EVR, setter("spec.candidates.1.fineTuneJob", "x;reboot"), "spec.candidates[1].fineTuneJob"),
     "over-long resource name": (FTJ, setter("metadata.name", "a" * 49), "metadata.name"),
     "invalid resource name": (FTJ, setter("metadata.name", "Bad_Name"), "metadata.name"),
+    "dots in a resource name (no reference could name it)": (PDS, setter("metadata.name", "repeater.badcases"), "metadata.name"),
+    "training name starting with a digit (its Service would be refused)": (FTJ, setter("metadata.name", "7b-dpo"), "metadata.name"),
     "over-long stratify field": (SFT_DATA, setter("spec.split.stratifyBy", "s" * 64), "spec.split.stratifyBy"),
     "over-long system prompt": (EVR, setter("spec.testSet.systemPrompt", "x" * 20000), "spec.testSet.systemPrompt"),
     "missing method": (FTJ, deleter("spec.method"), "spec.method"),
@@ -155,6 +157,7 @@ GOOD = {
     # YAML's `0` is an integer, but the API server hands a `number` field to CEL as a double.
     "temperature written as an integer with beam search": (EVR, setter("spec.engine.temperature", 0)),
     "learning rate written as an integer": (FTJ, setter("spec.hyperparameters.learningRate", 1)),
+    "dataset name starting with a digit": (PDS, setter("metadata.name", "2024-badcases")),
 }
 
 
