@@ -148,6 +148,16 @@ class Storage(Model):
 class Toleration(Model):
     """A Kubernetes toleration, copied into the pod spec."""
 
+    # The pod validation rules for tolerations: broken here, the Job would be refused at creation.
+    cel_rules: ClassVar = [
+        cel("has(self.key) || self.operator == 'Exists'", "a toleration without key needs operator Exists",
+            field_path=".operator"),
+        cel("self.operator != 'Exists' || !has(self.value) || self.value == ''",
+            "operator Exists matches any value: leave value out", field_path=".value"),
+        cel("!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            "tolerationSeconds needs effect NoExecute", field_path=".tolerationSeconds"),
+    ]
+
     key: Annotated[str, Field(max_length=253, pattern=LABEL_KEY_PATTERN)] | None = None
     """Taint key the toleration applies to; empty with operator Exists matches all taints."""
 

@@ -133,6 +133,9 @@ BAD = {
     "secret and service account together": (FTJ, setter("spec.storage.serviceAccountName", "trainer"), "spec.storage"),
     "secret value in a spec": (FTJ, setter("spec.storage.accessKey", "AKIA..."), "spec.storage.accessKey"),
     "node selector with a bad key": (FTJ, setter("spec.scheduling.nodeSelector", {"bad key!": "x"}), "spec.scheduling.nodeSelector"),
+    "toleration without key or operator Exists": (FTJ, setter("spec.scheduling.tolerations", [{"effect": "NoSchedule"}]), "spec.scheduling.tolerations[0].operator"),
+    "toleration with Exists and a value": (FTJ, setter("spec.scheduling.tolerations.0.value", "yes"), "spec.scheduling.tolerations[0].value"),
+    "tolerationSeconds without NoExecute": (FTJ, setter("spec.scheduling.tolerations.0.tolerationSeconds", 60), "spec.scheduling.tolerations[0].tolerationSeconds"),
     "promotion repo with shell text": (EVR, setter("spec.promotion.repository", "https://git.example.com/x;id"), "spec.promotion.repository"),
     "promotion path escaping the repo": (EVR, setter("spec.promotion.path", "adapters/../../etc"), "spec.promotion.path"),
 }
@@ -158,6 +161,7 @@ GOOD = {
     "temperature written as an integer with beam search": (EVR, setter("spec.engine.temperature", 0)),
     "learning rate written as an integer": (FTJ, setter("spec.hyperparameters.learningRate", 1)),
     "dataset name starting with a digit": (PDS, setter("metadata.name", "2024-badcases")),
+    "toleration of every taint": (FTJ, setter("spec.scheduling.tolerations", [{"operator": "Exists"}])),
 }
 
 
