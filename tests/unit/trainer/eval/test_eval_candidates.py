@@ -62,6 +62,20 @@ def test_a_jobs_merged_model_is_base_plus_its_chain_plus_its_adapter(lineage_mod
     assert merged_alone.base == TrueBase(f"file://{lineage_models.merged}")
 
 
+def test_an_adapter_trained_on_a_merged_model_runs_on_that_model_when_named(lineage_models, tmp_path):
+    # A job whose base_model was another job's merged/ output records that directory as its base.
+    adapter = shutil.copytree(lineage_models.dpo, tmp_path / "final")
+    merged_uri = f"file://{lineage_models.merged}"
+    (adapter / "kubetune.json").write_text(
+        json.dumps({"type": "adapter", "method": "dpo", "baseModel": merged_uri, "mergedAdapters": []})
+    )
+    candidate = resolve(adapter=str(adapter), model=str(lineage_models.merged))
+    assert candidate.verified and candidate.base == TrueBase(merged_uri)
+    assert resolve(adapter=str(adapter)).base == TrueBase(merged_uri)
+    with pytest.raises(AdapterBaseMismatch):
+        resolve(adapter=str(adapter), model=str(lineage_models.base))
+
+
 def test_an_adapter_on_a_merged_model_that_already_holds_it_is_refused(lineage_models):
     # dpo/merged records the DPO job's lineage (base + sft) but also holds the DPO adapter itself.
     with pytest.raises(AdapterBaseMismatch) as caught:

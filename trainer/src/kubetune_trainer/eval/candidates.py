@@ -200,7 +200,9 @@ def resolve_candidate(config: CandidateConfig, index: int, baseline: bool) -> Ca
 
     needed = true_base_of_lineage(lineage, lineage_uri)
     if given is not None and loaded is not None:
-        if not given.same_as(needed):
+        # The recorded base itself (a job trained on another job's merged/ records that directory),
+        # or a model built as exactly that base.
+        if not (loaded.same_as(needed) or given.same_as(needed)):
             raise AdapterBaseMismatch(
                 f"{where}: adapter {adapter} was trained on {needed.describe()}, but `model` is "
                 f"{given.describe()}. Omit `model` to evaluate the adapter on its true base, or name the "
