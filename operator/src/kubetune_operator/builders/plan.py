@@ -28,18 +28,27 @@ class Document:
 
 
 def load_documents(paths: Iterable[Path]) -> list[Document]:
+    paths = [Path(path) for path in paths]
     documents = []
     for path in paths:
-        path = Path(path)
         try:
-            loaded = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ValidationFailed(f"{path}: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ValidationFailed(f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})") from exc
+        try:
+            loaded = list(yaml.safe_load_all(text))
         except yaml.YAMLError as exc:
-            raise ValidationFailed(f"{path}: not valid YAML: {exc}") from exc
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+            raise ValidationFailed(f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from exc
         for index, body in enumerate(loaded):
             if body is not None:
                 documents.append(Document(f"{path}#{index}", body))
+    if not documents:
+        # Nothing to do is never success: an empty file or a wrong glob would look like a finished run.
+        raise ValidationFailed(f"no resource documents in {', '.join(map(str, paths))}")
     return documents
 
 
@@ -53,12 +62,17 @@ def validate_all(documents: list[Document]) -> list[Resource]:
     """Every document against the CRD schemas; one error lists every bad field of every document."""
     problems = []
     resources = []
+    first_seen: dict[tuple[str, str, str], str] = {}
     for document in documents:
         errors = check(document.body)
         if errors:
             problems += [f"{describe(document)}: {error}" for error in errors]
-        else:
-            resources.append(validate(document.body))
+            continue
+        resource = validate(document.body)
+        if key(resource) in first_seen:
+            problems.append(f"{describe(document)}: defined twice (first in {first_seen[key(resource)]})")
+        first_seen.setdefault(key(resource), document.source)
+        resources.append(resource)
     if problems:
         raise ValidationFailed("\n".join(problems))
     return resources

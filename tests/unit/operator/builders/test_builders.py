@@ -11,6 +11,7 @@ import yaml
 from kubetune_operator.api.validation import validate
 from kubetune_operator.builders import common, dataset, evaluation, plan, promotion, training
 from kubetune_operator.builders.settings import OperatorSettings
+from kubetune_operator.errors import ValidationFailed
 from kubetune_operator.exitcodes import PERMANENT
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -325,3 +326,26 @@ def test_render_cli_names_the_document_and_field_of_a_bad_resource(tmp_path):
     assert result.returncode == 2
     assert f"{path}#0 (FineTuneJob qwen2-7b-repeater-dpo): spec.hyperparameters.learningRate" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+BAD_FILES = {
+    "empty file": (b"", "no resource documents in {path}"),
+    "only separators": (b"---\n---\n", "no resource documents in {path}"),
+    "broken YAML": (b"kind: FineTuneJob\nspec: [1,\n", "{path}:3:1: not valid YAML: expected the node content"),
+    "not UTF-8": (b"kind: \xff\n", "{path}: not UTF-8 text (byte 6 is 0xff)"),
+}
+
+
+@pytest.mark.parametrize("content, message", BAD_FILES.values(), ids=BAD_FILES.keys())
+def test_a_bad_file_is_one_error_naming_it(tmp_path, content, message):
+    path = tmp_path / "resources.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ValidationFailed) as error:
+        plan.load_documents([path])
+    assert str(error.value).startswith(message.format(path=path))
+
+
+def test_a_resource_defined_twice_names_both_documents():
+    example = ROOT / "examples" / "finetunejob.yaml"
+    with pytest.raises(ValidationFailed, match=rf"{example}#0 \(FineTuneJob .*\): defined twice \(first in {example}#0\)"):
+        plan.validate_all(plan.load_documents([example, example]))
