@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         clusterwide=args.all_namespaces,
         namespaces=args.namespaces or (),
         liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
-        memo=kopf.Memo(runtime_settings=settings),
+        memo=kopf.Memo(runtime_settings=settings, exact_namespaces=not args.all_namespaces and not any(
+            pattern in namespace for namespace in args.namespaces for pattern in "!*?,")),
     )
     return 0

@@ -47,8 +47,12 @@ def connection_info() -> kopf.ConnectionInfo:
     return info
 
 
-def configure(settings: kopf.OperatorSettings) -> None:
+def configure(settings: kopf.OperatorSettings, exact_namespaces: bool = False) -> None:
+    """kopf's settings. With `exact_namespaces` (`--namespace` names, no patterns) kopf does not
+    list namespaces nor watch CRDs cluster-wide: the chart's namespaced Roles do not allow it, and
+    kopf would warn about missing permissions at every start."""
     settings.peering.standalone = True
+    settings.scanning.disabled = exact_namespaces
     settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT
     settings.watching.connect_timeout = CONNECT_TIMEOUT
@@ -66,7 +70,7 @@ def login(**_) -> kopf.ConnectionInfo:
 
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
-    configure(settings)
+    configure(settings, exact_namespaces=getattr(memo, "exact_namespaces", False))
     # `kubetune operator` passes its flags in the memo; under a plain `kopf run -m
     # kubetune_operator.handlers` the defaults and the environment apply.
     runtime_settings: RuntimeSettings = getattr(memo, "runtime_settings", None) or RuntimeSettings.from_env()
