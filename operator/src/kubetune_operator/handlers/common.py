@@ -87,12 +87,14 @@ def parse(model: type[Resource], body: Mapping[str, Any], draft: StatusDraft) ->
     """The typed resource; a spec the model refuses fails the resource, naming every bad field.
 
     The API server validated it against the CRD already; this catches a CRD older than the operator.
+    A resource that finished under an older API keeps its outcome.
     """
     try:
         return model.model_validate({k: v for k, v in body.items() if k != "status"})
     except ValidationError as exc:
-        problems = "; ".join(f"{_location(e['loc'])}: {e['msg']}" for e in exc.errors())
-        fail(draft, "InvalidSpec", f"the spec does not match this operator's API: {problems}")
+        if not draft.was_terminal:
+            problems = "; ".join(f"{_location(e['loc'])}: {e['msg']}" for e in exc.errors())
+            fail(draft, "InvalidSpec", f"the spec does not match this operator's API: {problems}")
         return None
 
 

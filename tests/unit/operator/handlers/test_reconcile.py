@@ -218,6 +218,17 @@ def test_finished_resources_are_left_alone(rt, api):
     assert api.created == [] and api.status_patches == 0
 
 
+def test_a_spec_this_operator_refuses_fails_an_unfinished_resource_only(rt, api):
+    # E.g. a newer operator whose API dropped a value that finished resources still carry.
+    api.put("finetunejobs", resource("FineTuneJob", "old", ftj_spec(method="ppo"), succeeded(observedGeneration=1)))
+    api.put("finetunejobs", resource("FineTuneJob", "new", ftj_spec(method="ppo")))
+    run(rt, "finetunejobs", "old")
+    run(rt, "finetunejobs", "new")
+    assert api.status("finetunejobs", "old")["phase"] == "Succeeded"
+    new = api.status("finetunejobs", "new")
+    assert new["phase"] == "Failed" and "spec.method" in new["message"]
+
+
 def test_spec_suspend_suspends_the_job(rt, api):
     api.put("finetunejobs", resource("FineTuneJob", "sft", ftj_spec(dataset={"uri": "s3://data/p"}, suspend=True)))
     run(rt, "finetunejobs", "sft")
