@@ -12,6 +12,7 @@ from typing import Any
 
 EXIT_FAILED = 1
 EXIT_GATES_FAILED = 3
+EXIT_INTERRUPTED = 130
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
     with display:
         results = runner.run(resources, on_step=display.step_done)
     print_results(console, results)
+    if any(r.interrupted for r in results):
+        console.print("interrupted: the steps after it did not run")
+        return EXIT_INTERRUPTED
     if any(not r.ok for r in results):
         return EXIT_FAILED
     if any(r.summary.get("kind") == "eval" and r.summary.get("passed") is False for r in results):

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -42,6 +43,7 @@ class StepResult:
     summary: dict[str, Any] = field(default_factory=dict)
     message: str = ""
     log_tail: str = ""
+    interrupted: bool = False  # stopped by Ctrl-C: the run goes no further
 
     @property
     def ok(self) -> bool:
@@ -132,6 +134,17 @@ def absolute_file_uris(resource: Resource, base: Path) -> Resource:
             f"under {base} that kubetune cannot use ({exc}); run from a directory whose path has only "
             "letters, digits and _.+=@%~- in it, or give absolute URIs"
         ) from exc
+
+
+def _stop(process: local_pod.LocalContainer) -> local_pod.PodResult:
+    """SIGTERM, as a preemption: a trainer writes a checkpoint and the next run resumes from it.
+    A second Ctrl-C means the user will not wait for that: SIGKILL. Nothing is left running."""
+    process.signal(signal.SIGTERM)
+    while True:
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            process.signal(signal.SIGKILL)
 
 
 class LocalRunner:
@@ -274,17 +287,18 @@ class LocalRunner:
         started = time.monotonic()
         process = local_pod.LocalContainer(prepared)
         offset = 0
-        while True:
-            try:
-                outcome = process.wait(timeout=0.5)
-                break
-            except subprocess.TimeoutExpired:
-                offset = self._forward_progress(resource, progress_file, offset)
-            except KeyboardInterrupt:
-                # Like a preemption: the trainer checkpoints on SIGTERM and the next run resumes.
-                process.signal()
-                outcome = process.wait()
-                break
+        interrupted = False
+        try:
+            while True:
+                try:
+                    outcome = process.wait(timeout=0.5)
+                    break
+                except subprocess.TimeoutExpired:
+                    offset = self._forward_progress(resource, progress_file, offset)
+        except KeyboardInterrupt:
+            # The process runs in a session of its own, so Ctrl-C reached only us: pass it on.
+            interrupted = True
+            outcome = _stop(process)
         self._forward_progress(resource, progress_file, offset)
         duration = time.monotonic() - started
         summary: dict[str, Any] = {}
@@ -299,7 +313,9 @@ class LocalRunner:
             return StepResult(resource, "Succeeded", duration, summary, log_tail=outcome.log_tail)
         why = summary.get("error") or outcome.termination_message or "no message"
         message = f"{reason(outcome.exit_code)} (exit {outcome.exit_code}): {why}"
-        return StepResult(resource, "Failed", duration, summary, message, outcome.log_tail)
+        if interrupted:
+            message = f"interrupted; {message}"
+        return StepResult(resource, "Failed", duration, summary, message, outcome.log_tail, interrupted)
 
     def _forward_progress(self, resource: Resource, path: Path, offset: int) -> int:
         # The file appears with the pod's first event; until then there is nothing to forward.
@@ -333,6 +349,8 @@ class LocalRunner:
             results.append(result)
             if on_step:
                 on_step(result)
+            if result.interrupted:
+                break
         return results
 
     def _run_step(self, resource: Resource, steps_state: dict[str, Any]) -> StepResult:

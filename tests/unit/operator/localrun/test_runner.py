@@ -66,6 +66,21 @@ FAKE_TRAINER = textwrap.dedent(
     with open(counter, "a") as handle:
         handle.write(" ".join(sys.argv[1:3]) + "\\n")
     config = sys.argv[sys.argv.index("--output") + 1] if "--output" in sys.argv else None
+    if sys.argv[1] == "data" and os.path.exists(os.path.join(home, "hang")):
+        import signal
+        def preempted(*_):
+            open(os.path.join(home, "got-sigterm"), "w").close()
+            open(os.environ["KUBETUNE_TERMINATION_LOG"], "w").write(json.dumps(
+                {"kind": "dataset", "error": "stopped by SIGTERM", "reason": "Preempted"}))
+            sys.exit(75)
+        if open(os.path.join(home, "hang")).read() == "ignore SIGTERM":
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        else:
+            signal.signal(signal.SIGTERM, preempted)
+        with open(os.environ["KUBETUNE_PROGRESS_FILE"], "a") as progress:
+            progress.write(json.dumps({"phase": "data"}) + "\\n")
+        while True:
+            signal.pause()
     if sys.argv[1] == "data":
         import hashlib
         source = sys.argv[sys.argv.index("--source") + 1][len("file://"):]
@@ -171,3 +186,47 @@ def test_run_cli_names_document_and_field(tmp_path):
     assert result.returncode == 2
     assert "bad.yaml#0 (FineTuneJob job): spec.hyperparameters.learningRate" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def interrupt_on_first_event(then=None):
+    """One Ctrl-C, as the user presses it while a step runs; `then` runs as it is raised."""
+    pressed = []
+
+    def on_event(resource, event):
+        if not pressed:
+            pressed.append(True)
+            if then:
+                then()
+            raise KeyboardInterrupt
+    return on_event
+
+
+def test_ctrl_c_stops_the_step_like_a_preemption_and_runs_nothing_after_it(fake_trainer):
+    tmp_path, counter, resources = fake_trainer
+    (tmp_path / "hang").write_text("wait for SIGTERM")
+    runner = LocalRunner(f"file://{tmp_path}/artifacts", tmp_path / "work", gpus=0, on_event=interrupt_on_first_event())
+    results = runner.run(resources)
+    assert [(r.resource.kind_name, r.phase, r.interrupted) for r in results] == [("PreferenceDataset", "Failed", True)]
+    assert results[0].message == "interrupted; Preempted (exit 75): stopped by SIGTERM"
+    assert (tmp_path / "got-sigterm").exists()
+    assert calls(counter) == ["data prepare"]
+
+
+def test_a_second_ctrl_c_kills_a_step_that_does_not_stop(fake_trainer):
+    import signal
+
+    tmp_path, _, resources = fake_trainer
+    (tmp_path / "hang").write_text("ignore SIGTERM")
+
+    def second_ctrl_c(*_):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, second_ctrl_c)
+    try:
+        on_event = interrupt_on_first_event(then=lambda: signal.setitimer(signal.ITIMER_REAL, 0.5))
+        results = LocalRunner(f"file://{tmp_path}/artifacts", tmp_path / "work", gpus=0, on_event=on_event).run(resources)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert len(results) == 1 and results[0].interrupted
+    assert results[0].message.startswith("interrupted; ExitCode137 (exit 137)")
