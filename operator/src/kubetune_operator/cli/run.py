@@ -113,7 +113,8 @@ class ProgressDisplay:
                 self.tasks[label],
                 description=f"{label} [dim]{phase}[/dim]",
                 completed=event.get("percent", 0) or 0,
-                detail=detail,
+                # A bar has one line; the log lines below keep whole messages (paths end them).
+                detail=detail[:80],
             )
             return
         previous_phase, previous_time = self.last_line.get(label, ("", 0.0))
@@ -146,7 +147,7 @@ def describe_event(event: dict[str, Any]) -> str:
     if isinstance(event.get("eta_seconds"), int | float) and event["eta_seconds"] > 0:
         parts.append(f"eta {event['eta_seconds']:.0f}s")
     if event.get("message") and not parts:
-        parts.append(str(event["message"])[:80])
+        parts.append(str(event["message"]))
     return " · ".join(parts)
 
 

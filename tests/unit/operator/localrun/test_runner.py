@@ -230,3 +230,11 @@ def test_a_second_ctrl_c_kills_a_step_that_does_not_stop(fake_trainer):
         signal.signal(signal.SIGALRM, previous)
     assert len(results) == 1 and results[0].interrupted
     assert results[0].message.startswith("interrupted; ExitCode137 (exit 137)")
+
+
+def test_progress_lines_keep_whole_messages():
+    from kubetune_operator.cli.run import describe_event
+
+    report = "all gates passed; report file:///home/user/project/demo-artifacts/default/evalruns/demo-eval/report.html"
+    assert describe_event({"phase": "done", "message": report}) == report
+    assert describe_event({"phase": "train", "step": 3, "total_steps": 9, "loss": 1.5}) == "step 3/9 · loss 1.5000"
