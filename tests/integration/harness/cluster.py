@@ -17,7 +17,7 @@ import kmock
 import kopf
 import yaml
 
-from harness.emulator import ClusterEmulator
+from harness.emulator import OPERATOR_TOKEN, ClusterEmulator
 from kubetune_operator.localrun.kubelet import CommandMap, LocalKubelet
 from kubetune_operator.runtime.kube import (
     CORE_RESOURCES,
@@ -71,12 +71,13 @@ class Cluster:
         self._thread.join(10)
 
     def write_kubeconfig(self, path: Path, namespace: str = "default") -> Path:
+        """A kubeconfig for the operator: its token marks its requests (ClusterEmulator.operator_requests)."""
         path.write_text(yaml.safe_dump({
             "apiVersion": "v1",
             "kind": "Config",
             "current-context": "emulator",
             "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
-            "users": [{"name": "tester", "user": {}}],
+            "users": [{"name": "tester", "user": {"token": OPERATOR_TOKEN}}],
             "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "tester", "namespace": namespace}}],
         }))
         return path

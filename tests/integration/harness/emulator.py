@@ -45,6 +45,8 @@ RESOURCES = [
 ]
 KUBETUNE_KINDS = {model.plural for model in KINDS.values()}
 NAMESPACE_PATH = re.compile(r"^/api/v1/namespaces(?:/([^/]+))?/?$")
+# The bearer token the operator's kubeconfig carries, so its requests can be told from the tests' and the kubelet's.
+OPERATOR_TOKEN = "kubetune-operator"
 SERVER_OWNED_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp")
 
 
@@ -64,6 +66,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     _namespaces: dict[str, dict[str, Any]] = attrs.field(factory=dict, init=False)
     # When each object was admitted (monotonic clock), for latency measurements.
     created_at: dict[tuple[str, str | None, str], float] = attrs.field(factory=dict, init=False)
+    # (method, path, watch?) of every request that presents OPERATOR_TOKEN: what the operator's RBAC must allow.
+    operator_requests: list[tuple[str, str, bool]] = attrs.field(factory=list, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -83,6 +87,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     # --- namespaces: kmock's URL parser reads /api/v1/namespaces/X as a namespace, not an object ---
 
     async def __call__(self, raw_request: web.BaseRequest) -> web.StreamResponse:
+        if raw_request.headers.get("Authorization") == f"Bearer {OPERATOR_TOKEN}":
+            self.operator_requests.append((raw_request.method, raw_request.path, raw_request.query.get("watch") == "true"))
         match = NAMESPACE_PATH.match(raw_request.path)
         if match is None:
             return await super().__call__(raw_request)

@@ -14,6 +14,7 @@ import pytest
 
 from harness.cluster import Cluster
 from harness.operator_process import OperatorProcess
+from harness.rbac import refused_by_chart
 
 FAKE_POD = Path(__file__).with_name("fake_pod.py")
 
@@ -83,7 +84,10 @@ def operator_env() -> dict[str, str]:
 def operator(cluster: Cluster, namespace: str, tmp_path: Path, operator_env: dict[str, str]) -> Iterator[OperatorProcess]:
     process = OperatorProcess(cluster.write_kubeconfig(tmp_path / "kubeconfig"), namespace, tmp_path / "operator.log",
                               env=operator_env)
+    seen = len(cluster.emulator.operator_requests)
     process.start()
     yield process
     process.stop()
     print(f"--- operator log (last 6000 characters) ---\n{process.log()[-6000:]}")
+    refused = refused_by_chart(cluster.emulator.operator_requests[seen:])
+    assert not refused, "the chart's RBAC for the operator does not allow:\n" + "\n".join(refused)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import yaml
 from harness import resources as r
+from harness.rbac import permission
 
 PLURALS = {"PreferenceDataset": "preferencedatasets", "FineTuneJob": "finetunejobs", "EvalRun": "evalruns"}
 
@@ -94,3 +95,8 @@ def test_chain_runs_in_dependency_order_and_fills_every_status(cluster, namespac
     reasons = [event["reason"] for event in cluster.events(namespace, "sft")]
     assert reasons.index("Waiting") < reasons.index("DatasetReady") < reasons.index("Succeeded")
     assert "Succeeded" in [event["reason"] for event in cluster.events(namespace, "chain-eval")]
+
+    # The operator fixture holds every request against the chart's RBAC; it sees them all.
+    made = {permission(*request) for request in cluster.emulator.operator_requests if f"/{namespace}/" in request[1]}
+    assert {("", "secrets", "create"), ("batch", "jobs", "create"), ("kubetune.dev", "evalruns/status", "patch")} <= made
+    assert not {verb for group, resource, verb in made if resource == "secrets"} - {"create"}
