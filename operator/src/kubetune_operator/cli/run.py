@@ -24,6 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "each pod's command locally with the env and config files it would get in a cluster. "
             "Steps whose spec and inputs have not changed since their last success are skipped."
         ),
+        epilog=(
+            f"exit status: 0 every step succeeded or was up to date; {EXIT_FAILED} a step failed (the steps "
+            f"waiting for it did not run); 2 a document or option is invalid; {EXIT_GATES_FAILED} "
+            f"an EvalRun's gates failed; {EXIT_INTERRUPTED} interrupted by Ctrl-C"
+        ),
     )
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="YAML with kubetune resources")
     parser.add_argument(
@@ -32,11 +37,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="artifact root: a directory or s3://bucket/prefix (default: .kubetune/artifacts)",
     )
     parser.add_argument("--force", action="store_true", help="run every step, even those that are up to date")
-    parser.add_argument("--gpus", type=int, default=None, help="GPUs to use (default: the visible ones)")
+    parser.add_argument("--gpus", type=gpu_count, default=None, help="GPUs to use (default: the visible ones)")
     parser.add_argument(
         "--workdir", type=Path, default=Path(".kubetune"), help="pod scratch, logs and run state (default: .kubetune)"
     )
     parser.set_defaults(func=run)
+
+
+def gpu_count(value: str) -> int:
+    count = int(value) if value.isdigit() else -1
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of GPUs (0 or more)")
+    return count
 
 
 def artifact_root(value: str) -> str:
