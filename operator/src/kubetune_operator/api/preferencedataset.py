@@ -353,11 +353,16 @@ class PreferenceDataset(Resource):
     """What was prepared."""
 
 
-# A prepared dataset is an input of running jobs: its definition may not change under them.
+# A prepared dataset is an input of running jobs: its definition (everything that decides which rows
+# land in which split) may not change under them.
 PreferenceDatasetSpec.cel_rules = [
     *PreferenceDatasetSpec.cel_rules,
     immutable("kind"),
     immutable("sources"),
     immutable("format"),
+    immutable("llamafactory"),
     immutable("split"),
+    immutable("dedupe"),
+    immutable("limits"),
+    immutable("badRows"),
 ]

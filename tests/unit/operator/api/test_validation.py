@@ -179,6 +179,9 @@ IMMUTABLE = {
     "start point added": (FTJ, setter("spec.startFrom", {"fineTuneJob": "sft"}), "spec.startFrom"),
     "peft changed": (FTJ, setter("spec.peft.lora.r", 64), "spec.peft"),
     "dataset sources changed": (SFT_DATA, setter("spec.sources", [{"uri": "s3://llm-data/other/"}]), "spec.sources"),
+    "dataset row limit changed": (PDS, setter("spec.limits.maxRows", 1000), "spec.limits"),
+    "dataset dedupe turned off": (PDS, setter("spec.dedupe", False), "spec.dedupe"),
+    "dataset column mapping changed": (PDS, setter("spec.llamafactory.dataset", "other_entry"), "spec.llamafactory"),
     "eval candidates changed": (EVR, setter("spec.candidates.0.model", "s3://llm-models/other"), "spec.candidates"),
 }
 
