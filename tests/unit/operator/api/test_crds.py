@@ -73,6 +73,21 @@ def test_schema_is_structural(kind):
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_rule_field_path_names_a_field_below_its_rule(kind):
+    """The API server refuses a CRD whose rule's fieldPath does not resolve in the schema."""
+    unresolved = []
+    for path, node in walk(openapi_schema(KINDS[kind])):
+        for rule in node.get("x-kubernetes-validations", []):
+            target = node
+            for part in rule.get("fieldPath", "").split(".")[1:]:
+                target = target.get("properties", {}).get(part)
+                if target is None:
+                    unresolved.append(f"{path or '<root>'}: {rule['fieldPath']}")
+                    break
+    assert not unresolved
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
 def test_crd_validates_against_the_kubernetes_schema(kind):
     kubernetes_validate.validate(crd(KINDS[kind]), "1.33", strict=True)
 
