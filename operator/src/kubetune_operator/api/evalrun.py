@@ -202,7 +202,8 @@ class Gate(Model):
     """Test candidate minus baseline instead of the candidate's value."""
 
     use_confidence_bound: bool = False
-    """Test the conservative end of the 95% interval instead of the point estimate."""
+    """Test the conservative end of the confidence interval (bootstrap.confidence) instead of the point
+    estimate."""
 
 
 class Promotion(Model):
