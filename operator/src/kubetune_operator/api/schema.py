@@ -31,11 +31,12 @@ def _key_rule(names: dict[str, Any]) -> dict[str, str]:
     return {"rule": f"self.all(k, {' && '.join(clauses)})", "message": "invalid map key"}
 
 
-def _without_nulls(value: Any) -> Any:
+def prune_nulls(value: Any) -> Any:
+    """A copy without null fields: the API server drops nulls of non-nullable fields before defaulting."""
     if isinstance(value, dict):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+        return {k: prune_nulls(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
-        return [_without_nulls(v) for v in value]
+        return [prune_nulls(v) for v in value]
     return value
 
 
@@ -85,7 +86,7 @@ def _convert(node: Any, defs: dict[str, Any], path: str) -> Any:
         rules = node.setdefault("x-kubernetes-validations", [])
         rules.append(_key_rule(key_constraints))
     if "default" in node:
-        node["default"] = _without_nulls(node["default"])
+        node["default"] = prune_nulls(node["default"])
     if "enum" in node and "type" not in node:
         sample = node["enum"][0]
         node["type"] = "integer" if isinstance(sample, int) and not isinstance(sample, bool) else "string"

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from kubetune_operator.api import API_VERSION, KINDS, Resource
 from kubetune_operator.api.crd import openapi_schema
+from kubetune_operator.api.schema import prune_nulls
 from kubetune_operator.errors import ValidationFailed
 
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -65,15 +66,6 @@ def _validator(kind: str) -> jsonschema.Draft4Validator:
     schema["properties"]["metadata"] = {"type": "object"}
     schema["properties"].pop("status", None)
     return jsonschema.Draft4Validator(schema)
-
-
-def prune_nulls(value: Any) -> Any:
-    """A copy without null fields: the API server drops nulls of non-nullable fields before defaulting."""
-    if isinstance(value, dict):
-        return {k: prune_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [prune_nulls(v) for v in value]
-    return value
 
 
 def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
