@@ -20,7 +20,7 @@ def save(output, tmp_path, step, complete=True):
     uri = checkpoints.checkpoint_uri(output, step)
     checkpoints.upload_files(local, uri)
     if complete:
-        checkpoints.mark_complete(uri, step)
+        checkpoints.mark_complete(uri, step, run="sha256:run")
     return uri
 
 
@@ -34,6 +34,17 @@ def test_only_checkpoints_with_their_marker_count(output, tmp_path):
     found = checkpoints.list_checkpoints(output)
     assert [(c.step, c.complete) for c in found] == [(100, True), (200, False)]
     assert checkpoints.latest_complete(output).step == 100
+
+
+def test_the_marker_names_the_run_that_completed_the_checkpoint(output, tmp_path):
+    save(output, tmp_path, 100)
+    save(output, tmp_path, 200)
+    storage.write_text(storage.join(checkpoints.checkpoint_uri(output, 200), "COMPLETE"), "{broken")
+    first, second = checkpoints.list_checkpoints(output)
+    assert checkpoints.run_of(first) == "sha256:run"
+    assert checkpoints.run_of(second) is None  # unreadable: belongs to no run, so never resumed
+    assert checkpoints.delete_all(output) == [100, 200]
+    assert checkpoints.list_checkpoints(output) == []
 
 
 def test_nothing_to_resume_from_an_empty_output(output):

@@ -1,13 +1,16 @@
 """Preemption and resume: SIGTERM at step k writes a checkpoint, exits 75, and a new start finishes
-with the same losses as a run that was never interrupted."""
+with the same losses as a run that was never interrupted. A start into an output that already holds
+a run resumes, or returns, only that very run."""
 
+import json
 import os
 import signal
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load
 
+from kubetune_trainer import storage
 from kubetune_trainer.errors import Preempted
 from kubetune_trainer.recipes import callbacks
 from kubetune_trainer.recipes.run import train
@@ -33,32 +36,45 @@ def sigterm_at_step(monkeypatch):
     return arm
 
 
+def output_root(store: str, tmp_path, request) -> str:
+    if store == "s3":
+        return f"s3://{request.getfixturevalue('s3_bucket')}/ns/finetunejobs"
+    return f"file://{tmp_path}"
+
+
+def history(output: str) -> list[dict]:
+    return [json.loads(line) for line in storage.read_text(f"{output}/metrics.jsonl").splitlines()]
+
+
+@pytest.mark.parametrize(("method", "store"), [("sft", "file"), ("dpo", "s3")])
 def test_resume_after_sigterm_matches_an_uninterrupted_run(
-    make_config, trainer_env, tmp_path, sigterm_at_step
+    make_config, trainer_env, tmp_path, sigterm_at_step, request, method, store
 ):
-    whole, split = tmp_path / "whole", tmp_path / "split"
+    root = output_root(store, tmp_path, request)
+    whole, split = f"{root}/whole", f"{root}/split"
     fields = {"max_steps": STEPS, "save_steps": 2, "lora_dropout": 0.1}
-    train(make_config("sft", output=str(whole), **fields))
+    train(make_config(method, output=whole, **fields))
 
     sigterm_at_step(3)
-    with pytest.raises(Preempted, match=r"checkpoint file://.*/checkpoints/checkpoint-000003 written"):
-        train(make_config("sft", output=str(split), **fields))
-    assert (split / "checkpoints" / "checkpoint-000003" / "COMPLETE").is_file()
-    assert not (split / "final").exists()
+    with pytest.raises(Preempted, match=r"checkpoint .*/split/checkpoints/checkpoint-000003 written"):
+        train(make_config(method, output=split, **fields))
+    assert storage.exists(f"{split}/checkpoints/checkpoint-000003/COMPLETE")
+    assert not storage.exists(f"{split}/final")
     progress = read_jsonl(trainer_env / "progress.jsonl")
     assert progress[-1]["message"] == "preempted"
 
     sigterm_at_step(None)
-    summary = train(make_config("sft", output=str(split), **fields))
-    assert summary["resumedFrom"].endswith("/checkpoints/checkpoint-000003")
+    summary = train(make_config(method, output=split, **fields))
+    assert summary["resumedFrom"] == f"{split}/checkpoints/checkpoint-000003"
     assert summary["steps"] == STEPS
 
-    expected = losses(read_jsonl(whole / "metrics.jsonl"))
-    resumed = losses(read_jsonl(split / "metrics.jsonl"))
-    assert len(resumed) == len(expected) == STEPS
-    assert resumed == pytest.approx(expected, rel=1e-5, abs=1e-6)
-    weights = load_file(whole / "final" / "adapter_model.safetensors")
-    for name, tensor in load_file(split / "final" / "adapter_model.safetensors").items():
+    keys = ["loss", "eval_loss"] + (["rewards/margins", "rewards/accuracies"] if method == "dpo" else [])
+    for key in keys:
+        expected, resumed = losses(history(whole), key), losses(history(split), key)
+        assert len(resumed) == len(expected) == (STEPS if key != "eval_loss" else STEPS // 2), key
+        assert resumed == pytest.approx(expected, rel=1e-5, abs=1e-6), key
+    weights = load(storage.read_bytes(f"{whole}/final/adapter_model.safetensors"))
+    for name, tensor in load(storage.read_bytes(f"{split}/final/adapter_model.safetensors")).items():
         assert torch.allclose(tensor, weights[name], atol=1e-6), name
 
 
@@ -76,3 +92,27 @@ def test_a_start_after_the_last_step_trains_no_further(make_config, trainer_env,
     assert again["artifact"]["sha256"] == first["artifact"]["sha256"]
     assert len(losses(read_jsonl(output / "metrics.jsonl"))) == 2
     assert sorted(p.name for p in (output / "checkpoints").iterdir()) == ["checkpoint-000002"]
+
+
+def test_a_finished_job_started_again_trains_nothing_and_changes_nothing(make_config, trainer_env, s3_bucket):
+    """An operator restart or a retried pod runs a finished job again: same result, same artifacts."""
+    output = f"s3://{s3_bucket}/ns/finetunejobs/dpo"
+    config = make_config("dpo", output=output, max_steps=2, save_steps=2)
+    first = train(config)
+    before = {uri: storage.read_bytes(uri) for uri in storage.list_files(output)}
+
+    assert train(config) == first
+    assert {uri: storage.read_bytes(uri) for uri in storage.list_files(output)} == before
+    assert read_jsonl(trainer_env / "progress.jsonl")[-1]["message"] == "already complete"
+
+
+def test_another_job_in_the_same_output_starts_afresh(make_config, trainer_env, tmp_path):
+    """Its checkpoints and final/ of an earlier config are never resumed from or mixed in."""
+    output = tmp_path / "output"
+    train(make_config("sft", peft="full", learning_rate=1e-3, max_steps=2, save_steps=2))
+
+    summary = train(make_config("sft", max_steps=2, save_steps=2))
+    assert summary["resumedFrom"] is None and summary["steps"] == 2
+    assert "model.safetensors" not in {p.name for p in (output / "final").iterdir()}
+    marker = json.loads((output / "checkpoints" / "checkpoint-000002" / "COMPLETE").read_text())
+    assert marker["run"] == json.loads((output / "manifest.json").read_text())["run"]

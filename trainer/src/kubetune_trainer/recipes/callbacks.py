@@ -97,12 +97,19 @@ class CheckpointPublisher(TrainerCallback):
     """Uploads each local checkpoint, marks it COMPLETE after every rank's files are up, prunes old ones."""
 
     def __init__(
-        self, output: str, world: World, keep: int, lineage: dict[str, Any], reporter: ProgressReporter
+        self,
+        output: str,
+        world: World,
+        keep: int,
+        lineage: dict[str, Any],
+        run: str,
+        reporter: ProgressReporter,
     ):
         self.output = output
         self.world = world
         self.keep = keep
         self.lineage = lineage
+        self.run = run
         self.reporter = reporter
 
     def on_save(self, args, state, control, **kwargs):
@@ -116,7 +123,7 @@ class CheckpointPublisher(TrainerCallback):
             checkpoints.upload_files(local, uri)
         barrier()
         if self.world.is_main:
-            checkpoints.mark_complete(uri, state.global_step)
+            checkpoints.mark_complete(uri, state.global_step, self.run)
             write_metrics_history(state.log_history, Path(args.output_dir) / METRICS_FILE)
             storage.upload_file(Path(args.output_dir) / METRICS_FILE, storage.join(self.output, METRICS_FILE))
             complete = [c.step for c in checkpoints.list_checkpoints(self.output) if c.complete]

@@ -1,9 +1,11 @@
 """Checkpoints in the artifact store: `<output>/checkpoints/checkpoint-<step:06d>/` + `COMPLETE`.
 
 The HF Trainer writes checkpoints to a local scratch directory; each one is then uploaded and
-counts only once its `COMPLETE` marker, written after every other file, is there. A new start
-resumes from the newest complete checkpoint, so a half-uploaded one (a pod killed mid-upload) is
-never loaded. Pruning keeps the newest `save_total_limit` complete checkpoints plus the best one.
+counts only once its `COMPLETE` marker, written after every other file, is there. The marker names
+the run (config, true base and dataset) that wrote it. A new start resumes from the newest complete
+checkpoint of its own run, so neither a half-uploaded one (a pod killed mid-upload) nor one of an
+earlier, different job in the same output is ever loaded. Pruning keeps the newest
+`save_total_limit` complete checkpoints plus the best one.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from kubetune_trainer import storage
+from kubetune_trainer.errors import KubetuneError
 from kubetune_trainer.recipes.scratch import download_once
 
 COMPLETE = "COMPLETE"
@@ -59,15 +62,32 @@ def upload_files(local_dir: Path, uri: str) -> None:
     storage.upload_dir(local_dir, uri, last=(COMPLETE,))
 
 
-def mark_complete(uri: str, step: int) -> None:
-    marker = {"step": step, "completedAt": datetime.now(UTC).isoformat(timespec="seconds")}
+def mark_complete(uri: str, step: int, run: str) -> None:
+    marker = {"step": step, "run": run, "completedAt": datetime.now(UTC).isoformat(timespec="seconds")}
     storage.write_text(storage.join(uri, COMPLETE), json.dumps(marker) + "\n")
+
+
+def run_of(checkpoint: Checkpoint) -> str | None:
+    """The run that completed `checkpoint`, as its marker says; None when the marker names none."""
+    try:
+        marker = json.loads(storage.read_text(storage.join(checkpoint.uri, COMPLETE)))
+    except (KubetuneError, ValueError):
+        return None
+    return marker.get("run") if isinstance(marker, dict) else None
 
 
 def delete(checkpoint: Checkpoint) -> None:
     # The marker goes first: a reader must never find a COMPLETE checkpoint with files missing.
     storage.delete_file(storage.join(checkpoint.uri, COMPLETE))
     storage.delete_tree(checkpoint.uri)
+
+
+def delete_all(output: str) -> list[int]:
+    """Delete every checkpoint (a new run must not mix its checkpoints with an earlier run's)."""
+    found = list_checkpoints(output)
+    for checkpoint in found:
+        delete(checkpoint)
+    return [c.step for c in found]
 
 
 def prune(output: str, keep: int, protect: int | None) -> list[int]:

@@ -5,6 +5,7 @@ Every rank runs this; rank 0 alone reports progress, writes lineage, manifest an
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kubetune_trainer import __version__, storage
-from kubetune_trainer.errors import DataError, NaNLoss, OutOfMemory, Preempted
+from kubetune_trainer.errors import DataError, KubetuneError, NaNLoss, OutOfMemory, Preempted
 from kubetune_trainer.progress import ProgressReporter
 from kubetune_trainer.recipes import checkpoints
 from kubetune_trainer.recipes.callbacks import (
@@ -60,6 +61,22 @@ from kubetune_trainer.recipes.trainers import (
 
 log = logging.getLogger(__name__)
 
+MANIFEST = "manifest.json"
+SUMMARY_KEYS = (
+    "kind",
+    "output",
+    "artifact",
+    "merged",
+    "trueBase",
+    "bestCheckpoint",
+    "bestEvalLoss",
+    "steps",
+    "finalLoss",
+    "resumedFrom",
+    "timings",
+)
+# What write_termination_summary may leave out to fit the pod's 4096-byte termination message.
+OPTIONAL_SUMMARY_KEYS = ("timings", "trueBase", "artifact")
 LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "deepspeed", "tokenizers")
 
 
@@ -131,7 +148,26 @@ class Setup:
     resume: checkpoints.Checkpoint | None
     resume_dir: Path | None
     lineage: dict[str, Any]
+    run: str
+    finished: dict[str, Any] | None = None
     data_stats: dict[str, Any] = field(default_factory=dict)
+
+
+def run_identity(config: TrainConfig, lineage: dict[str, Any]) -> str:
+    """What makes two starts the same run: the config, the true base (with its adapters' sha256) and the data."""
+    document = json.dumps({"config": config.to_dict(), "lineage": lineage}, sort_keys=True)
+    return "sha256:" + hashlib.sha256(document.encode()).hexdigest()
+
+
+def finished_summary(output: str, run: str) -> dict[str, Any] | None:
+    """The summary of this very run when `output` already holds it, finished (its manifest.json)."""
+    try:
+        manifest = json.loads(storage.read_text(storage.join(output, MANIFEST)))
+    except (KubetuneError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("run") != run:
+        return None
+    return {key: manifest.get(key) for key in SUMMARY_KEYS} | {"_optional": list(OPTIONAL_SUMMARY_KEYS)}
 
 
 def setup(config: TrainConfig, output: str, world: World, precision: str) -> Setup:
@@ -148,13 +184,26 @@ def setup(config: TrainConfig, output: str, world: World, precision: str) -> Set
         base_uri, chain = chain_from(config)
         model_path, true_base = build_true_base(base_path, base_uri, chain, cache, args)
         tokenizer = load_tokenizer(model_path, config.base_model)
-        resume = checkpoints.latest_complete(output)
-        resume_dir = checkpoints.download(resume, work / "hf") if resume else None
-    if world.is_main:
+        lineage = lineage_document(config, true_base, dataset.fingerprint)
+        run = run_identity(config, lineage)
+        finished = finished_summary(output, run)
+        latest = checkpoints.latest_complete(output)
+        resume = latest if latest and checkpoints.run_of(latest) == run else None
+        resume_dir = checkpoints.download(resume, work / "hf") if resume and not finished else None
+    # Every rank has read the output; only now may rank 0 change it.
+    barrier()
+    if world.is_main and not finished:
         # This run rewrites the output: an earlier run's manifest must not vouch for it meanwhile.
-        storage.delete_file(storage.join(output, "manifest.json"))
-    lineage = lineage_document(config, true_base, dataset.fingerprint)
-    return Setup(args, model_path, true_base, tokenizer, dataset, resume, resume_dir, lineage)
+        storage.delete_file(storage.join(output, MANIFEST))
+        if resume is None:
+            if latest:
+                log.warning(
+                    "%s holds checkpoints of another run (its config, base or dataset differ): "
+                    "starting afresh and deleting them",
+                    output,
+                )
+            checkpoints.delete_all(output)
+    return Setup(args, model_path, true_base, tokenizer, dataset, resume, resume_dir, lineage, run, finished)
 
 
 def build_trainer(config: TrainConfig, state: Setup, precision: str, callbacks: list) -> Any:
@@ -248,9 +297,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
         with clock.phase("setup"):
             precision = resolve_precision(config.precision)
             state = setup(config, output, world, precision)
+        if state.finished:
+            log.info("%s already holds this run, finished: nothing to train", output)
+            reporter.update(
+                phase="done", step=state.finished.get("steps"), message="already complete", force=True
+            )
+            return state.finished if world.is_main else {}
         callbacks = [
             preemption,
-            CheckpointPublisher(output, world, config.save_total_limit, state.lineage, reporter),
+            CheckpointPublisher(output, world, config.save_total_limit, state.lineage, state.run, reporter),
             ProgressCallback(reporter),
         ]
         with clock.phase("data"):
@@ -327,11 +382,16 @@ def save(
         "datasetFingerprint": state.dataset.fingerprint,
         "data": state.data_stats,
         "config": config.to_dict(),
+        "run": state.run,
         "versions": library_versions(),
         "worldSize": world.world_size,
         "precision": precision,
     }
-    (stage / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    (stage / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    # final/ and merged/ must hold this run's files only, not also an earlier run's (a full model
+    # beside an adapter, say).
+    for name in ("final", "merged"):
+        storage.delete_tree(storage.join(output, name))
     storage.upload_dir(stage, output)
     barrier()
-    return {**summary, "_optional": ["timings", "trueBase", "artifact"]}
+    return {**summary, "_optional": list(OPTIONAL_SUMMARY_KEYS)}
