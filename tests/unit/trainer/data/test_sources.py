@@ -181,3 +181,11 @@ def test_utf16_text_is_an_error_that_says_so(tmp_path, encoding):
     path.write_bytes(("\ufeff" if encoding.endswith("be") else "").encode(encoding) + '{"a": 1}\n'.encode(encoding))
     with pytest.raises(DataError, match=r"wide\.jsonl: UTF-16 text \(it starts with a UTF-16 byte-order mark\)"):
         read(path, tmp_path)
+
+
+def test_json_lines_under_a_json_name_with_a_broken_first_line_keep_the_rest(tmp_path):
+    path = tmp_path / "lines.json"
+    path.write_text('{"a": "cut\n\n{"a": 2}\n{"a": 3}\n')
+    records = read(path, tmp_path)
+    assert records[0][0] == 1 and records[0][1].reason == "broken_json"
+    assert records[1:] == [(3, {"a": 2}), (4, {"a": 3})]

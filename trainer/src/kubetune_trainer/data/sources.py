@@ -15,13 +15,14 @@ import glob
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import logging
 import os
 import re
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -232,7 +233,7 @@ def _parse_line(number: int, raw: bytes) -> Record | None:
         return None
 
 
-def _json_lines(stream: IO[bytes], number: int = 0) -> Iterator[Record]:
+def _json_lines(stream: Iterable[bytes], number: int = 0) -> Iterator[Record]:
     for raw in stream:
         number += 1
         if number == 1 and raw.startswith(BOM):
@@ -261,7 +262,18 @@ def _json(stream: IO[bytes]) -> Iterator[Record]:
             yield one_line
             yield from _json_lines(stream, number)
             return
-        document = first + stream.read()
+        # Not an object on one line: one document spread over lines, or JSON lines whose first line is
+        # broken. The next line that is not blank tells them apart: JSON lines start it with {.
+        ahead = []
+        for raw in stream:
+            ahead.append(raw)
+            if raw.strip():
+                break
+        if ahead and ahead[-1].startswith(b"{"):
+            yield one_line
+            yield from _json_lines(itertools.chain(ahead, stream), number)
+            return
+        document = first + b"".join(ahead) + stream.read()
         try:
             yield number, orjson.loads(document)
         except orjson.JSONDecodeError as exc:
