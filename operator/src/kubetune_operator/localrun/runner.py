@@ -312,9 +312,10 @@ class LocalRunner:
             shutil.rmtree(step_dir / "volumes", ignore_errors=True)
             return StepResult(resource, "Succeeded", duration, summary, log_tail=outcome.log_tail)
         why = summary.get("error") or outcome.termination_message or "no message"
-        message = f"{reason(outcome.exit_code)} (exit {outcome.exit_code}): {why}"
         if interrupted:
-            message = f"interrupted; {message}"
+            # The log tail is the startup noise of a process killed mid-way, not a reason.
+            why = summary.get("error") or "stopped before it wrote a summary"
+        message = f"{'interrupted; ' if interrupted else ''}{reason(outcome.exit_code)} (exit {outcome.exit_code}): {why}"
         return StepResult(resource, "Failed", duration, summary, message, outcome.log_tail, interrupted)
 
     def _forward_progress(self, resource: Resource, path: Path, offset: int) -> int:

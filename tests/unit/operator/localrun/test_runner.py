@@ -229,7 +229,7 @@ def test_a_second_ctrl_c_kills_a_step_that_does_not_stop(fake_trainer):
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     assert len(results) == 1 and results[0].interrupted
-    assert results[0].message.startswith("interrupted; ExitCode137 (exit 137)")
+    assert results[0].message == "interrupted; ExitCode137 (exit 137): stopped before it wrote a summary"
 
 
 def test_progress_lines_keep_whole_messages():
