@@ -142,8 +142,15 @@ class ProgressDisplay:
         style = {"Succeeded": "green", "Skipped": "cyan", "Failed": "red", "Blocked": "yellow"}[result.phase]
         note = f" ({result.message})" if result.message else ""
         self.console.print(f"[{style}]{result.phase}[/{style}] {label} in {result.duration:.1f}s{note}")
-        if result.phase == "Failed" and result.log_tail:
+        if result.phase == "Failed" and not result.interrupted and log_adds_to(result):
             self.console.print(f"[dim]last lines of its log:\n{result.log_tail[-2000:]}[/dim]")
+
+
+def log_adds_to(result) -> bool:
+    """Whether the log tail says more than the error already printed (a bad option's log is that line)."""
+    lines = result.log_tail.strip().splitlines()
+    error = str(result.summary.get("error") or "")
+    return bool(lines) and not (len(lines) == 1 and error and error in lines[0])
 
 
 def describe_event(event: dict[str, Any]) -> str:

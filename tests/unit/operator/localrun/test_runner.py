@@ -238,3 +238,16 @@ def test_progress_lines_keep_whole_messages():
     report = "all gates passed; report file:///home/user/project/demo-artifacts/default/evalruns/demo-eval/report.html"
     assert describe_event({"phase": "done", "message": report}) == report
     assert describe_event({"phase": "train", "step": 3, "total_steps": 9, "loss": 1.5}) == "step 3/9 · loss 1.5000"
+
+
+def test_a_log_tail_is_shown_only_when_it_says_more_than_the_error():
+    from kubetune_operator.cli.run import log_adds_to
+    from kubetune_operator.localrun.runner import StepResult
+
+    def failed(log_tail: str, error: str = "--source file:///x: no such file or directory") -> StepResult:
+        return StepResult(None, "Failed", summary={"error": error}, log_tail=log_tail)
+
+    assert not log_adds_to(failed("kubetune-trainer data: error: --source file:///x: no such file or directory\n"))
+    assert log_adds_to(failed("step 3 loss nan\nkubetune-trainer train: error: NaN loss", error="NaN loss"))
+    assert log_adds_to(failed("Traceback (most recent call last): ...", error=""))
+    assert not log_adds_to(failed(""))
