@@ -20,6 +20,14 @@ CONVERSATION = [
 ]
 
 
+# A template in the style of Gemma's and Llama 2's: some conversations it refuses outright.
+REFUSES_SYSTEM = (
+    "{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):
     return AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -64,6 +72,16 @@ def test_rows_cut_before_any_assistant_token_are_dropped_and_counted(tokenizer):
         "dropped": {"no_trainable_tokens_within_cutoff_len": 1},
     }
     assert stats.dropped["no_trainable_tokens_within_cutoff_len"] == ["train.jsonl:7"]
+
+
+def test_a_conversation_the_chat_template_refuses_names_its_row(tiny_model_dir):
+    strict = AutoTokenizer.from_pretrained(tiny_model_dir)
+    strict.chat_template = REFUSES_SYSTEM
+    rows = [{"messages": CONVERSATION[1:3], "source": "s:1"}, {"messages": CONVERSATION, "source": "s:2"}]
+    with pytest.raises(
+        DataError, match=r"^s:2: the base model's chat template refuses .*System role not supported"
+    ):
+        SFTTokenizer(strict, sft_config()).dataset(rows, TokenizeStats(), packing=False)
 
 
 def test_packing_keeps_weights_aligned_and_collates_padding_free(tokenizer):

@@ -1,6 +1,7 @@
 """Failures end with the exit code the operator maps to a condition reason, and a summary saying why."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -10,6 +11,9 @@ from kubetune_trainer.cli import main
 from kubetune_trainer.errors import BaseModelMissing, NaNLoss, OutOfMemory
 from kubetune_trainer.recipes.run import train
 from kubetune_trainer.recipes.trainers import KubetuneSFTTrainer
+
+from .conftest import write_prepared
+from .test_data import REFUSES_SYSTEM
 
 
 def run_cli(tmp_path, fields) -> int:
@@ -73,6 +77,22 @@ def test_cli_exit_codes_and_termination_summary(
     summary = termination(trainer_env)
     assert summary["kind"] == "train" and summary["reason"] == reason and message in summary["error"]
     assert message in capsys.readouterr().err
+
+
+def test_a_pair_the_chat_template_refuses_is_bad_data_naming_its_row(
+    make_config, trainer_env, tmp_path, tiny_model_dir, preference_rows
+):
+    # TRL's DPOTrainer renders the pairs itself and its template error names no row.
+    base = shutil.copytree(tiny_model_dir, tmp_path / "strict-base")
+    (base / "chat_template.jinja").write_text(REFUSES_SYSTEM, encoding="utf-8")
+    rows = [dict(row, prompt=[m for m in row["prompt"] if m["role"] != "system"]) for row in preference_rows]
+    rows[5] = dict(rows[5], prompt=[{"role": "system", "content": "请简短回答"}, *rows[5]["prompt"]])
+    dataset = write_prepared(tmp_path / "dataset", rows, test_rows=2)
+    config = make_config("dpo", base_model=str(base), dataset=str(dataset)).to_dict()
+    assert run_cli(tmp_path, config) == 65
+    summary = termination(trainer_env)
+    assert summary["reason"] == "BadData"
+    assert summary["error"].startswith("preference.jsonl:6: the base model's chat template refuses")
 
 
 def test_missing_s3_base_model_names_the_uri(make_config, trainer_env, s3_bucket):

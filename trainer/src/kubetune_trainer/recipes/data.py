@@ -82,11 +82,13 @@ def parse_row(row: Any, method: str, where: str) -> dict[str, Any]:
         if not any(m["role"] == "assistant" for m in messages):
             raise DataError(f"{where}: messages: has no assistant message to learn from")
         return {"messages": messages, "source": _source(row, where)}
-    parsed = {key: _messages(row.get(key), where, key) for key in ("prompt", "chosen", "rejected")}
+    parsed: dict[str, Any] = {
+        key: _messages(row.get(key), where, key) for key in ("prompt", "chosen", "rejected")
+    }
     for key in ("chosen", "rejected"):
         if parsed[key][-1]["role"] != "assistant":
             raise DataError(f"{where}: {key}: must end with an assistant message")
-    return parsed
+    return parsed | {"source": _source(row, where)}
 
 
 def read_split(uri: str, method: str) -> list[dict[str, Any]]:
@@ -141,6 +143,26 @@ def load_prepared(config: TrainConfig) -> PreparedDataset:
 
 def _render(tokenizer, messages: list[dict[str, str]], generation_prompt: bool = False) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+
+
+def refused_by_template(source: str, exc: Exception) -> DataError:
+    return DataError(f"{source}: the base model's chat template refuses this conversation: {exc}")
+
+
+def check_pairs_render(tokenizer, rows: list[dict[str, Any]]) -> None:
+    """Render every pair as TRL's DPOTrainer does; DataError naming the first one the template refuses.
+
+    Called once TRL has failed on a template error, which names no row.
+    """
+    from jinja2 import TemplateError
+
+    for row in rows:
+        try:
+            _render(tokenizer, row["prompt"], generation_prompt=True)
+            for key in ("chosen", "rejected"):
+                _render(tokenizer, row["prompt"] + row[key])
+        except TemplateError as exc:
+            raise refused_by_template(row["source"], exc) from exc
 
 
 def _shared_prefix(a: str, b: str) -> int:
@@ -199,11 +221,15 @@ class SFTTokenizer:
     def dataset(self, rows: list[dict[str, Any]], stats: TokenizeStats, packing: bool):
         """A datasets.Dataset of tokenised rows; rows with nothing left to learn are dropped and counted."""
         from datasets import Dataset
+        from jinja2 import TemplateError
 
         tokenised = []
         for row in rows:
             stats.rows += 1
-            item, full_length = self.encode(row["messages"])
+            try:
+                item, full_length = self.encode(row["messages"])
+            except TemplateError as exc:
+                raise refused_by_template(row["source"], exc) from exc
             if full_length > self.cutoff_len:
                 stats.truncated += 1
             if all(label == -100 for label in item["labels"][1:]):

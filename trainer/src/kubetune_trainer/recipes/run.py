@@ -35,6 +35,7 @@ from kubetune_trainer.recipes.data import (
     PreparedDataset,
     SFTTokenizer,
     TokenizeStats,
+    check_pairs_render,
     load_prepared,
     report_drops,
 )
@@ -208,6 +209,7 @@ def setup(config: TrainConfig, output: str, world: World, precision: str) -> Set
 
 def build_trainer(config: TrainConfig, state: Setup, precision: str, callbacks: list) -> Any:
     from datasets import Dataset
+    from jinja2 import TemplateError
     from transformers.trainer_utils import IntervalStrategy
 
     model = load_model(
@@ -252,7 +254,11 @@ def build_trainer(config: TrainConfig, state: Setup, precision: str, callbacks: 
         return Dataset.from_list([{k: row[k] for k in ("prompt", "chosen", "rejected")} for row in rows])
 
     test = pairs(state.dataset.test) if state.dataset.test else None
-    trainer = KubetuneDPOTrainer(train_dataset=pairs(state.dataset.train), eval_dataset=test, **common)
+    try:
+        trainer = KubetuneDPOTrainer(train_dataset=pairs(state.dataset.train), eval_dataset=test, **common)
+    except TemplateError:
+        check_pairs_render(state.tokenizer, state.dataset.train + state.dataset.test)
+        raise
     # TRL drops pairs whose prompt alone fills max_length; say how many instead of losing them quietly.
     kept = {"train": len(trainer.train_dataset), "test": len(trainer.eval_dataset) if test is not None else 0}
     for split, rows in (("train", state.dataset.train), ("test", state.dataset.test)):
