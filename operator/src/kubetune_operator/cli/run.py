@@ -141,7 +141,8 @@ class ProgressDisplay:
             self.progress.update(self.tasks[label], completed=100 if result.ok else None)
         style = {"Succeeded": "green", "Skipped": "cyan", "Failed": "red", "Blocked": "yellow"}[result.phase]
         note = f" ({result.message})" if result.message else ""
-        self.console.print(f"[{style}]{result.phase}[/{style}] {label} in {result.duration:.1f}s{note}")
+        ran = f" in {result.duration:.1f}s" if result.phase in {"Succeeded", "Failed"} else ""
+        self.console.print(f"[{style}]{result.phase}[/{style}] {label}{ran}{note}")
         if result.phase == "Failed" and not result.interrupted and log_adds_to(result):
             self.console.print(f"[dim]last lines of its log:\n{result.log_tail[-2000:]}[/dim]")
 
@@ -219,7 +220,7 @@ def print_results(console, results) -> None:
         table.add_row(
             f"{result.resource.kind_name}/{result.resource.metadata.name}",
             result.phase,
-            f"{result.duration:.1f}s" if result.phase != "Skipped" else "up to date",
+            {"Skipped": "up to date", "Blocked": "–"}.get(result.phase, f"{result.duration:.1f}s"),
             key_metrics(result),
             artifacts_of(result),
         )
