@@ -52,9 +52,11 @@ def gpu_count(value: str) -> int:
 
 
 def artifact_root(value: str) -> str:
-    if value.startswith("s3://") or value.startswith("file://"):
+    """An absolute URI: pods run in their own scratch directories, where `file://./x` would land."""
+    if value.startswith("s3://"):
         return value.rstrip("/")
-    return f"file://{Path(value).expanduser().resolve()}"
+    path = value[len("file://") :] if value.startswith("file://") else value
+    return f"file://{Path(path).expanduser().resolve()}"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -251,3 +251,12 @@ def test_a_log_tail_is_shown_only_when_it_says_more_than_the_error():
     assert log_adds_to(failed("step 3 loss nan\nkubetune-trainer train: error: NaN loss", error="NaN loss"))
     assert log_adds_to(failed("Traceback (most recent call last): ...", error=""))
     assert not log_adds_to(failed(""))
+
+
+@pytest.mark.parametrize("given", ["out", "./out", "file://./out", "file://out"])
+def test_a_relative_artifact_root_is_made_absolute_here(given, tmp_path, monkeypatch):
+    from kubetune_operator.cli.run import artifact_root
+
+    monkeypatch.chdir(tmp_path)
+    assert artifact_root(given) == f"file://{tmp_path}/out"
+    assert artifact_root("s3://bucket/prefix/") == "s3://bucket/prefix"
