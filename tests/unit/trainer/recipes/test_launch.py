@@ -10,8 +10,11 @@ import subprocess
 import sys
 import time
 
+import pytest
 import yaml
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
 
+from kubetune_trainer.cli import main
 from tests.conftest import subprocess_env
 
 from .conftest import read_jsonl
@@ -103,3 +106,32 @@ def test_sigterm_to_the_launcher_checkpoints_every_rank_and_exits_75(make_config
     } <= shards
     summary = json.loads((trainer_env / "termination-log").read_text())
     assert summary["reason"] == "Preempted" and checkpoints[0].name in summary["error"]
+
+
+def test_several_nodes_without_a_master_address_are_a_bad_config(
+    make_config, trainer_env, tmp_path, monkeypatch
+):
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    argv = command(tmp_path, make_config("sft").to_dict(), 1)[3:] + ["--nnodes", "2"]
+    assert main(argv) == 64
+    summary = json.loads((trainer_env / "termination-log").read_text())
+    assert summary["reason"] == "BadConfig" and "--master-addr" in summary["error"]
+
+
+@pytest.mark.parametrize(
+    ("rank", "exitcode", "code", "error"),
+    [
+        (0, -9, 1, "worker rank 0 was killed by signal 9"),
+        (1, 67, 67, "worker rank 1 exited with code 67"),
+    ],
+)
+def test_the_first_failed_worker_decides_the_exit_code_and_the_summary(
+    make_config, trainer_env, tmp_path, monkeypatch, rank, exitcode, code, error
+):
+    def fail(_args):
+        failure = ProcessFailure(local_rank=rank, pid=1, exitcode=exitcode, error_file="")
+        raise ChildFailedError("kubetune_trainer", {rank: failure})
+
+    monkeypatch.setattr("torch.distributed.run.run", fail)
+    assert main(command(tmp_path, make_config("sft").to_dict(), 2)[3:]) == code
+    assert json.loads((trainer_env / "termination-log").read_text())["error"] == error

@@ -60,15 +60,17 @@ def _failure_summary(code: int, message: str) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    launching = args.nnodes * args.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ
     try:
         load_config(args.config)  # a bad config fails here once, not in every worker
         if args.nnodes < 1 or args.nproc_per_node < 1:
             raise ConfigError("--nnodes and --nproc-per-node must be >= 1")
+        torchrun = torchrun_args(args) if launching else []
     except KubetuneError as exc:
         _failure_summary(int(exc.exit_code), exc.message)
         raise
-    if args.nnodes * args.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
-        return launch(args)
+    if launching:
+        return launch(torchrun)
     return work(args.config)
 
 
@@ -95,11 +97,7 @@ def work(config_path: str) -> int:
     return 0
 
 
-def launch(args: argparse.Namespace) -> int:
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import get_args_parser, run
-
+def torchrun_args(args: argparse.Namespace) -> list[str]:
     torchrun = [
         f"--nnodes={args.nnodes}",
         f"--nproc-per-node={args.nproc_per_node}",
@@ -120,17 +118,29 @@ def launch(args: argparse.Namespace) -> int:
             f"--master-addr={master_addr}",
             f"--master-port={master_port}",
         ]
-    torchrun += ["-m", "kubetune_trainer", "train", "--config", args.config]
+    return [*torchrun, "-m", "kubetune_trainer", "train", "--config", args.config]
+
+
+def launch(torchrun: list[str]) -> int:
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
     try:
         run(get_args_parser().parse_args(torchrun))
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
-        # A negative exit code is a signal; that is an internal failure, not one of ours.
-        code = failure.exitcode if failure.exitcode > 0 else int(ExitCode.INTERNAL)
         log.error("worker rank %s failed first, with exit code %s", rank, failure.exitcode)
-        if rank != 0:
-            _failure_summary(code, f"worker rank {rank} exited with code {failure.exitcode}")
-        return code
+        if failure.exitcode > 0:
+            # Rank 0 wrote its own summary; another rank's reason reaches the pod only from here.
+            if rank != 0:
+                _failure_summary(failure.exitcode, f"worker rank {rank} exited with code {failure.exitcode}")
+            return failure.exitcode
+        # A signal (the kernel's OOM killer, say): not one of our codes, and the worker wrote nothing.
+        _failure_summary(
+            int(ExitCode.INTERNAL), f"worker rank {rank} was killed by signal {-failure.exitcode}"
+        )
+        return int(ExitCode.INTERNAL)
     except SignalException as exc:
         log.warning("%s: the workers were asked to checkpoint and stop", exc)
         return int(ExitCode.PREEMPTED)
