@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import tempfile
 from pathlib import Path
 
 from kubetune_trainer import storage
@@ -28,9 +29,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tiny.set_defaults(func=run_tiny)
 
 
+def check_shape(args: argparse.Namespace) -> None:
+    """Shapes Qwen2 would accept here and fail on at the first forward pass."""
+    for name in ("vocab_size", "layers", "hidden", "heads", "kv_heads"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1")
+    if args.hidden % args.heads or (args.hidden // args.heads) % 2:
+        raise ConfigError(
+            f"--hidden ({args.hidden}) / --heads ({args.heads}) must be a whole, even head size"
+        )
+    if args.heads % args.kv_heads:
+        raise ConfigError(f"--kv-heads ({args.kv_heads}) must divide --heads ({args.heads})")
+
+
 def run_tiny(args: argparse.Namespace) -> int:
     from kubetune_trainer.models.tiny import corpus_from_files, write_tiny_model
 
+    check_shape(args)
     paths: list[Path] = []
     for pattern in args.corpus:
         matched = sorted(glob.glob(pattern, recursive=True))
@@ -41,15 +56,12 @@ def run_tiny(args: argparse.Namespace) -> int:
     if not texts:
         raise ConfigError("--corpus: the files hold no text to train a tokenizer on")
     target = storage.parse(args.output)
+    shape = (args.vocab_size, args.layers, args.hidden, args.heads, args.kv_heads, args.seed)
     if target.scheme == "file":
-        write_tiny_model(Path(target.path), texts, args.vocab_size, args.layers, args.hidden,
-                         args.heads, args.kv_heads, args.seed)
+        write_tiny_model(Path(target.path), texts, *shape)
     else:
-        import tempfile
-
         with tempfile.TemporaryDirectory() as tmp:
-            write_tiny_model(Path(tmp), texts, args.vocab_size, args.layers, args.hidden,
-                             args.heads, args.kv_heads, args.seed)
+            write_tiny_model(Path(tmp), texts, *shape)
             storage.upload_dir(Path(tmp), args.output)
     print(f"wrote tiny model to {target.uri}")
     return 0

@@ -11,6 +11,8 @@ import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from kubetune_trainer.errors import ConfigError
+
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 # ChatML, as Qwen2 uses it. `generation` marks assistant turns so that
@@ -43,7 +45,10 @@ def corpus_from_files(paths: Iterable[Path]) -> list[str]:
     """Strings from JSON / JSONL files (every string value), for tokenizer training."""
     texts: list[str] = []
     for path in paths:
-        raw = Path(path).read_text(encoding="utf-8")
+        try:
+            raw = Path(path).read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
         try:
             texts.extend(iter_strings(json.loads(raw)))
             continue
