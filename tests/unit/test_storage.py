@@ -45,3 +45,16 @@ def test_s3_streams_iterate_by_line_like_files(tmp_path, s3_bucket):
         storage.write_bytes(uri, b"".join(lines))
         with storage.open_read(uri) as handle:
             assert list(handle) == lines, uri
+
+
+def test_names_with_hash_and_question_mark_round_trip(tmp_path, s3_bucket):
+    local = tmp_path / "run #1?" / "a.txt"
+    storage.write_text(storage.join(f"file://{tmp_path}", "run #1?", "a.txt"), "x")
+    assert local.read_text() == "x"
+    (found,) = storage.list_files(f"file://{tmp_path}/run #1?")
+    assert storage.read_text(found) == "x"
+    assert storage.parse(local.as_uri()).path == str(local)
+    key_uri = storage.join(f"s3://{s3_bucket}/p", "v1#final?.txt")
+    storage.write_text(key_uri, "y")
+    assert storage.parse(key_uri).path == "p/v1#final?.txt"
+    assert storage.list_files(f"s3://{s3_bucket}/p") == [key_uri]

@@ -179,7 +179,18 @@ def write_termination_summary(summary: dict[str, Any], path: str | None = None) 
         data["truncated"] = True
         text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
     if len(text.encode("utf-8")) > TERMINATION_LIMIT:
-        text = json.dumps({k: data[k] for k in ("kind", "output") if k in data} | {"truncated": True})
+        # What the operator must not lose: which kind, where, and for a failure its reason and the
+        # start of its message.
+        kept = {k: data[k] for k in ("kind", "output", "reason") if k in data} | {"truncated": True}
+        error = data.get("error") if isinstance(data.get("error"), str) else None
+        while True:
+            text = json.dumps(
+                kept | ({"error": error + " …"} if error is not None else {}),
+                ensure_ascii=False, separators=(",", ":"), default=str,
+            )
+            if len(text.encode("utf-8")) <= TERMINATION_LIMIT or not error:
+                break
+            error = error[: len(error) * 3 // 4]
     target = path or os.environ.get("KUBETUNE_TERMINATION_LOG") or DEFAULT_TERMINATION_LOG
     try:
         Path(target).parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import IO
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote
 
 from kubetune_trainer.errors import StorageError
 
@@ -40,18 +40,26 @@ class Location:
 
 
 def parse(uri: str | os.PathLike) -> Location:
+    """A URI (or plain path) as a Location.
+
+    No URL parsing beyond the scheme: `#` and `?` are ordinary characters of file names and S3 keys,
+    so a URI built by `join` or `list_files` from any name parses back to that name. Percent-escapes
+    in file URIs (as `Path.as_uri()` writes them) are decoded; S3 keys are taken literally.
+    """
     text = os.fspath(uri)
     if "://" not in text:
         return Location("file", "", str(Path(text).expanduser().resolve()))
-    parsed = urlparse(text)
-    if parsed.scheme == "file":
-        path = unquote(parsed.netloc + parsed.path) if parsed.netloc else unquote(parsed.path)
-        return Location("file", "", str(Path(path).expanduser().resolve()))
-    if parsed.scheme == "s3":
-        if not parsed.netloc:
+    scheme, rest = text.split("://", 1)
+    if scheme == "file":
+        if rest.startswith("localhost/"):
+            rest = rest[len("localhost") :]
+        return Location("file", "", str(Path(unquote(rest)).expanduser().resolve()))
+    if scheme == "s3":
+        bucket, _, key = rest.partition("/")
+        if not bucket:
             raise StorageError(f"{text}: an s3:// URI needs a bucket (s3://BUCKET/KEY)")
-        return Location("s3", parsed.netloc, parsed.path.lstrip("/"))
-    raise StorageError(f"{text}: unsupported URI scheme {parsed.scheme!r} (use file:// or s3://)")
+        return Location("s3", bucket, key.lstrip("/"))
+    raise StorageError(f"{text}: unsupported URI scheme {scheme!r} (use file:// or s3://)")
 
 
 def join(uri: str, *parts: str) -> str:
