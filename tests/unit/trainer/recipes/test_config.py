@@ -73,6 +73,14 @@ def test_yaml_and_json_files_load_the_same(tmp_path):
         ),
         ({"lr_scheduler_type": "triangle"}, "lr_scheduler_type: must be one of"),
         ({"dataset": "hf://org/data"}, "dataset: hf:// is only allowed for base_model"),
+        # The artifact store would refuse these later, as a StorageError (71), which is retried.
+        ({"output": "gs://bucket/job"}, "output: gs://bucket/job: unsupported URI scheme 'gs'"),
+        ({"start_from": "https://host/final"}, "start_from: https://host/final: unsupported URI scheme"),
+        ({"dataset": "s3:///ds"}, "dataset: s3:///ds: an s3:// URI needs a bucket"),
+        (
+            {"base_model": "hf://"},
+            "base_model: 'hf://' is not a URI (file://, s3://, hf://org/name or a path)",
+        ),
         ({"offload_params": True, "deepspeed_stage": 2}, "offload_params: needs deepspeed_stage: 3"),
         ({"offload_optimizer": True}, "offload_optimizer: needs deepspeed_stage: 2 or 3"),
         ({"merge_final": True, "peft": "full"}, "merge_final: a full fine-tune is already a merged model"),

@@ -14,8 +14,9 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
+from kubetune_trainer import storage
 from kubetune_trainer.configfile import read_config_file
-from kubetune_trainer.errors import ConfigError
+from kubetune_trainer.errors import ConfigError, StorageError
 
 SCHEDULERS = (
     "linear",
@@ -30,7 +31,7 @@ SCHEDULERS = (
     "warmup_stable_decay",
 )
 
-_URI = re.compile(r"^(file://|s3://|hf://)?[^\s]+$")
+_URI = re.compile(r"^(hf://[\w.-]+(/[\w.-]+)?|(?!hf://)\S+)$")
 
 
 @dataclass(config=ConfigDict(extra="forbid"))
@@ -86,8 +87,15 @@ class TrainConfig:
     @field_validator("base_model", "dataset", "output", "start_from")
     @classmethod
     def _uri(cls, value: str | None) -> str | None:
-        if value is not None and not _URI.match(value):
-            raise ValueError(f"{value!r} is not a URI (file://, s3:// or a path)")
+        if value is None:
+            return value
+        if not _URI.match(value):
+            raise ValueError(f"{value!r} is not a URI (file://, s3://, hf://org/name or a path)")
+        if not value.startswith("hf://"):
+            try:
+                storage.parse(value)
+            except StorageError as exc:
+                raise ValueError(exc.message) from exc
         return value
 
     @field_validator("dataset", "output", "start_from")
