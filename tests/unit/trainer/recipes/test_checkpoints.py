@@ -1,6 +1,7 @@
 import pytest
 
 from kubetune_trainer import storage
+from kubetune_trainer.errors import StorageError
 from kubetune_trainer.recipes import checkpoints
 
 
@@ -45,6 +46,18 @@ def test_the_marker_names_the_run_that_completed_the_checkpoint(output, tmp_path
     assert checkpoints.run_of(second) is None  # unreadable: belongs to no run, so never resumed
     assert checkpoints.delete_all(output) == [100, 200]
     assert checkpoints.list_checkpoints(output) == []
+
+
+def test_a_marker_the_store_fails_to_read_fails_the_start(output, tmp_path, monkeypatch):
+    """Not 'no run': one rank of many would then start afresh while the others resume."""
+    save(output, tmp_path, 100)
+
+    def unavailable(uri):
+        raise StorageError(f"{uri}: SlowDown")
+
+    monkeypatch.setattr(storage, "read_text", unavailable)
+    with pytest.raises(StorageError, match="SlowDown"):
+        checkpoints.run_of(checkpoints.latest_complete(output))
 
 
 def test_nothing_to_resume_from_an_empty_output(output):

@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import load
 
 from kubetune_trainer import storage
-from kubetune_trainer.errors import Preempted
+from kubetune_trainer.errors import Preempted, StorageError
 from kubetune_trainer.recipes import callbacks
-from kubetune_trainer.recipes.run import train
+from kubetune_trainer.recipes.run import finished_summary, train
 
 from .conftest import losses, read_jsonl
 
@@ -108,3 +108,21 @@ def test_another_job_in_the_same_output_starts_afresh(make_config, trainer_env, 
     assert "model.safetensors" not in {p.name for p in (output / "final").iterdir()}
     marker = json.loads((output / "checkpoints" / "checkpoint-000002" / "COMPLETE").read_text())
     assert marker["run"] == json.loads((output / "manifest.json").read_text())["run"]
+
+
+def test_only_a_readable_manifest_of_this_run_means_finished(tmp_path, monkeypatch):
+    output = f"file://{tmp_path}"
+    assert finished_summary(output, "sha256:this") is None
+    (tmp_path / "manifest.json").write_text('{"run": "sha256:other", "steps": 4}')
+    assert finished_summary(output, "sha256:this") is None
+    assert finished_summary(output, "sha256:other")["steps"] == 4
+    (tmp_path / "manifest.json").write_text("{half a manif")
+    assert finished_summary(output, "sha256:other") is None
+
+    def unavailable(uri):
+        raise StorageError(f"{uri}: SlowDown")
+
+    # Not "unfinished": one rank of many would then train while the others return.
+    monkeypatch.setattr(storage, "read_text", unavailable)
+    with pytest.raises(StorageError, match="SlowDown"):
+        finished_summary(output, "sha256:other")

@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from kubetune_trainer import storage
-from kubetune_trainer.errors import KubetuneError
 from kubetune_trainer.recipes.scratch import download_once
 
 COMPLETE = "COMPLETE"
@@ -68,10 +67,13 @@ def mark_complete(uri: str, step: int, run: str) -> None:
 
 
 def run_of(checkpoint: Checkpoint) -> str | None:
-    """The run that completed `checkpoint`, as its marker says; None when the marker names none."""
+    """The run that completed `checkpoint`, as its marker says; None when the marker names none.
+
+    A failing store raises (every rank must decide alike whether to resume, or none goes on).
+    """
     try:
         marker = json.loads(storage.read_text(storage.join(checkpoint.uri, COMPLETE)))
-    except (KubetuneError, ValueError):
+    except ValueError:
         return None
     return marker.get("run") if isinstance(marker, dict) else None
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kubetune_trainer import __version__, storage
-from kubetune_trainer.errors import DataError, KubetuneError, NaNLoss, OutOfMemory, Preempted
+from kubetune_trainer.errors import DataError, NaNLoss, OutOfMemory, Preempted
 from kubetune_trainer.progress import ProgressReporter
 from kubetune_trainer.recipes import checkpoints
 from kubetune_trainer.recipes.callbacks import (
@@ -161,10 +161,16 @@ def run_identity(config: TrainConfig, lineage: dict[str, Any]) -> str:
 
 
 def finished_summary(output: str, run: str) -> dict[str, Any] | None:
-    """The summary of this very run when `output` already holds it, finished (its manifest.json)."""
+    """The summary of this very run when `output` already holds it, finished (its manifest.json).
+
+    A failing store raises rather than answer None: every rank must come to the same answer.
+    """
+    uri = storage.join(output, MANIFEST)
+    if not storage.exists(uri):
+        return None
     try:
-        manifest = json.loads(storage.read_text(storage.join(output, MANIFEST)))
-    except (KubetuneError, ValueError):
+        manifest = json.loads(storage.read_text(uri))
+    except ValueError:
         return None
     if not isinstance(manifest, dict) or manifest.get("run") != run:
         return None
