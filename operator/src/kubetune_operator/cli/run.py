@@ -287,8 +287,10 @@ def print_comparison(console, result) -> None:
         value = gate.get("value")
         shown = "–" if value is None else f"{value:.3f}"
         what = "Δ " if gate.get("relativeToBaseline") else ""
+        # The tested value is then an end of the interval, not the point estimate in the table.
+        bound = f" ({confidence:.0%} CI bound)" if gate.get("useConfidenceBound") else ""
         console.print(
-            f"  gate {gate.get('name')}: {what}{gate.get('metric')} of {gate.get('candidate')} = {shown} "
+            f"  gate {gate.get('name')}: {what}{gate.get('metric')} of {gate.get('candidate')}{bound} = {shown} "
             f"{gate.get('comparator')} {gate.get('threshold')} → {mark}"
         )
     console.print(f"report: {_display_path(summary.get('report', ''))}")

@@ -260,3 +260,22 @@ def test_a_relative_artifact_root_is_made_absolute_here(given, tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     assert artifact_root(given) == f"file://{tmp_path}/out"
     assert artifact_root("s3://bucket/prefix/") == "s3://bucket/prefix"
+
+
+def test_a_gate_on_a_confidence_bound_says_so(tmp_path):
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from kubetune_operator.cli.run import print_comparison
+    from kubetune_operator.localrun.runner import StepResult
+
+    gate = {"name": "falls", "metric": "repetition", "candidate": "dpo", "value": -0.682, "threshold": 0.0,
+            "comparator": "<", "passed": True, "relativeToBaseline": True, "useConfidenceBound": True}
+    (tmp_path / "summary.json").write_text(json.dumps(
+        {"baseline": "sft", "confidence": 0.9, "metrics": {"sft": {}, "dpo": {}}, "gates": [gate], "report": ""}))
+    evalrun = SimpleNamespace(metadata=SimpleNamespace(name="eval"))
+    out = io.StringIO()
+    print_comparison(Console(file=out, width=200), StepResult(evalrun, "Succeeded", summary={"output": f"file://{tmp_path}"}))
+    assert "gate falls: Δ repetition of dpo (90% CI bound) = -0.682 < 0.0 → pass" in out.getvalue()
