@@ -1,6 +1,7 @@
 """Git credentials from a mounted Secret, handed to git through its environment only.
 
-The directory holds `token` (HTTPS; optional `username`) or `ssh-privatekey` (optional
+The directory holds `token` (HTTPS; optional `username`; `password` is taken for `token`, as Flux and
+Argo CD Secrets name it) or `ssh-privatekey` (optional
 `known_hosts`). A token travels as an `Authorization` header in `GIT_CONFIG_*` variables,
 never in the URL or argv, so git cannot echo it; `scrub` removes it from anything git prints
 all the same.
@@ -84,9 +85,13 @@ class GitCredentials:
         if not directory.is_dir():
             raise PromotionRefused(f"--credentials-dir {directory}: no such directory")
         token_file, key_file = directory / "token", directory / "ssh-privatekey"
+        if not token_file.exists() and (directory / "password").exists():
+            # Flux's and Argo CD's git Secrets carry `username` and `password`; the password is the token.
+            token_file = directory / "password"
         if not token_file.exists() and not key_file.exists():
             raise PromotionRefused(
-                f"--credentials-dir {directory}: holds neither `token` (HTTPS) nor `ssh-privatekey` (SSH)"
+                f"--credentials-dir {directory}: holds neither `token` (or `password`) for HTTPS "
+                "nor `ssh-privatekey` for SSH"
             )
         token = _read_nonempty(token_file) if token_file.exists() else None
         username_file = directory / "username"

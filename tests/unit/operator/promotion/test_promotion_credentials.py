@@ -37,6 +37,12 @@ def test_a_token_becomes_an_authorization_header_scoped_to_the_repository_origin
     assert TOKEN not in repr(credentials)
 
 
+def test_a_flux_or_argo_style_secret_with_username_and_password_works(tmp_path):
+    credentials = GitCredentials.from_directory(secret_dir(tmp_path, username="flux", password=TOKEN))
+
+    assert (credentials.username, credentials.token) == ("flux", TOKEN)
+
+
 def test_the_default_username_is_the_one_github_documents(tmp_path):
     credentials = GitCredentials.from_directory(secret_dir(tmp_path, token=TOKEN))
 
@@ -79,7 +85,7 @@ def test_without_known_hosts_the_host_key_is_trusted_on_first_use(tmp_path):
 @pytest.mark.parametrize(
     ("files", "url", "message"),
     [
-        ({}, "https://git.example.com/g.git", "holds neither `token` (HTTPS) nor `ssh-privatekey` (SSH)"),
+        ({}, "https://git.example.com/g.git", "holds neither `token` (or `password`) for HTTPS nor `ssh-privatekey`"),
         ({"token": ""}, "https://git.example.com/g.git", "token: is empty"),
         ({"token": TOKEN, "username": "a:b"}, "https://git.example.com/g.git", "must be a non-empty name"),
         ({"ssh_privatekey": "key"}, "https://git.example.com/g.git", "is HTTPS but there is no `token`"),
