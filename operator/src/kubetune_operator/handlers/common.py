@@ -122,6 +122,10 @@ async def publish(rt: Runtime, model: type[Resource], body: Mapping[str, Any], d
             rt.metrics.failures.labels(model.singular, failed.get("reason", "Unknown")).inc()
         if model is FineTuneJob:
             rt.metrics.forget_training(meta["namespace"], meta["name"])
+    if model is FineTuneJob and draft.phase == "Suspended":
+        # A suspended (or Kueue-evicted) job makes no progress by design: its last progress time must
+        # not raise the stall alert. Resumed, its first progress event brings the series back.
+        rt.metrics.forget_training(meta["namespace"], meta["name"])
 
 
 def fail(draft: StatusDraft, reason: str, message: str) -> None:

@@ -238,6 +238,16 @@ def test_spec_suspend_suspends_the_job(rt, api):
     assert api.status("finetunejobs", "sft")["phase"] == "Suspended"
 
 
+def test_a_suspended_training_drops_its_progress_series_so_no_stall_alert_fires(rt, api):
+    api.put("finetunejobs", resource("FineTuneJob", "sft", ftj_spec(dataset={"uri": "s3://data/p"})))
+    run(rt, "finetunejobs", "sft")
+    rt.metrics.record_progress(NS, "sft", {"loss": 0.5, "percent": 50.0})
+    api.put("finetunejobs", resource("FineTuneJob", "sft", ftj_spec(dataset={"uri": "s3://data/p"}, suspend=True)))
+    run(rt, "finetunejobs", "sft")
+    assert api.status("finetunejobs", "sft")["phase"] == "Suspended"
+    assert [s for m in rt.metrics.training_last_progress.collect() for s in m.samples] == []
+
+
 def test_whether_kueue_admits_a_job_follows_the_job_not_a_later_spec(rt, api):
     key = ("finetunejobs", NS, "sft")
     api.put("finetunejobs", resource("FineTuneJob", "sft", ftj_spec(dataset={"uri": "s3://data/p"})))
