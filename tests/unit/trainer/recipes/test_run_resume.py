@@ -78,11 +78,15 @@ def test_resume_after_sigterm_matches_an_uninterrupted_run(
         assert torch.allclose(tensor, weights[name], atol=1e-6), name
 
 
-def test_a_finished_job_started_again_trains_nothing_and_changes_nothing(make_config, trainer_env, s3_bucket):
+def test_a_finished_job_started_again_trains_nothing_and_changes_nothing(
+    make_config, trainer_env, s3_bucket, sigterm_at_step
+):
     """An operator restart or a retried pod runs a finished job again: same result, same artifacts."""
     output = f"s3://{s3_bucket}/ns/finetunejobs/dpo"
     config = make_config("dpo", output=output, max_steps=2, save_steps=2)
+    sigterm_at_step(2)  # in the last step: finishing is quicker than a retry
     first = train(config)
+    sigterm_at_step(None)
     before = {uri: storage.read_bytes(uri) for uri in storage.list_files(output)}
 
     assert train(config) == first

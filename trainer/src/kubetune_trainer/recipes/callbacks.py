@@ -136,8 +136,9 @@ class CheckpointPublisher(TrainerCallback):
 class Preemption(TrainerCallback):
     """SIGTERM: the current step finishes, every rank saves a checkpoint, and the run exits 75.
 
-    Before training starts there is nothing to save, so the signal ends the process at once; after
-    training it is ignored, because finishing the final save is the quickest way out.
+    Before training starts there is nothing to save, so the signal ends the process at once; in
+    the last step and after it the signal is ignored, because finishing the final save is the
+    quickest way out.
     """
 
     def __init__(self):
@@ -163,8 +164,9 @@ class Preemption(TrainerCallback):
         self.started = True
 
     def on_step_end(self, args, state, control, **kwargs):
-        # All ranks must agree, or one would wait forever in the checkpoint's collectives.
-        if any_rank(self.requested, args.device):
+        # All ranks must agree, or one would wait forever in the checkpoint's collectives. After
+        # the last step the run saves and finishes anyway: quicker than a retry that resumes to save.
+        if any_rank(self.requested, args.device) and state.global_step < state.max_steps:
             self.stopped_at = state.global_step
             control.should_save = True
             control.should_training_stop = True
