@@ -136,7 +136,8 @@ class Judge(Model):
     prompt_template: Annotated[str, Field(min_length=1, max_length=16384)]
     """Template with {prompt}, {answer} and {reference}; the judge answers with a score."""
 
-    score_pattern: Regex = r"([01](?:\.[0-9]+)?)"
+    # A 0..1 number standing alone: not the 1 of "15" nor the 0 of "2023".
+    score_pattern: Regex = r"(?<![\d.])([01](?:\.\d+)?)(?!\.?\d)"
     """Regex whose first group is the score (0..1)."""
 
 

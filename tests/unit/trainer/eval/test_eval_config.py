@@ -144,7 +144,7 @@ def test_the_operators_rendering_of_rubric_metrics_loads():
         )
     )
     assert config.metrics[0].rules[0].expect == "no_match"
-    assert config.metrics[1].judge.score_pattern == r"([01](?:\.[0-9]+)?)"
+    assert config.metrics[1].judge.score_pattern == r"(?<![\d.])([01](?:\.\d+)?)(?!\.?\d)"
 
 
 def test_yaml_files_load_and_syntax_errors_name_the_line(tmp_path):

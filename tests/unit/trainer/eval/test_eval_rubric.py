@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from kubetune_trainer.eval.config import RubricMetric, RubricRule
+from kubetune_trainer.eval.config import JudgeConfig, RubricMetric, RubricRule
 from kubetune_trainer.eval.engines import EngineOptions, Generation
 from kubetune_trainer.eval.rubric import JudgeScorer, RuleScorer, judge_prompt, parse_judge_score, rule_score
 from kubetune_trainer.eval.testset import Example
@@ -58,6 +58,8 @@ def test_judge_prompt_leaves_placeholders_inside_the_filled_in_text_alone():
     ("verdict", "pattern", "max_score", "expected"),
     [
         ("score: 0.8", r"([01](?:\.[0-9]+)?)", 1.0, 0.8),
+        ("In 2015 the answer earned 15 points; score 0.7.", JudgeConfig.model_fields["score_pattern"].default, 1.0, 0.7),
+        ("score: 1.", JudgeConfig.model_fields["score_pattern"].default, 1.0, 1.0),
         ("分数：7 分", r"(\d+)", 10.0, 0.7),
         ("12/10", r"(\d+)", 10.0, 1.0),
         ("no idea", r"(\d+)", 10.0, math.nan),

@@ -152,7 +152,8 @@ class JudgeConfig(_Strict):
     model: str
     prompt_template: str
     # The first group is the score; it is divided by max_score and clipped to [0, 1].
-    score_pattern: str = r"([01](?:\.[0-9]+)?)"
+    # A 0..1 number standing alone: not the 1 of "15" nor the 0 of "2023" (as the operator's default).
+    score_pattern: str = r"(?<![\d.])([01](?:\.\d+)?)(?!\.?\d)"
     max_score: float = Field(default=1.0, gt=0.0)
     max_new_tokens: int = Field(default=64, ge=1)
 
