@@ -64,6 +64,14 @@ def matmul_params(shape: Shape) -> tuple[int, int]:
     return shape.layers * (attention + mlp), shape.hidden * shape.vocab
 
 
+def prompt_tokens(shape: Shape) -> int:
+    return shape.seq_len // 2
+
+
+def answer_tokens(shape: Shape) -> int:
+    return shape.seq_len // 4
+
+
 def write_inputs(workdir: Path, shape: Shape, pairs: int) -> None:
     """The random-weight model (tokenizer trained on the shared data) and a prepared dataset."""
     from kubetune_trainer.models.tiny import build_model, build_tokenizer, corpus_from_files
@@ -84,7 +92,7 @@ def write_inputs(workdir: Path, shape: Shape, pairs: int) -> None:
     model.save_pretrained(workdir / "model")
     tokenizer.save_pretrained(workdir / "model")
 
-    # Prompt about half the sequence, each answer about a quarter, whatever the tokenizer's merges.
+    # Prompt about half of seq_len, each answer about a quarter, whatever the tokenizer's merges.
     def text_of(tokens: int, offset: int) -> str:
         out, index = "", offset
         while len(tokenizer(out, add_special_tokens=False)["input_ids"]) < tokens:
@@ -96,9 +104,9 @@ def write_inputs(workdir: Path, shape: Shape, pairs: int) -> None:
     for n in range(pairs):
         rows.append(
             {
-                "prompt": [{"role": "user", "content": text_of(shape.seq_len // 2, n)}],
-                "chosen": [{"role": "assistant", "content": text_of(shape.seq_len // 4, 3 * n + 1)}],
-                "rejected": [{"role": "assistant", "content": text_of(shape.seq_len // 4, 5 * n + 2)}],
+                "prompt": [{"role": "user", "content": text_of(prompt_tokens(shape), n)}],
+                "chosen": [{"role": "assistant", "content": text_of(answer_tokens(shape), 3 * n + 1)}],
+                "rejected": [{"role": "assistant", "content": text_of(answer_tokens(shape), 5 * n + 2)}],
             }
         )
     dataset = workdir / "dataset"
@@ -245,8 +253,10 @@ def mfu(result: dict, shape: Shape, peak: float | None) -> float | None:
     if peak is None:
         return None
     body, head = matmul_params(shape)
-    forward = 2 * body + 4 * shape.layers * shape.seq_len * shape.hidden
-    completion_share = 0.5  # answers are half of each sequence (write_inputs)
+    # Each sequence is a prompt and one answer (write_inputs): 3/4 of seq_len, a third of it answer.
+    sequence = prompt_tokens(shape) + answer_tokens(shape)
+    forward = 2 * body + 4 * shape.layers * sequence * shape.hidden
+    completion_share = answer_tokens(shape) / sequence
     per_token = 3 * (forward + completion_share * 2 * head)
     return result["tokens_per_second"] * per_token / peak
 
@@ -303,7 +313,8 @@ def main() -> None:
     peak, device = peak_flops(args.peak_tflops)
     baseline = results[0]["tokens_per_second"]
     print(
-        f"DPO+LoRA, {shape.name}, {shape.seq_len} tokens, batch {shape.batch_size}, {args.steps - args.warmup} timed "
+        f"DPO+LoRA, {shape.name}, sequences of about {prompt_tokens(shape) + answer_tokens(shape)} tokens "
+        f"(max_length {shape.seq_len}), batch {shape.batch_size}, {args.steps - args.warmup} timed "
         f"steps, best of {args.rounds} alternating rounds; device: {device}; {versions()}\n"
     )
     print("| recipe | tokens/s (best) | all rounds | vs TRL defaults | peak RSS | peak GPU memory | MFU |")
