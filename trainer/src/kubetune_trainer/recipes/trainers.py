@@ -42,7 +42,7 @@ def training_arguments(
         data_seed=config.seed,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        activation_checkpointing=config.gradient_checkpointing,
+        gradient_checkpointing=config.gradient_checkpointing,
         deepspeed=deepspeed_config(config, precision),
         # CPU-only nodes: without use_cpu, Accelerate leaves every torchrun worker at world size 1.
         use_cpu=not cuda_available(),
@@ -97,7 +97,7 @@ class NaNGuard:
 class NoStepPastTheEnd:
     """A run resumed from the checkpoint of its last step trains nothing more.
 
-    transformers 5.23 tests for max_steps only after a step, so resuming at max_steps (a pod that
+    transformers 5 tests for max_steps only after a step, so resuming at max_steps (a pod that
     died while saving final/) would train one step too many and change a finished model.
     """
 
