@@ -90,9 +90,16 @@ def immutable(field: str) -> dict[str, str]:
     """A transition rule that keeps `field` as it was once set (and forbids adding or removing it)."""
     return cel(
         f"has(self.{field}) == has(oldSelf.{field}) && (!has(self.{field}) || self.{field} == oldSelf.{field})",
-        f"{field} is immutable: a running job depends on it; create a new resource instead",
+        f"{field} is immutable: the work started with it, and a change would not reach it; "
+        "create a new resource instead",
         field_path=f".{field}",
     )
+
+
+def immutable_fields(spec: type[BaseModel], mutable: tuple[str, ...] = ()) -> list[dict[str, str]]:
+    """Transition rules for every field of a spec but `mutable` (snake_case names): once its Job exists,
+    the operator applies no other change, so the API refuses one rather than ignoring it."""
+    return [immutable(to_camel(name)) for name in spec.model_fields if name not in mutable]
 
 
 class Model(BaseModel):

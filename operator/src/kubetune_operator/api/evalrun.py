@@ -21,7 +21,7 @@ from kubetune_operator.api.common import (
     Storage,
     Uri,
     cel,
-    immutable,
+    immutable_fields,
 )
 
 MetricName = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z][a-z0-9_]*$")]
@@ -326,8 +326,6 @@ class EvalRunSpec(Model):
             "with more than one non-baseline candidate, promotion.candidate says which to promote",
             field_path=".promotion",
         ),
-        immutable("testSet"),
-        immutable("candidates"),
     ]
 
     test_set: TestSet
@@ -503,3 +501,6 @@ class EvalRun(Resource):
 
     status: EvalRunStatus | None = None
     """Results."""
+
+
+EvalRunSpec.cel_rules = [*EvalRunSpec.cel_rules, *immutable_fields(EvalRunSpec)]

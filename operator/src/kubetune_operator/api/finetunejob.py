@@ -20,7 +20,7 @@ from kubetune_operator.api.common import (
     Storage,
     Uri,
     cel,
-    immutable,
+    immutable_fields,
 )
 
 Fingerprint = Annotated[str, Field(max_length=80, pattern=r"^sha256:[0-9a-f]{64}$")]
@@ -274,11 +274,6 @@ class FineTuneJobSpec(Model):
             "startFrom merges an adapter and trains a new one: it needs peft type lora or qlora",
             field_path=".startFrom",
         ),
-        immutable("method"),
-        immutable("baseModel"),
-        immutable("dataset"),
-        immutable("startFrom"),
-        immutable("peft"),
     ]
 
     method: Literal["sft", "dpo"]
@@ -476,3 +471,7 @@ class FineTuneJob(Resource):
 
     status: FineTuneJobStatus | None = None
     """How training goes."""
+
+
+# suspend is the one field the operator applies to a running Job.
+FineTuneJobSpec.cel_rules = [*FineTuneJobSpec.cel_rules, *immutable_fields(FineTuneJobSpec, mutable=("suspend",))]

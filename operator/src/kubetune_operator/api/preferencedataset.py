@@ -18,7 +18,7 @@ from kubetune_operator.api.common import (
     Storage,
     Uri,
     cel,
-    immutable,
+    immutable_fields,
 )
 
 DataFormat = Literal[
@@ -353,16 +353,6 @@ class PreferenceDataset(Resource):
     """What was prepared."""
 
 
-# A prepared dataset is an input of running jobs: its definition (everything that decides which rows
-# land in which split) may not change under them.
-PreferenceDatasetSpec.cel_rules = [
-    *PreferenceDatasetSpec.cel_rules,
-    immutable("kind"),
-    immutable("sources"),
-    immutable("format"),
-    immutable("llamafactory"),
-    immutable("split"),
-    immutable("dedupe"),
-    immutable("limits"),
-    immutable("badRows"),
-]
+# A prepared dataset is an input of running jobs: its definition may not change under them, and the
+# operator applies no change to a Job it has started.
+PreferenceDatasetSpec.cel_rules = [*PreferenceDatasetSpec.cel_rules, *immutable_fields(PreferenceDatasetSpec)]

@@ -36,7 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=".kubetune/artifacts",
         help="artifact root: a directory or s3://bucket/prefix (default: .kubetune/artifacts)",
     )
-    parser.add_argument("--force", action="store_true", help="run every step, even those that are up to date")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="run every step, even those that are up to date; a FineTuneJob's local output is deleted first so "
+        "it trains from scratch (a finished run in S3 is reused by the trainer: delete it to train again)",
+    )
     parser.add_argument("--gpus", type=gpu_count, default=None, help="GPUs to use (default: the visible ones)")
     parser.add_argument(
         "--workdir", type=Path, default=Path(".kubetune"), help="pod scratch, logs and run state (default: .kubetune)"

@@ -361,6 +361,12 @@ class LocalRunner:
         previous = steps_state.get(state_key)
         if not self.force and previous and previous.get("fingerprint") == fingerprint and self._outputs_exist(previous):
             return StepResult(resource, "Skipped", 0.0, previous["summary"], "up to date")
+        if self.force and isinstance(resource, FineTuneJob):
+            # The trainer reuses a finished run found in its output (a restarted pod must not train
+            # again); --force means train again, so a local output goes first.
+            output = common.output_uri(resource, self.settings)
+            if output.startswith("file://"):
+                shutil.rmtree(output[len("file://") :], ignore_errors=True)
         result = self._run_job(resource, manifests)
         if result.phase == "Succeeded":
             steps_state[state_key] = {"fingerprint": fingerprint, "summary": result.summary}

@@ -153,8 +153,12 @@ def test_steps_run_in_order_with_inputs_from_earlier_summaries_then_skip(fake_tr
     assert [r.phase for r in changed] == ["Succeeded", "Succeeded"]
     assert len(calls(counter)) == 4
 
+    stale = tmp_path / "artifacts" / "default" / "finetunejobs" / "job" / "checkpoints" / "old"
+    stale.mkdir(parents=True)
     forced = make(force=True).run(resources)
     assert [r.phase for r in forced] == ["Succeeded", "Succeeded"]
+    # Forced, a training starts from nothing: the trainer would otherwise reuse what it finds there.
+    assert not stale.exists()
 
 
 def test_a_failed_step_reports_its_reason_and_nothing_is_recorded(fake_trainer):

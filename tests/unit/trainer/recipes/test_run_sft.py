@@ -77,3 +77,10 @@ def test_full_sft_writes_a_full_model(make_config, trainer_env, tmp_path):
     with pytest.raises(DataError, match=r"no row keeps an assistant token within cutoff_len \(8\)"):
         train(make_config("sft", peft="full", cutoff_len=8))
     assert not (output / "manifest.json").exists()
+
+
+def test_a_run_shorter_than_logging_steps_still_reports_its_final_loss(make_config, trainer_env, tmp_path):
+    summary = train(make_config("sft", max_steps=3, save_steps=3, logging_steps=10))
+    train_losses = losses(read_jsonl(tmp_path / "output" / "metrics.jsonl"))
+    assert len(train_losses) == 1
+    assert summary["finalLoss"] == train_losses[-1]

@@ -69,6 +69,12 @@ class ProgressCallback(TrainerCallback):
         self.last_time, self.last_tokens = now, state.num_input_tokens_seen
         return fields
 
+    def on_step_end(self, args, state, control, **kwargs):
+        # The last step is always logged, so a run shorter than logging_steps still reports its loss.
+        if state.max_steps and state.global_step >= state.max_steps:
+            control.should_log = True
+        return control
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
         fields: dict[str, Any] = {ours: logs[theirs] for theirs, ours in LOG_KEYS.items() if theirs in logs}
