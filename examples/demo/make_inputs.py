@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
 import shutil
 import tempfile
@@ -61,6 +62,8 @@ def tree_digest(root: Path) -> str:
 
 
 def write_base_model(target: Path, texts: list[str], seed: int) -> None:
+    # A CPU-only step: DeepSpeed need not probe for accelerators (and warn that it found none).
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
     from kubetune_trainer.models.tiny import write_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -130,6 +130,10 @@ def write_tiny_model(
     seed: int = 0,
 ) -> Path:
     """Write a tokenizer + random-weight model directory that `from_pretrained` loads."""
+    from transformers.utils import logging as transformers_logging
+
+    # A few megabytes: a progress bar for writing them is noise.
+    transformers_logging.disable_progress_bar()
     output = Path(output)
     tokenizer = build_tokenizer(texts, vocab_size=vocab_size)
     model = build_model(
