@@ -29,6 +29,18 @@ class EvalInputs:
     candidates: dict[str, CandidateArtifacts] = field(default_factory=dict)
 
 
+def trained_candidate(
+    use_merged: bool, artifact_type: str | None, final_uri: str | None, merged_uri: str | None
+) -> CandidateArtifacts | None:
+    """A FineTuneJob's output as a candidate: its merged model when asked for (None when it wrote
+    none), its full model, or its adapter, which evaluation loads onto the adapter's true base."""
+    if use_merged:
+        return CandidateArtifacts(model=merged_uri) if merged_uri else None
+    if artifact_type == "full":
+        return CandidateArtifacts(model=final_uri)
+    return CandidateArtifacts(adapter=final_uri)
+
+
 def job_name(evr: EvalRun) -> str:
     return f"{evr.metadata.name}-eval"
 

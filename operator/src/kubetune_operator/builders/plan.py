@@ -170,12 +170,10 @@ def eval_inputs(evr: EvalRun, known: dict, settings: OperatorSettings) -> evalua
             continue
         job = known.get(("FineTuneJob", namespace, candidate.fine_tune_job))
         output = _output_of(FineTuneJob, namespace, candidate.fine_tune_job, known, settings)
-        if candidate.use_merged:
-            candidates[candidate.name] = evaluation.CandidateArtifacts(model=f"{output}/merged")
-        elif job is not None and job.spec.peft.type == "full":
-            candidates[candidate.name] = evaluation.CandidateArtifacts(model=f"{output}/final")
-        else:
-            candidates[candidate.name] = evaluation.CandidateArtifacts(adapter=f"{output}/final")
+        artifact_type = "full" if job is not None and job.spec.peft.type == "full" else "adapter"
+        candidates[candidate.name] = evaluation.trained_candidate(
+            candidate.use_merged, artifact_type, f"{output}/final", f"{output}/merged"
+        )
     return evaluation.EvalInputs(test_set_uri=test_set, candidates=candidates)
 
 

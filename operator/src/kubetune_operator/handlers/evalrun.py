@@ -89,20 +89,18 @@ async def eval_inputs(rt: Runtime, evr: EvalRun, namespace: str, draft: StatusDr
             waiting.append(job)
             continue
         artifacts = job.status.get("artifacts") or {}
-        if candidate.use_merged:
-            if not artifacts.get("mergedUri"):
-                common.fail(
-                    draft,
-                    "NoMergedModel",
-                    f"candidate {candidate.name}: useMerged is set but FineTuneJob {candidate.fine_tune_job} wrote "
-                    "no merged model (set its output.mergeAdapter)",
-                )
-                return None
-            candidates[candidate.name] = evaluation.CandidateArtifacts(model=artifacts["mergedUri"])
-        elif artifacts.get("type") == "full":
-            candidates[candidate.name] = evaluation.CandidateArtifacts(model=artifacts.get("uri"))
-        else:
-            candidates[candidate.name] = evaluation.CandidateArtifacts(adapter=artifacts.get("uri"))
+        resolved = evaluation.trained_candidate(
+            candidate.use_merged, artifacts.get("type"), artifacts.get("uri"), artifacts.get("mergedUri")
+        )
+        if resolved is None:
+            common.fail(
+                draft,
+                "NoMergedModel",
+                f"candidate {candidate.name}: useMerged is set but FineTuneJob {candidate.fine_tune_job} wrote "
+                "no merged model (set its output.mergeAdapter)",
+            )
+            return None
+        candidates[candidate.name] = resolved
     if waiting:
         draft.condition("CandidatesReady", False, waiting[0].reason, "; ".join(w.message for w in waiting))
         blocking += waiting

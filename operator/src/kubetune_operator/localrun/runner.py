@@ -213,17 +213,15 @@ class LocalRunner:
                 continue
             trained = self._summary_of("FineTuneJob", evr, candidate.fine_tune_job)
             artifact = final_artifact(trained)
-            if candidate.use_merged:
-                if not trained.get("merged"):
-                    raise UserError(
-                        f"EvalRun {evr.metadata.name}: candidate {candidate.name} uses the merged model of "
-                        f"FineTuneJob {candidate.fine_tune_job}, which has output.mergeAdapter off"
-                    )
-                candidates[candidate.name] = evaluation.CandidateArtifacts(model=trained["merged"])
-            elif artifact.get("type") == "full":
-                candidates[candidate.name] = evaluation.CandidateArtifacts(model=artifact["uri"])
-            else:
-                candidates[candidate.name] = evaluation.CandidateArtifacts(adapter=artifact["uri"])
+            resolved = evaluation.trained_candidate(
+                candidate.use_merged, artifact.get("type"), artifact["uri"], trained.get("merged")
+            )
+            if resolved is None:
+                raise UserError(
+                    f"EvalRun {evr.metadata.name}: candidate {candidate.name} uses the merged model of "
+                    f"FineTuneJob {candidate.fine_tune_job}, which has output.mergeAdapter off"
+                )
+            candidates[candidate.name] = resolved
         return evaluation.EvalInputs(test_set_uri=test_set, candidates=candidates)
 
     def _children(self, resource: Resource) -> tuple[list[dict[str, Any]], Any]:
