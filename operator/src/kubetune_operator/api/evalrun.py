@@ -452,14 +452,17 @@ class PromotionStatus(Model):
     """Commit SHA."""
 
 
+STATUS_GATES_LIMIT = 64
+
+
 class EvalRunStatus(StatusBase):
     """Observed state of an EvalRun."""
 
     results: Annotated[list[CandidateResult], Field(max_length=16)] | None = None
     """Per-candidate metrics with confidence intervals."""
 
-    gates: Annotated[list[GateResult], Field(max_length=64)] | None = None
-    """Gate outcomes."""
+    gates: Annotated[list[GateResult], Field(max_length=STATUS_GATES_LIMIT)] | None = None
+    """Gate outcomes (failing first; gatesPassed counts those that did not fit)."""
 
     gates_passed: Annotated[str, Field(max_length=16)] | None = None
     """Passed gates out of all, e.g. 3/3."""

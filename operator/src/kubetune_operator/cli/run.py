@@ -196,8 +196,10 @@ def key_metrics(result) -> str:
         return " · ".join(parts)
     if kind == "eval":
         gates = summary.get("gates") or []
-        passed = sum(1 for g in gates if g.get("passed"))
-        return f"gates {passed}/{len(gates)} {'passed' if summary.get('passed') else 'FAILED'}"
+        tally = summary.get("gateTally") or {}
+        passed = tally.get("passed", sum(1 for g in gates if g.get("passed")))
+        total = tally.get("total", len(gates))
+        return f"gates {passed}/{total} {'passed' if summary.get('passed') else 'FAILED'}"
     return ""
 
 

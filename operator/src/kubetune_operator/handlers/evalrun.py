@@ -9,7 +9,7 @@ import kopf
 
 from kubetune_operator.api import EvalRun, FineTuneJob, PreferenceDataset
 from kubetune_operator.api.common import GROUP, VERSION
-from kubetune_operator.api.evalrun import CandidateResult, GateResult, PromotionStatus
+from kubetune_operator.api.evalrun import STATUS_GATES_LIMIT, CandidateResult, GateResult, PromotionStatus
 from kubetune_operator.api.finetunejob import Lora
 from kubetune_operator.builders import evaluation, promotion
 from kubetune_operator.handlers import common
@@ -49,8 +49,8 @@ async def reconcile(rt: Runtime, evr: EvalRun, body: dict[str, Any], draft: Stat
         draft.set(**eval_status(evr, outcome.summary or {}, common.builders.output_uri(evr, rt.builders)))
         publish_metrics(rt, evr, draft.next)
     gates = draft.next.get("gates") or []
-    reported = gates_reported(draft.next)
-    passed = bool(gates) and len(gates) == reported and all(g.get("passed") for g in gates)
+    passed_count, reported = gate_tally(draft.next)
+    passed = reported > 0 and passed_count == reported
     tally = draft.next.get("gatesPassed") or "0/0"
     if not evr.spec.gates:
         draft.condition("GatesPassed", True, "NoGates", "no gates defined")
@@ -58,8 +58,8 @@ async def reconcile(rt: Runtime, evr: EvalRun, body: dict[str, Any], draft: Stat
         draft.condition("GatesPassed", True, "GatesPassed", f"{tally} gates passed")
     else:
         failing = [g["name"] for g in gates if not g.get("passed")]
-        if reported > len(gates):
-            failing.append(f"{reported - len(gates)} unreadable gate result(s)")
+        if reported - passed_count > len(failing):
+            failing.append(f"{reported - passed_count - len(failing)} gate result(s) not in status (see the report)")
         draft.condition("GatesPassed", False, "GatesFailed",
                         f"{tally} gates passed; failed: {', '.join(failing) or 'no results'}")
     if evr.spec.promotion is None or not passed:
@@ -127,13 +127,21 @@ def eval_status(evr: EvalRun, summary: dict[str, Any], default_output: str) -> d
         )) is not None
     ]
     raw_gates = summary.get("gates") if isinstance(summary.get("gates"), list) else []
-    # A result that does not fit the schema is left out of `gates` but still counted in gatesPassed's
-    # total, so it can never let the others promote (gates_reported).
+    # A result that does not fit the schema is left out of `gates` but counted as failed, so it can
+    # never let the others promote.
     gates = [gate for raw in raw_gates if (gate := common.conform(GateResult, _clip_name(raw), "gate")) is not None]
+    listed_passing = sum(1 for g in gates if g["passed"])
+    passed, total = listed_passing, len(raw_gates)
+    tally = summary.get("gateTally")
+    if isinstance(tally, dict) and _count(tally.get("total")) is not None and _count(tally.get("passed")) is not None:
+        # The pod leaves gate results out of a summary that would outgrow the termination message;
+        # its tally still counts them, and no listed failure can be outvoted by it.
+        total = max(_count(tally["total"]), len(raw_gates))
+        passed = min(_count(tally["passed"]), total - (len(raw_gates) - listed_passing))
     fields = {
         "results": results or None,
-        "gates": gates,
-        "gatesPassed": f"{sum(1 for g in gates if g['passed'])}/{len(raw_gates)}",
+        "gates": gates[:STATUS_GATES_LIMIT],
+        "gatesPassed": f"{passed}/{total}",
         "report": summary.get("report") if isinstance(summary.get("report"), str) else f"{output}/report.html",
         "artifacts": output,
     }
@@ -147,10 +155,16 @@ def _clip_name(gate: Any) -> Any:
     return gate
 
 
-def gates_reported(status: dict[str, Any]) -> int:
-    """How many gate results the eval pod reported: the total of `gatesPassed` ("passed/total")."""
-    total = str(status.get("gatesPassed") or "").partition("/")[2]
-    return int(total) if total.isdigit() else len(status.get("gates") or [])
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def gate_tally(status: dict[str, Any]) -> tuple[int, int]:
+    """Passed and reported gate results, from `gatesPassed` ("passed/total")."""
+    passed, _, total = str(status.get("gatesPassed") or "").partition("/")
+    if passed.isdigit() and total.isdigit():
+        return int(passed), int(total)
+    return 0, len(status.get("gates") or [])
 
 
 def publish_metrics(rt: Runtime, evr: EvalRun, status: dict[str, Any]) -> None:

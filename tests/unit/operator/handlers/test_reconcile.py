@@ -285,11 +285,13 @@ def finish_job(api, job: str, code: int, summary: dict) -> None:
                          {"state": {"terminated": {"exitCode": code, "message": json.dumps(summary)}}}]}})
 
 
-def finished_eval(api, passed: bool, extra_gates: tuple[dict, ...] = ()) -> None:
+def finished_eval(api, passed: bool, extra_gates: tuple[dict, ...] = (), tally: dict | None = None) -> None:
     summary = {"kind": "eval", "passed": passed, "report": "s3://r/report.html",
                "gates": [{"name": "g", "metric": "exact_match", "candidate": "new", "value": 0.5, "threshold": 0.0,
                           "comparator": ">=", "passed": passed}, *extra_gates],
                "metrics": {"base": {"exact_match": {"value": 0.1}}, "new": {"exact_match": {"value": 0.5}}}}
+    if tally is not None:
+        summary["gateTally"] = tally
     finish_job(api, "e-eval", 0, summary)
 
 
@@ -314,13 +316,13 @@ def test_a_merged_candidate_needs_a_merged_model(rt, api):
     assert {c["type"]: c["reason"] for c in api.status("evalruns", "e")["conditions"]}["Failed"] == "NoMergedModel"
 
 
-def evaluated(rt, api, passed: bool, extra_gates: tuple[dict, ...] = ()) -> dict:
+def evaluated(rt, api, passed: bool, extra_gates: tuple[dict, ...] = (), tally: dict | None = None) -> dict:
     """An EvalRun with a promotion target whose eval Job finished with the gates `passed`."""
     adapter_job(api)
     promotion = {"repository": "https://git.example.com/x/y.git", "secretName": "git", "candidate": "new"}
     api.put("evalruns", resource("EvalRun", "e", eval_spec(promotion=promotion)))
     run(rt, "evalruns", "e")
-    finished_eval(api, passed=passed, extra_gates=extra_gates)
+    finished_eval(api, passed=passed, extra_gates=extra_gates, tally=tally)
     run(rt, "evalruns", "e")
     return api.status("evalruns", "e")
 
@@ -349,7 +351,29 @@ def test_a_gate_result_the_status_cannot_hold_blocks_promotion(rt, api):
     assert (status["phase"], status["gatesPassed"]) == ("Succeeded", "1/2")
     gates = {c["type"]: c for c in status["conditions"]}["GatesPassed"]
     assert (gates["status"], gates["reason"]) == ("False", "GatesFailed")
-    assert "1 unreadable gate result" in gates["message"]
+    assert "1 gate result(s) not in status (see the report)" in gates["message"]
+    assert ("jobs", NS, "e-promote") not in api.objects
+
+
+def test_gate_results_left_out_of_a_full_termination_message_still_count(rt, api):
+    # The pod listed one of 40 results (the message holds 4 KiB); its tally says 39 passed.
+    status = evaluated(rt, api, passed=True, tally={"passed": 39, "total": 40})
+    assert (status["phase"], status["gatesPassed"]) == ("Succeeded", "39/40")
+    gates = {c["type"]: c for c in status["conditions"]}["GatesPassed"]
+    assert (gates["status"], gates["reason"]) == ("False", "GatesFailed")
+    assert "failed: 1 gate result(s) not in status (see the report)" in gates["message"]
+    assert ("jobs", NS, "e-promote") not in api.objects
+
+
+def test_a_tally_of_all_passed_promotes_with_the_results_that_fit(rt, api):
+    status = evaluated(rt, api, passed=True, tally={"passed": 40, "total": 40})
+    assert (status["phase"], status["gatesPassed"], len(status["gates"])) == ("Running", "40/40", 1)
+    assert ("jobs", NS, "e-promote") in api.objects
+
+
+def test_a_tally_cannot_outvote_a_listed_failure(rt, api):
+    status = evaluated(rt, api, passed=False, tally={"passed": 40, "total": 40})
+    assert status["gatesPassed"] == "39/40"
     assert ("jobs", NS, "e-promote") not in api.objects
 
 

@@ -3,6 +3,8 @@ left out rather than failing the status patch."""
 
 from __future__ import annotations
 
+import pytest
+
 from kubetune_operator.api import EvalRun
 from kubetune_operator.api.preferencedataset import PreferenceDatasetStatus
 from kubetune_operator.handlers.evalrun import eval_status
@@ -51,6 +53,27 @@ def evalrun():
         "spec": {"testSet": {"uri": "s3://bkt/t.jsonl"},
                  "candidates": [{"name": "base", "model": "s3://models/base", "baseline": True}, {"name": "new", "model": "s3://models/new"}]},
     })
+
+
+@pytest.mark.parametrize(
+    ("tally", "expected"),
+    [
+        ({"passed": 30, "total": 30}, "29/30"),  # the listed failure outweighs the claim
+        ({"passed": 0, "total": 30}, "0/30"),
+        ({"passed": 2, "total": 1}, "1/2"),  # fewer than listed: the list counts
+        ({"passed": True, "total": 30}, "1/2"),  # misshapen: ignored
+        ("30/30", "1/2"),
+    ],
+)
+def test_eval_summary_counts_gate_results_from_the_tally(tally, expected):
+    fields = eval_status(evalrun(), {
+        "gates": [{"name": "g1", "metric": "m", "candidate": "new", "value": 0.1, "threshold": 0.2, "comparator": ">=",
+                   "passed": False},
+                  {"name": "g2", "metric": "m", "candidate": "new", "value": 0.3, "threshold": 0.2, "comparator": ">=",
+                   "passed": True}],
+        "gateTally": tally,
+    }, "s3://default")
+    assert fields["gatesPassed"] == expected
 
 
 def test_eval_summary_fills_results_gates_and_report():

@@ -159,6 +159,8 @@ def test_gates_are_evaluated_into_the_result(evaluation):
     assert summary["passed"] is False
     message = termination_summary(summary)
     assert message["kind"] == "eval" and message["passed"] is False and len(message["gates"]) == 3
+    assert message["gateTally"] == {"passed": 2, "total": 3}
+    assert message["gates"][0]["name"] == "loop: repetition.repeater_rate <= 0.1"  # failures first
     assert set(message["gates"][0]) == {
         "name",
         "metric",
@@ -169,8 +171,24 @@ def test_gates_are_evaluated_into_the_result(evaluation):
         "passed",
     }
     assert message["metrics"]["sft"]["judgement"] == {"value": 1.0, "ciLow": 1.0, "ciHigh": 1.0}
-    assert message["_optional"] == ["metrics"]
-    assert len(json.dumps({k: v for k, v in message.items() if k != "metrics"}).encode()) < TERMINATION_LIMIT
+    assert "truncated" not in message
+
+
+def test_a_termination_message_with_too_many_gates_keeps_the_tally_and_the_failures():
+    gates = [
+        {"name": f"cand{c}: Δmetric_number_{m} (CI bound) >= 0.05", "metric": f"metric_number_{m}",
+         "candidate": f"cand{c}", "value": 0.1234567, "threshold": 0.05, "comparator": ">=", "passed": (c, m) != (3, 7)}
+        for c in range(8) for m in range(8)
+    ]
+    estimate = {"value": 0.5, "ciLow": 0.4, "ciHigh": 0.6}
+    summary = {"output": "s3://b/e", "report": "s3://b/e/report.html", "passed": False, "gates": gates,
+               "metrics": {f"metric_number_{m}": {f"cand{c}": estimate for c in range(8)} for m in range(8)}}
+    message = termination_summary(summary)
+    assert len(json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()) <= TERMINATION_LIMIT
+    assert message["truncated"] is True and "metrics" not in message
+    assert message["gateTally"] == {"passed": 63, "total": 64}
+    assert 10 < len(message["gates"]) < 64
+    assert message["gates"][0]["name"] == "cand3: Δmetric_number_7 (CI bound) >= 0.05"
 
 
 def test_report_files_and_manifest(evaluation):

@@ -8,6 +8,7 @@ candidates' engines are closed, for the same reason.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -39,7 +40,7 @@ from kubetune_trainer.eval.result import MISSING_STRATUM, EvalResult
 from kubetune_trainer.eval.rubric import JudgeScorer, RuleScorer
 from kubetune_trainer.eval.stats import Estimate, compare
 from kubetune_trainer.eval.testset import Example, load_test_set
-from kubetune_trainer.progress import ProgressReporter, metrics
+from kubetune_trainer.progress import TERMINATION_LIMIT, ProgressReporter, metrics
 
 log = logging.getLogger(__name__)
 
@@ -324,16 +325,26 @@ def run_eval(
 
 
 def termination_summary(summary: dict[str, Any]) -> dict[str, Any]:
-    """The ≤4 KiB message for the operator (docs/contracts.md §5); metrics go first when it is too long."""
-    return {
+    """The ≤4 KiB message for the operator (docs/contracts.md §5).
+
+    `gateTally` always fits and is what the operator counts. When the whole message does not fit,
+    the metrics go first, then gate results from the end of the list: failing gates come first in
+    it, so the ones a reader needs are the last to go. The report keeps every result.
+    """
+    gates = sorted(
+        (
+            {k: g[k] for k in ("name", "metric", "candidate", "value", "threshold", "comparator", "passed")}
+            for g in summary["gates"]
+        ),
+        key=lambda g: bool(g["passed"]),
+    )
+    message = {
         "kind": "eval",
         "output": summary["output"],
         "report": summary["report"],
         "passed": summary["passed"],
-        "gates": [
-            {k: g[k] for k in ("name", "metric", "candidate", "value", "threshold", "comparator", "passed")}
-            for g in summary["gates"]
-        ],
+        "gateTally": {"passed": sum(1 for g in gates if g["passed"]), "total": len(gates)},
+        "gates": gates,
         "metrics": {
             name: {
                 column: {"value": e["value"], "ciLow": e["ciLow"], "ciHigh": e["ciHigh"]}
@@ -341,5 +352,16 @@ def termination_summary(summary: dict[str, Any]) -> dict[str, Any]:
             }
             for name, per in summary["metrics"].items()
         },
-        "_optional": ["metrics"],
     }
+    if _fits(message):
+        return message
+    message = {k: v for k, v in message.items() if k != "metrics"} | {"truncated": True}
+    kept = len(gates)
+    while kept and not _fits(message | {"gates": gates[:kept]}):
+        kept -= 1
+    return message | {"gates": gates[:kept]}
+
+
+def _fits(message: dict[str, Any]) -> bool:
+    text = json.dumps(message, ensure_ascii=False, separators=(",", ":"), default=str)
+    return len(text.encode("utf-8")) <= TERMINATION_LIMIT
