@@ -10,7 +10,7 @@ INSTALL_HASH := $(shell cat Makefile operator/pyproject.toml trainer/pyproject.t
 STAMP := $(VENV)/.installed-$(INSTALL_HASH)
 PYTEST_ARGS ?=
 
-.PHONY: install test lint demo crds clean system-deps
+.PHONY: install test lint demo crds clean system-deps test-vllm-api
 
 install: $(STAMP)
 
@@ -50,5 +50,27 @@ demo: install
 	$(BIN)/python examples/demo/make_inputs.py --output demo-artifacts/inputs
 	$(BIN)/kubetune run examples/demo/*.yaml --artifacts demo-artifacts --workdir demo-artifacts/.kubetune
 
+# vLLM's own parameter classes (EngineArgs, SamplingParams, BeamSearchParams, LoRARequest) built
+# from what the eval engine asks for, with no GPU: run it after changing the vllm pin. vLLM goes
+# into a second venv layered on $(VENV), without its CUDA packages, whose kernels never load here.
+VLLM_VENV := .venv-vllm
+VLLM_PIN := $(shell grep -o '"vllm==[^"]*"' trainer/pyproject.toml | tr -d '"')
+VLLM_CUDA_ONLY := torch|torchaudio|torchvision|torchcodec|flashinfer|nvidia|tilelang|quack|tokenspeed|humming|pynvvideocodec|numba|fastsafetensors|instanttensor|apache-tvm-ffi
+test-vllm-api: install
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip==26.3
+	$(VLLM_VENV)/bin/python -m pip install --quiet --no-deps '$(VLLM_PIN)'
+	# What both venvs hold must be the same version, or the second would shadow the first.
+	$(BIN)/python -m pip freeze | grep -iE '^(numpy|transformers|tokenizers|huggingface.hub|safetensors|pydantic|pydantic.core)==' \
+	  > $(VLLM_VENV)/constraints.txt
+	$(VLLM_VENV)/bin/python -c 'import importlib.metadata as m, re; \
+	  print("\n".join(r for r in m.requires("vllm") if "extra ==" not in r \
+	    and not re.match(r"($(VLLM_CUDA_ONLY))\b", r, re.I)))' > $(VLLM_VENV)/requirements.txt
+	$(VLLM_VENV)/bin/python -m pip install --quiet -r $(VLLM_VENV)/requirements.txt -c $(VLLM_VENV)/constraints.txt
+	# torch and the project's own packages come from $(VENV).
+	$(VLLM_VENV)/bin/python -c 'import sysconfig; print("$(CURDIR)/$(VENV)/lib/python%d.%d/site-packages" % __import__("sys").version_info[:2])' \
+	  > "$$($(VLLM_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/kubetune-base.pth"
+	PYTHONPATH=operator/src:trainer/src $(VLLM_VENV)/bin/python -m pytest -p no:cacheprovider -rs tests/unit/trainer/eval/test_eval_vllm.py
+
 clean:
-	rm -rf $(VENV) .kubetune demo-artifacts
+	rm -rf $(VENV) $(VLLM_VENV) .kubetune demo-artifacts

@@ -97,6 +97,26 @@ def test_prompts_go_as_token_ids_and_group_by_adapter():
     assert group_by_adapter(requests) == {"a": [0, 2], None: [1]}
 
 
+@pytest.mark.skipif(not HAS_VLLM, reason="vLLM installed (kubetune-trainer[gpu]); no GPU needed")
+def test_the_installed_vllm_accepts_every_request_we_build():
+    # Constructing vLLM's own parameter objects checks names and values without a GPU.
+    from vllm import SamplingParams
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.lora.request import LoRARequest
+    from vllm.sampling_params import BeamSearchParams
+
+    options = EngineOptions(tensor_parallel=2, max_model_len=2048, seed=7, beam_width=4, max_new_tokens=32)
+    engine_args = EngineArgs(**llm_kwargs("/models/base", {"sft": 12, "dpo": 8}, options))
+    assert (engine_args.max_lora_rank, engine_args.max_loras, engine_args.enable_lora) == (16, 2, True)
+    assert engine_args.generation_config == "vllm"
+    greedy = SamplingParams(**sampling_kwargs(options, [7, 9]))
+    assert (greedy.temperature, greedy.max_tokens, greedy.stop_token_ids) == (0.0, 32, [7, 9])
+    beams = BeamSearchParams(**beam_search_kwargs(options))
+    assert (beams.beam_width, beams.max_tokens) == (4, 32)
+    lora = [LoRARequest(*args) for args in lora_requests_args({"sft": "/a/sft", "dpo": "/a/dpo"}).values()]
+    assert [(r.lora_name, r.lora_int_id, r.lora_path) for r in lora] == [("dpo", 1, "/a/dpo"), ("sft", 2, "/a/sft")]
+
+
 def has_gpu() -> bool:
     import torch
 
