@@ -133,25 +133,22 @@ def model_dtype(config: TrainConfig, precision: str):
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def quantization(config: TrainConfig):
+def quantization(config: TrainConfig, precision: str):
     if config.peft != "qlora":
         return None
-    import torch
     from transformers import BitsAndBytesConfig
 
     try:
         import bitsandbytes  # noqa: F401
     except ImportError as exc:
-        raise ConfigError(
-            "peft: qlora needs bitsandbytes and a CUDA GPU (install kubetune-trainer[gpu])"
-        ) from exc
-    if not torch.cuda.is_available():
-        raise ConfigError("peft: qlora needs a CUDA GPU")
+        # bitsandbytes quantizes on CPU too (slowly), so a laptop can try a QLoRA config.
+        raise ConfigError("peft: qlora needs bitsandbytes (install kubetune-trainer[gpu])") from exc
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16,
+        # bf16 only where the device has it: a V100 or a CPU computes in fp16/fp32 instead.
+        bnb_4bit_compute_dtype=model_dtype(config, precision),
     )
 
 

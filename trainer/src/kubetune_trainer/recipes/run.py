@@ -219,7 +219,7 @@ def build_trainer(config: TrainConfig, state: Setup, precision: str, callbacks: 
     from transformers.trainer_utils import IntervalStrategy
 
     model = load_model(
-        state.model_path, config.base_model, model_dtype(config, precision), quantization(config)
+        state.model_path, config.base_model, model_dtype(config, precision), quantization(config, precision)
     )
     if config.peft == "qlora":
         from peft import prepare_model_for_kbit_training
