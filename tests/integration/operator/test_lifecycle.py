@@ -55,9 +55,9 @@ def test_existing_children_are_used_and_deleting_the_resource_deletes_them(clust
     # A child already there (a previous operator's, before a crash) is a 409: the operator goes on.
     cluster.apply({"apiVersion": "v1", "kind": "ConfigMap",
                    "metadata": {"name": "sft-train-config", "namespace": namespace}, "data": {"config.yaml": "{}"}})
-    cluster.apply(r.finetunejob("sft", namespace, "sft", DATA))
+    uid = cluster.apply(r.finetunejob("sft", namespace, "sft", DATA))["metadata"]["uid"]
     cluster.wait_phase("finetunejobs", namespace, "sft", "Pending", timeout=15)
-    children = [("jobs", "sft-train"), ("services", "sft-train"), ("secrets", "sft-progress")]
+    children = [("jobs", "sft-train"), ("services", "sft-train"), ("secrets", f"sft-progress-{uid}")]
     for plural, name in children:
         owner = cluster.get(plural, namespace, name)["metadata"]["ownerReferences"][0]
         assert (owner["kind"], owner["name"], owner["controller"]) == ("FineTuneJob", "sft", True)

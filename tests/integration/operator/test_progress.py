@@ -63,11 +63,12 @@ def test_the_progress_secret_holds_the_resources_token(cluster, namespace, opera
     created = cluster.apply(r.finetunejob("sft", namespace, "sft", "s3://data/prepared/"))
     cluster.wait_phase("finetunejobs", namespace, "sft", "Pending", timeout=15)
 
-    secret = cluster.get("secrets", namespace, "sft-progress")
+    secret_name = f"sft-progress-{created['metadata']['uid']}"
+    secret = cluster.get("secrets", namespace, secret_name)
     token = base64.b64decode(secret["data"]["token"]).decode()
     assert token == progress_token(PROGRESS_KEY.encode(), created["metadata"]["uid"])
     env = {e["name"]: e for e in cluster.get("jobs", namespace, "sft-train")["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["KUBETUNE_PROGRESS_URL"]["value"] == (
         f"http://127.0.0.1:{operator.progress_port}/progress/{namespace}/finetunejobs/sft"
     )
-    assert env["KUBETUNE_PROGRESS_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "sft-progress"
+    assert env["KUBETUNE_PROGRESS_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == secret_name

@@ -74,7 +74,11 @@ def output_uri(resource: Resource, settings: OperatorSettings) -> str:
 
 
 def progress_secret_name(resource: Resource) -> str:
-    return f"{resource.metadata.name}-progress"
+    # The uid keeps a re-created namesake from meeting its predecessor's Secret (not yet
+    # garbage-collected), whose token would no longer match: the operator cannot read a Secret to
+    # tell. A manifest rendered for no resource in a cluster has no uid yet.
+    uid = resource.metadata.uid
+    return f"{resource.metadata.name}-progress-{uid}" if uid else f"{resource.metadata.name}-progress"
 
 
 def progress_secret(resource: Resource, token: str) -> Manifest:

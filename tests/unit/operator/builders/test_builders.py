@@ -212,7 +212,7 @@ def test_progress_token_and_s3_credentials_come_by_reference():
     assert env["KUBETUNE_PROGRESS_URL"]["value"] == (
         "http://kubetune-operator.kubetune-system.svc:8080/progress/llm-team/finetunejobs/qwen2-7b-repeater-dpo"
     )
-    assert env["KUBETUNE_PROGRESS_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "qwen2-7b-repeater-dpo-progress"
+    assert env["KUBETUNE_PROGRESS_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == f"qwen2-7b-repeater-dpo-progress-{UID}"
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "s3-credentials"
     assert all("value" not in e or "AWS_SECRET" not in e["name"] for e in env.values())
 
@@ -296,6 +296,12 @@ def test_only_the_promote_pod_mounts_the_git_secret():
 def test_progress_secret_is_written_not_read():
     secret = common.progress_secret(resource("finetunejob.yaml"), "t0k3n")
     assert secret["stringData"] == {"token": "t0k3n"}
+    kubernetes_validate.validate(secret, "1.33", strict=True)
+
+
+def test_a_namesakes_progress_secret_is_never_the_one_a_pod_reads():
+    secret = common.progress_secret(resource("finetunejob.yaml"), "t0k3n")
+    assert secret["metadata"]["name"] == f"qwen2-7b-repeater-dpo-progress-{UID}"
     kubernetes_validate.validate(secret, "1.33", strict=True)
 
 

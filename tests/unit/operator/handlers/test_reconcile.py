@@ -143,7 +143,7 @@ def test_a_ready_dataset_starts_the_children_in_order_with_its_fingerprint(rt, a
 def test_children_that_exist_already_are_taken_as_they_are(rt, api):
     # Left by an operator that crashed before creating the Job; the Secret cannot even be read.
     api.put("configmaps", {"kind": "ConfigMap", "metadata": {"name": "sft-train-config", "namespace": NS}, "data": {}})
-    api.put("secrets", {"kind": "Secret", "metadata": {"name": "sft-progress", "namespace": NS}, "data": {}})
+    api.put("secrets", {"kind": "Secret", "metadata": {"name": "sft-progress-uid-sft", "namespace": NS}, "data": {}})
     api.put("finetunejobs", resource("FineTuneJob", "sft", ftj_spec(dataset={"uri": "s3://data/prepared"})))
     run(rt, "finetunejobs", "sft")
     assert ("ConfigMap", "sft-train-config") not in api.created and ("Job", "sft-train") in api.created
