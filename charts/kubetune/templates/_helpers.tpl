@@ -64,35 +64,36 @@ the feature's own list, else the watched namespaces. Call with (dict "root" $ "l
 
 {{/* The operator's rules in one namespace; cluster mode adds CRD and namespace discovery. */}}
 {{- define "kubetune.operatorRules" -}}
+# Exactly what the operator calls (the integration tests hold every request against these rules).
+# Its handlers react to events and keep no state on the resources: status is the only write.
 - apiGroups: ["kubetune.dev"]
   resources: ["preferencedatasets", "finetunejobs", "evalruns"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["kubetune.dev"]
   resources: ["preferencedatasets/status", "finetunejobs/status", "evalruns/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
 # Children carry blocking owner references; clusters with OwnerReferencesPermissionEnforcement
 # (e.g. OpenShift) require update on the owner's finalizers for that.
 - apiGroups: ["kubetune.dev"]
   resources: ["preferencedatasets/finalizers", "finetunejobs/finalizers", "evalruns/finalizers"]
   verbs: ["update"]
+# patch: a FineTuneJob's suspend. Children are deleted by garbage collection, never by the operator.
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "delete", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# get: a child that exists already (409) is read back to check that this resource owns it.
 - apiGroups: [""]
   resources: ["services", "configmaps"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["get", "create"]
 # Only the per-resource progress token Secret is written; Secrets are never read.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["create"]
-# Termination messages of finished pods.
+# Termination messages of a Job's pods.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list"]
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end }}

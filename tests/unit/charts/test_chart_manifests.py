@@ -191,15 +191,14 @@ def grant(group: str, resources: list[str], verbs: list[str]) -> set[tuple[str, 
 
 KINDS = ["preferencedatasets", "finetunejobs", "evalruns"]
 OPERATOR_IN_A_NAMESPACE = (
-    grant("kubetune.dev", KINDS, ["get", "list", "watch", "patch", "update"])
-    | grant("kubetune.dev", [f"{k}/status" for k in KINDS], ["get", "patch", "update"])
+    grant("kubetune.dev", KINDS, ["get", "list", "watch"])
+    | grant("kubetune.dev", [f"{k}/status" for k in KINDS], ["patch"])
     | grant("kubetune.dev", [f"{k}/finalizers" for k in KINDS], ["update"])
-    | grant("batch", ["jobs"], ["get", "list", "watch", "create", "delete", "patch"])
-    | grant("", ["services", "configmaps"], ["get", "list", "watch", "create", "delete"])
+    | grant("batch", ["jobs"], ["get", "list", "watch", "create", "patch"])
+    | grant("", ["services", "configmaps"], ["get", "create"])
     | grant("", ["secrets"], ["create"])
-    | grant("", ["pods"], ["get", "list", "watch"])
-    | grant("", ["events"], ["create", "patch"])
-    | grant("events.k8s.io", ["events"], ["create", "patch"])
+    | grant("", ["pods"], ["list"])
+    | grant("", ["events"], ["create"])
 )
 DISCOVERY = grant("apiextensions.k8s.io", ["customresourcedefinitions"], ["get", "list", "watch"]) | grant(
     "", ["namespaces"], ["list", "watch"]
