@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+import torch
 import yaml
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
 
@@ -67,6 +68,21 @@ def test_two_workers_train_one_zero3_job(make_config, trainer_env, tmp_path):
     assert manifest["worldSize"] == 2
     summary = json.loads((trainer_env / "termination-log").read_text())
     assert summary["steps"] == 2 and summary["artifact"]["type"] == "adapter"
+
+
+def test_a_full_bf16_zero3_run_saves_whole_16bit_weights(make_config, trainer_env, tmp_path, tiny_model_dir):
+    # Under ZeRO-3 each rank holds a shard; the saved model must be the gathered whole, trained.
+    from safetensors.torch import load_file
+
+    config = make_config("sft", peft="full", deepspeed_stage=3, precision="bf16", max_steps=2, save_steps=2)
+    result = launch(tmp_path, config.to_dict())
+    assert result.returncode == 0, result.stderr[-4000:]
+    saved = load_file(tmp_path / "output" / "final" / "model.safetensors")
+    base = load_file(tiny_model_dir / "model.safetensors")
+    assert set(saved) == set(base)
+    assert all(saved[k].dtype == torch.bfloat16 and saved[k].shape == base[k].shape for k in base)
+    assert all(not torch.equal(saved[k].float(), base[k].float()) for k in base)
+    assert json.loads((tmp_path / "output" / "manifest.json").read_text())["precision"] == "bf16"
 
 
 def test_a_worker_failure_keeps_its_exit_code(make_config, trainer_env, tmp_path):
