@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,15 +24,46 @@ from kubetune_trainer.recipes.scratch import download_once, is_done, mark_done
 log = logging.getLogger(__name__)
 
 
+def s3_version(uri: str) -> str:
+    """A short hash of every object under an s3:// prefix: key, ETag and size, from one listing.
+
+    Weights overwritten under the same key keep the URI but not the ETag, so a copy cached under
+    this hash is never mistaken for the new weights.
+    """
+    loc = storage.parse(uri)
+    prefix = loc.path.rstrip("/") + "/" if loc.path else ""
+    digest = hashlib.sha256()
+    listed = 0
+    try:
+        for page in storage._s3().get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                digest.update(f"{item['Key']}\t{item['ETag']}\t{item['Size']}\n".encode())
+                listed += 1
+    except Exception as exc:
+        raise StorageError(f"{uri}: {exc}") from exc
+    if not listed:
+        raise StorageError(f"{uri}: no objects under this prefix")
+    return digest.hexdigest()[:16]
+
+
 def materialize_dir(uri: str, cache_dir: Path, field: str) -> Path:
-    """A local directory holding `uri`: the path itself for file://, a download (once per node) for s3://."""
+    """A local directory holding `uri`: the path itself for file://, a download (once per node and
+    content version) for s3://."""
     loc = storage.parse(uri)
     if loc.scheme == "file":
         return Path(loc.path)
+    key = Path(loc.path.rstrip("/"))
     try:
-        return download_once(uri, cache_dir / "downloads" / loc.bucket / loc.path)
+        target = cache_dir / "downloads" / loc.bucket / key.parent / f"{key.name}@{s3_version(uri)}"
+        download_once(uri, target)
     except StorageError as exc:
         raise BaseModelMissing(f"{field}: {uri}: {exc.message}") from exc
+    # Models are large and scratch is an emptyDir: keep only the copy that matches S3 now.
+    for stale in target.parent.iterdir():
+        name, at, _ = stale.name.rpartition("@")
+        if stale != target and at and name == key.name:
+            shutil.rmtree(stale, ignore_errors=True)
+    return target
 
 
 def resolve_base(uri: str, cache_dir: Path) -> str:
@@ -111,7 +143,9 @@ def build_true_base(
         verified.append(MergedAdapter(adapter.uri, verify_adapter(directory, adapter.uri, adapter.sha256)))
         adapter_dirs.append(directory)
     true_base = TrueBase(base_uri, tuple(verified))
-    key = hashlib.sha256(json.dumps(true_base.to_json(), sort_keys=True).encode()).hexdigest()[:16]
+    # base_path, not only base_uri: an s3:// base overwritten in place downloads to a new path.
+    identity = {"trueBase": true_base.to_json(), "basePath": base_path}
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     target = cache_dir / "true-base" / key
     if is_done(target):
         return str(target), true_base
