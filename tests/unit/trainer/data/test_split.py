@@ -16,6 +16,8 @@ from kubetune_trainer.data.options import PrepareOptions
 from kubetune_trainer.data.prepare import prepare
 from kubetune_trainer.progress import ProgressReporter
 
+from .conftest import pref, write_jsonl
+
 fractions = st.floats(min_value=0.0, max_value=1.0)
 open_fractions = st.floats(min_value=0.01, max_value=0.99)
 
@@ -59,6 +61,59 @@ def test_choose_test_properties(rows, fraction):
         own = all(len(strata_of[v]) == 1 for v in values)
         if own and len(set(values)) == len(values):
             assert sum(t for _, t in members) == split.quota(len(members), fraction)
+
+
+def sides(scores: list[int], strata: list[int], fraction: float) -> dict[int, dict[int, bool]]:
+    """stratum -> prompt -> in test, checking on the way that no prompt is on both sides."""
+    is_test = split.choose_test(np.array(scores, dtype=np.uint64), np.array(strata, dtype=np.uint32), fraction)
+    side: dict[int, bool] = {}
+    by_stratum: dict[int, dict[int, bool]] = defaultdict(dict)
+    for value, stratum, to_test in zip(scores, strata, is_test.tolist(), strict=True):
+        assert side.setdefault(value, to_test) == to_test, "rows sharing a prompt were split"
+        by_stratum[stratum][value] = to_test
+    return dict(by_stratum)
+
+
+def test_a_prompt_shared_across_strata_does_not_take_a_stratums_last_train_prompt():
+    # Stratum 0 sends prompt 1 to test; stratum 1's lowest prompt, 2, is stratum 0's last in train.
+    assert sides([1, 2, 2, 3], [0, 0, 1, 1], 0.5) == {0: {1: True, 2: False}, 1: {2: False, 3: True}}
+
+
+def test_a_stratum_that_needs_the_shared_prompt_in_test_swaps_with_the_one_that_had_it_in_train():
+    # Stratum 1 has one prompt, which must go to test; stratum 0 then keeps prompt 1 in train.
+    assert sides([1, 2, 2, 2], [0, 0, 1, 1], 0.5) == {0: {1: False, 2: True}, 1: {2: True}}
+
+
+def test_a_stratum_of_one_prompt_sends_it_to_test_before_the_others_choose():
+    # Stratum 0's lowest prompt, 1, would leave it only prompt 3, which stratum 1 must send to test.
+    assert sides([3, 1, 3, 3, 3, 1], [0, 0, 1, 1, 1, 2], 0.2) == {0: {1: False, 3: True}, 1: {3: True}, 2: {1: False}}
+
+
+def test_a_stratum_left_without_train_rows_is_named():
+    # Strata 1 and 2 each hold a single prompt that must go to test: both of stratum 0's prompts.
+    scores, strata = [1, 2, 1, 1, 2, 2], [0, 0, 1, 1, 2, 2]
+    assert sides(scores, strata, 0.5) == {0: {1: True, 2: True}, 1: {1: True}, 2: {2: True}}
+    scores_array, strata_array = np.array(scores, dtype=np.uint64), np.array(strata, dtype=np.uint32)
+    is_test = split.choose_test(scores_array, strata_array, 0.5)
+    assert split.strata_without_train(scores_array, strata_array, is_test) == [0]
+
+
+@given(rows_strategy, open_fractions)
+def test_a_stratum_with_two_prompts_loses_its_train_rows_only_to_another_stratums_test_row(rows, fraction):
+    scores = np.array([s for s, _ in rows], dtype=np.uint64)
+    strata = np.array([t for _, t in rows], dtype=np.uint32)
+    is_test = split.choose_test(scores, strata, fraction)
+    prompts, rows_of = defaultdict(set), Counter(strata.tolist())
+    for value, stratum in zip(scores.tolist(), strata.tolist(), strict=True):
+        prompts[stratum].add(value)
+    test_prompts = set(scores[is_test].tolist())
+    starved = split.strata_without_train(scores, strata, is_test)
+    assert starved == sorted(s for s, own in prompts.items() if len(own) >= 2 and own <= test_prompts)
+    for stratum in starved:
+        # Only a stratum of two or more rows that had no other way into test takes a last train prompt.
+        assert any(
+            other != stratum and rows_of[other] >= 2 and own & prompts[stratum] for other, own in prompts.items()
+        ), f"stratum {stratum} lost its train rows for nothing"
 
 
 @given(rows_strategy)
@@ -131,3 +186,38 @@ def test_prepared_splits_are_stratified_disjoint_and_repeatable(rows, fraction, 
             if count >= 2:
                 assert in_test[subtype] >= 1
             assert manifest["strata"][subtype] == {"train": count - in_test[subtype], "test": in_test[subtype]}
+        questions = defaultdict(set)
+        for r in published["train"] + published["test"]:
+            questions[r["metadata"]["subtype"]].add(r["prompt"][0]["content"])
+        without_train = sorted(t for t, asked in questions.items() if len(asked) >= 2 and in_test[t] == kept[t])
+        assert [w.split("'")[1] for w in manifest["warnings"]] == without_train
+
+
+def test_prepare_names_a_subtype_it_had_to_leave_without_train_rows(prepare, tmp_path, caplog, capsys):
+    # "a" asks two questions; "b" and "c" each ask one of them twice, so both must go to test.
+    rows = [
+        pref("q1", subtype="a"), pref("q2", subtype="a"),
+        pref("q1", "good 1", subtype="b"), pref("q1", "good 2", subtype="b"),
+        pref("q2", "good 1", subtype="c"), pref("q2", "good 2", subtype="c"),
+    ]
+    source = write_jsonl(tmp_path / "rows.jsonl", rows)
+    result = prepare("--source", source, "--kind", "preference", "--stratify-by", "subtype", "--test-fraction", "0.5")
+    assert result.rc == 0
+    assert result.manifest["strata"]["a"] == {"train": 0, "test": 2}
+    [warning] = result.manifest["warnings"]
+    assert warning.startswith("subtype 'a' has no row in train")
+    assert warning in caplog.text
+    assert f"warning: {warning}" in capsys.readouterr().out
+
+
+def test_prepare_keeps_a_train_row_for_every_subtype_a_swap_can_save(prepare, tmp_path):
+    # Whatever the hashes, "b" needs q2 in test and "a" can keep q1 in train.
+    rows = [pref("q1", subtype="a"), pref("q2", subtype="a"), pref("q2", "good 1", subtype="b"), pref("q2", "good 2", subtype="b")]
+    source = write_jsonl(tmp_path / "rows.jsonl", rows)
+    for seed in range(8):
+        result = prepare(
+            "--source", source, "--kind", "preference", "--stratify-by", "subtype", "--test-fraction", "0.5",
+            "--seed", seed,
+        )
+        assert result.manifest["strata"] == {"a": {"train": 1, "test": 1}, "b": {"train": 0, "test": 2}}
+        assert result.manifest["warnings"] == []

@@ -61,4 +61,6 @@ def run_prepare(args: argparse.Namespace) -> int:
         f"published {storage.parse(options.output).uri}: {counts['train']} train, {counts['test']} test, "
         f"{counts['dropped']} dropped; format {manifest['format']}; {manifest['fingerprint']}"
     )
+    for warning in manifest["warnings"]:
+        print(f"warning: {warning}")
     return 0

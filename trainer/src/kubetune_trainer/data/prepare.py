@@ -333,6 +333,20 @@ def _strata(state: FirstPass, is_test: np.ndarray, options: PrepareOptions) -> d
     }
 
 
+def split_warnings(state: FirstPass, is_test: np.ndarray, options: PrepareOptions) -> list[str]:
+    """Strata of two or more prompts that the split left without a train row, one sentence each."""
+    if options.test_fraction >= 1.0:
+        return []
+    scores = np.frombuffer(state.scores, dtype=np.uint64)
+    strata = np.frombuffer(state.strata, dtype=np.uint32)
+    names = list(state.stratum_ids)
+    return [
+        f"{options.stratify_by} {names[stratum]!r} has no row in train: each of its prompts also occurs "
+        "in a stratum that needed it in test, and no prompt may be on both sides"
+        for stratum in split.strata_without_train(scores, strata, is_test)
+    ]
+
+
 def _all_lengths(state: FirstPass, kind: str) -> dict[str, dict]:
     """Character lengths; for preference rows `answer` covers chosen and rejected answers together."""
     if kind == "sft":
@@ -365,6 +379,7 @@ def build_manifest(
         "drop_examples": state.examples,
         "stratify_by": options.stratify_by,
         "strata": _strata(state, is_test, options),
+        "warnings": split_warnings(state, is_test, options),
         "lengths": _all_lengths(state, options.kind),
         "sources": state.files,
         "options": options.describe(),
@@ -448,6 +463,8 @@ def prepare(options: PrepareOptions, reporter: ProgressReporter | None = None) -
             counts = second_pass(spool_path, is_test, staging)
             files = storage.sha256_tree(staging)
             manifest = build_manifest(options, plan, state, counts, is_test, files)
+            for warning in manifest["warnings"]:
+                log.warning("%s", warning)
             (staging / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
             publish(staging, options.output)
         finally:
