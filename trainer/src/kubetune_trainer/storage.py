@@ -248,6 +248,28 @@ def list_files(uri: str, limit: int | None = None) -> list[str]:
     return sorted(found)
 
 
+def s3_version(uri: str) -> str:
+    """A short hash of every object under an s3:// prefix: key, ETag and size, from one listing.
+
+    Weights overwritten under the same key keep the URI but not the ETag, so a copy cached under
+    this hash is never mistaken for the new weights.
+    """
+    loc = parse(uri)
+    prefix = loc.path.rstrip("/") + "/" if loc.path else ""
+    digest = hashlib.sha256()
+    listed = 0
+    try:
+        for page in _s3().get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                digest.update(f"{item['Key']}\t{item['ETag']}\t{item['Size']}\n".encode())
+                listed += 1
+    except Exception as exc:
+        raise _s3_error(uri, exc) from exc
+    if not listed:
+        raise StorageError(f"{uri}: no objects under this prefix")
+    return digest.hexdigest()[:16]
+
+
 def relative(root_uri: str, uri: str) -> str:
     root = parse(root_uri)
     loc = parse(uri)

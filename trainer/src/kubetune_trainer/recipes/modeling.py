@@ -24,28 +24,6 @@ from kubetune_trainer.recipes.scratch import download_once, is_done, mark_done
 log = logging.getLogger(__name__)
 
 
-def s3_version(uri: str) -> str:
-    """A short hash of every object under an s3:// prefix: key, ETag and size, from one listing.
-
-    Weights overwritten under the same key keep the URI but not the ETag, so a copy cached under
-    this hash is never mistaken for the new weights.
-    """
-    loc = storage.parse(uri)
-    prefix = loc.path.rstrip("/") + "/" if loc.path else ""
-    digest = hashlib.sha256()
-    listed = 0
-    try:
-        for page in storage._s3().get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=prefix):
-            for item in page.get("Contents", []):
-                digest.update(f"{item['Key']}\t{item['ETag']}\t{item['Size']}\n".encode())
-                listed += 1
-    except Exception as exc:
-        raise StorageError(f"{uri}: {exc}") from exc
-    if not listed:
-        raise StorageError(f"{uri}: no objects under this prefix")
-    return digest.hexdigest()[:16]
-
-
 def materialize_dir(uri: str, cache_dir: Path, field: str) -> Path:
     """A local directory holding `uri`: the path itself for file://, a download (once per node and
     content version) for s3://."""
@@ -54,7 +32,7 @@ def materialize_dir(uri: str, cache_dir: Path, field: str) -> Path:
         return Path(loc.path)
     key = Path(loc.path.rstrip("/"))
     try:
-        target = cache_dir / "downloads" / loc.bucket / key.parent / f"{key.name}@{s3_version(uri)}"
+        target = cache_dir / "downloads" / loc.bucket / key.parent / f"{key.name}@{storage.s3_version(uri)}"
         download_once(uri, target)
     except StorageError as exc:
         raise BaseModelMissing(f"{field}: {uri}: {exc.message}") from exc
