@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from kubetune_trainer import storage
 from kubetune_trainer.errors import AdapterBaseMismatch, BaseModelMissing, ConfigError, DataError
 from kubetune_trainer.eval.config import CandidateConfig
 from kubetune_trainer.recipes.lineage import ADAPTER_WEIGHTS, LINEAGE_FILE, normalize_model_uri
+from kubetune_trainer.recipes.modeling import materialize_dir
 
 log = logging.getLogger(__name__)
 
@@ -222,28 +224,35 @@ def resolve_candidates(configs: list[CandidateConfig], baseline_name: str) -> li
     return [resolve_candidate(c, i, c.name == baseline_name) for i, c in enumerate(configs)]
 
 
-def materialize(uri: str, cache_dir: Path) -> str:
-    """A local path (or, for hf://, a hub name) that from_pretrained and vLLM can load."""
+def materialize(uri: str, cache_dir: Path, field: str = "model") -> str:
+    """A local path (or, for hf://, a hub name) that from_pretrained and vLLM can load.
+
+    An s3:// model is downloaded into scratch once per content version, as training does
+    (`recipes.modeling.materialize_dir`): weights overwritten at the same URI land in a new path.
+    """
     if uri.startswith(HF_PREFIX):
         return uri.removeprefix(HF_PREFIX)
-    return str(storage.materialize(uri, cache_dir))
+    return str(materialize_dir(uri, cache_dir, field))
 
 
 def build_base(base: TrueBase, cache_dir: Path) -> str:
     """A loadable directory holding exactly `base`: merges the chain when there is one."""
+    model_path = materialize(base.model, cache_dir, "baseModel")
     if not base.merged_adapters:
-        return materialize(base.model, cache_dir)
-    target = cache_dir / "merged-bases" / base.key
+        return model_path
+    adapter_paths = [Path(materialize(a.uri, cache_dir, "mergedAdapters")) for a in base.merged_adapters]
+    # Keyed by the local paths too, not the URIs alone: an s3:// model overwritten in place
+    # downloads to a new path, so a merge of the old weights is never taken for the new ones.
+    paths = json.dumps([model_path, *map(str, adapter_paths)])
+    target = cache_dir / "merged-bases" / f"{base.key}@{hashlib.sha256(paths.encode()).hexdigest()[:16]}"
     if (target / "COMPLETE").exists():
         return str(target)
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model_path = materialize(base.model, cache_dir)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype="auto")
-    for merged in base.merged_adapters:
-        adapter_path = Path(materialize(merged.uri, cache_dir))
+    for merged, adapter_path in zip(base.merged_adapters, adapter_paths, strict=True):
         weights = adapter_path / ADAPTER_WEIGHTS
         if not weights.is_file():
             raise AdapterBaseMismatch(
@@ -261,4 +270,8 @@ def build_base(base: TrueBase, cache_dir: Path) -> str:
     AutoTokenizer.from_pretrained(model_path).save_pretrained(partial)
     (partial / "COMPLETE").write_text(base.describe() + "\n")
     partial.replace(target)
+    # Merged models are as large as the base: keep only the one built from what storage holds now.
+    for stale in target.parent.glob(f"{base.key}@*"):
+        if stale != target:
+            shutil.rmtree(stale, ignore_errors=True)
     return str(target)
