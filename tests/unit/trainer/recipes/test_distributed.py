@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from kubetune_trainer.errors import ConfigError
+from kubetune_trainer.recipes import distributed
 from kubetune_trainer.recipes.config import config_from_dict
-from kubetune_trainer.recipes.distributed import World, deepspeed_config, resolve_precision
+from kubetune_trainer.recipes.distributed import World, deepspeed_config, resolve_attention, resolve_precision
 from kubetune_trainer.recipes.trainers import training_arguments
 
 REQUIRED = {"method": "dpo", "base_model": "/m", "dataset": "/d", "output": "/o"}
@@ -48,6 +49,34 @@ def test_precision_on_cpu():
     assert resolve_precision("bf16") == "bf16"
     with pytest.raises(ConfigError, match="precision: fp16 needs a CUDA GPU"):
         resolve_precision("fp16")
+
+
+@pytest.mark.parametrize(
+    ("cuda", "kernels", "precision", "quantized", "expected"),
+    [
+        (True, True, "bf16", False, "flash_attention_2"),
+        (True, True, "fp16", False, "flash_attention_2"),
+        (True, True, "fp32", True, "flash_attention_2"),  # QLoRA computes in 16 bits over a 4-bit base
+        (True, True, "fp32", False, "sdpa"),  # FlashAttention has no fp32 kernels
+        (True, False, "bf16", False, "sdpa"),
+        (False, True, "bf16", False, "sdpa"),
+    ],
+)
+def test_auto_attention_is_flash_attention_where_it_runs(monkeypatch, cuda, kernels, precision, quantized, expected):
+    monkeypatch.setattr(distributed, "cuda_available", lambda: cuda)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: object() if kernels else None)
+    assert resolve_attention("auto", precision, quantized) == expected
+    assert resolve_attention("eager", precision, quantized) == "eager"
+
+
+def test_flash_attention_asked_for_where_it_cannot_run_names_the_field_and_why(monkeypatch):
+    monkeypatch.setattr(distributed, "cuda_available", lambda: False)
+    with pytest.raises(ConfigError, match="attn_implementation: flash_attention_2 cannot run here: it needs a CUDA GPU"):
+        resolve_attention("flash_attention_2", "bf16")
+    monkeypatch.setattr(distributed, "cuda_available", lambda: True)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match="the flash_attn package is not installed"):
+        resolve_attention("flash_attention_2", "bf16")
 
 
 def test_world_from_torchrun_env(monkeypatch):

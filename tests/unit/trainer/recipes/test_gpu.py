@@ -1,5 +1,6 @@
 """The GPU paths: bf16 by default, ZeRO-3 on NCCL, QLoRA. Skipped where no CUDA GPU is present."""
 
+import importlib.util
 import json
 
 import pytest
@@ -20,6 +21,8 @@ def test_lora_dpo_on_gpu_trains_in_bf16(make_config, trainer_env, tmp_path):
     train(make_config("dpo", per_device_train_batch_size=2, max_steps=8, save_steps=4))
     manifest = json.loads((tmp_path / "output" / "manifest.json").read_text())
     assert manifest["precision"] == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
+    has_flash_attn = importlib.util.find_spec("flash_attn") is not None
+    assert manifest["attention"] == ("flash_attention_2" if has_flash_attn and manifest["precision"] == "bf16" else "sdpa")
     margins = losses(read_jsonl(tmp_path / "output" / "metrics.jsonl"), "rewards/margins")
     assert margins[-1] > margins[0]
 

@@ -47,6 +47,7 @@ def test_lora_sft_with_key_tokens_and_packing_learns(make_config, trainer_env, t
     )
     assert "metrics.jsonl" in manifest["files"]
     assert manifest["config"]["key_token_weight"] == 3.0
+    assert manifest["attention"] == "sdpa"  # FlashAttention 2 needs CUDA
     assert {"torch", "transformers", "trl", "peft", "deepspeed"} <= set(manifest["versions"])
     assert set(manifest["timings"]) == {"setup", "data", "train", "save"}
     assert manifest["data"]["train"] == {"rows": 12, "truncated": 0, "dropped": {}}

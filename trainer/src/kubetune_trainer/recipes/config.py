@@ -82,6 +82,7 @@ class TrainConfig:
     offload_optimizer: bool = False
     offload_params: bool = False
     gradient_checkpointing: bool = False
+    attn_implementation: Literal["auto", "flash_attention_2", "sdpa", "eager"] = "auto"
     merge_final: bool = False
 
     @field_validator("base_model", "dataset", "output", "start_from")

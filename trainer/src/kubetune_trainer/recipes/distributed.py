@@ -69,6 +69,21 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
+def resolve_attention(requested: str, precision: str, quantized: bool = False) -> str:
+    """`auto` is FlashAttention 2 where it can run (a CUDA GPU, 16-bit weights, `flash_attn`
+    installed: the GPU image has it), else PyTorch's SDPA, which runs everywhere."""
+    import importlib.util
+
+    usable = cuda_available() and (precision in ("bf16", "fp16") or quantized)
+    has_kernels = importlib.util.find_spec("flash_attn") is not None
+    if requested == "auto":
+        return "flash_attention_2" if usable and has_kernels else "sdpa"
+    if requested == "flash_attention_2" and not (usable and has_kernels):
+        why = "the flash_attn package is not installed" if usable else "it needs a CUDA GPU and precision bf16 or fp16"
+        raise ConfigError(f"attn_implementation: flash_attention_2 cannot run here: {why} (use auto or sdpa)")
+    return requested
+
+
 def deepspeed_config(config: TrainConfig, precision: str) -> dict | None:
     """The ZeRO config for `deepspeed_stage`; "auto" values are filled in by the HF Trainer."""
     if config.deepspeed_stage == 0:

@@ -73,12 +73,12 @@ def load_tokenizer(path: str, uri: str):
     return tokenizer
 
 
-def load_model(path: str, uri: str, dtype, quantization_config=None):
+def load_model(path: str, uri: str, dtype, quantization_config=None, attn_implementation: str | None = None):
     from transformers import AutoModelForCausalLM
 
     try:
         return AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype, quantization_config=quantization_config
+            path, dtype=dtype, quantization_config=quantization_config, attn_implementation=attn_implementation
         )
     except OSError as exc:
         raise BaseModelMissing(f"base_model: {uri}: {exc}") from exc

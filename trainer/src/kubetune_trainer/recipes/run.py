@@ -39,7 +39,13 @@ from kubetune_trainer.recipes.data import (
     load_prepared,
     report_drops,
 )
-from kubetune_trainer.recipes.distributed import World, barrier, prepare_process_group, resolve_precision
+from kubetune_trainer.recipes.distributed import (
+    World,
+    barrier,
+    prepare_process_group,
+    resolve_attention,
+    resolve_precision,
+)
 from kubetune_trainer.recipes.lineage import TrueBase, chain_from, lineage_document, write_lineage
 from kubetune_trainer.recipes.modeling import (
     build_true_base,
@@ -152,6 +158,7 @@ class Setup:
     run: str
     finished: dict[str, Any] | None = None
     data_stats: dict[str, Any] = field(default_factory=dict)
+    attention: str = "sdpa"
 
 
 def run_identity(config: TrainConfig, lineage: dict[str, Any]) -> str:
@@ -178,6 +185,7 @@ def finished_summary(output: str, run: str) -> dict[str, Any] | None:
 
 
 def setup(config: TrainConfig, output: str, world: World, precision: str) -> Setup:
+    attention = resolve_attention(config.attn_implementation, precision, quantized=config.peft == "qlora")
     dataset = load_prepared(config)
     prepare_process_group(config)
     work = work_dir(output)
@@ -210,7 +218,8 @@ def setup(config: TrainConfig, output: str, world: World, precision: str) -> Set
                     output,
                 )
             checkpoints.delete_all(output)
-    return Setup(args, model_path, true_base, tokenizer, dataset, resume, resume_dir, lineage, run, finished)
+    return Setup(args, model_path, true_base, tokenizer, dataset, resume, resume_dir, lineage, run, finished,
+                 attention=attention)
 
 
 def build_trainer(config: TrainConfig, state: Setup, precision: str, callbacks: list) -> Any:
@@ -219,7 +228,11 @@ def build_trainer(config: TrainConfig, state: Setup, precision: str, callbacks: 
     from transformers.trainer_utils import IntervalStrategy
 
     model = load_model(
-        state.model_path, config.base_model, model_dtype(config, precision), quantization(config, precision)
+        state.model_path,
+        config.base_model,
+        model_dtype(config, precision),
+        quantization(config, precision),
+        attn_implementation=state.attention,
     )
     if config.peft == "qlora":
         from peft import prepare_model_for_kbit_training
@@ -398,6 +411,7 @@ def save(
         "versions": library_versions(),
         "worldSize": world.world_size,
         "precision": precision,
+        "attention": state.attention,
     }
     (stage / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", "utf-8")
     # final/ and merged/ must hold this run's files only, not also an earlier run's (a full model
