@@ -292,6 +292,11 @@ class DatasetArtifacts(Model):
     """URI of manifest.json (written last)."""
 
 
+# Bounds of status.warnings; the pod's termination summary sends fewer and shorter ones.
+STATUS_WARNINGS_LIMIT = 8
+STATUS_WARNING_LENGTH = 1024
+
+
 class PreferenceDatasetStatus(StatusBase):
     """Observed state of a PreferenceDataset."""
 
@@ -318,6 +323,14 @@ class PreferenceDatasetStatus(StatusBase):
 
     fingerprint: Annotated[str, Field(max_length=80)] | None = None
     """sha256 fingerprint of the prepared data; FineTuneJobs record it."""
+
+    warnings: (
+        Annotated[
+            list[Annotated[str, Field(max_length=STATUS_WARNING_LENGTH)]], Field(max_length=STATUS_WARNINGS_LIMIT)
+        ]
+        | None
+    ) = None
+    """What did not go as asked, e.g. a stratum the split left without train rows; the first few, clipped."""
 
     artifacts: DatasetArtifacts | None = None
     """Where the prepared dataset is."""

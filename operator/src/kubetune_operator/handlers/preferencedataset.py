@@ -5,11 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from kubetune_operator.api import PreferenceDataset
-from kubetune_operator.api.preferencedataset import LengthStats, SplitCounts, StratumCounts
+from kubetune_operator.api.preferencedataset import (
+    STATUS_WARNING_LENGTH,
+    STATUS_WARNINGS_LIMIT,
+    LengthStats,
+    SplitCounts,
+    StratumCounts,
+)
 from kubetune_operator.builders import dataset
 from kubetune_operator.handlers import common
 from kubetune_operator.runtime.context import Runtime
-from kubetune_operator.runtime.status import StatusDraft
+from kubetune_operator.runtime.status import StatusDraft, clip
 
 
 async def reconcile(rt: Runtime, pds: PreferenceDataset, body: dict[str, Any], draft: StatusDraft) -> None:
@@ -25,7 +31,12 @@ async def reconcile(rt: Runtime, pds: PreferenceDataset, body: dict[str, Any], d
     outcome = common.job_outcome(job, await common.job_pods(rt, job), "data preparation")
     common.apply_outcome(draft, outcome)
     if outcome.state == "Succeeded":
-        draft.set(**dataset_status(outcome.summary or {}, common.builders.output_uri(pds, rt.builders)))
+        fields = dataset_status(outcome.summary or {}, common.builders.output_uri(pds, rt.builders))
+        draft.set(**fields)
+        if warnings := fields.get("warnings"):
+            # Succeeded, but not quite as asked: said where `kubectl get -o yaml` and the Event show it.
+            more = f" (and {len(warnings) - 1} more in status.warnings)" if len(warnings) > 1 else ""
+            draft.set_phase("Succeeded", f"{outcome.message}, with warnings: {warnings[0]}{more}")
 
 
 def dataset_status(summary: dict[str, Any], default_output: str) -> dict[str, Any]:
@@ -34,6 +45,7 @@ def dataset_status(summary: dict[str, Any], default_output: str) -> dict[str, An
     lengths = summary.get("lengths") if isinstance(summary.get("lengths"), dict) else {}
     strata = summary.get("strata") if isinstance(summary.get("strata"), dict) else {}
     dropped = summary.get("dropped")
+    warnings = summary.get("warnings") if isinstance(summary.get("warnings"), list) else []
     fields = {
         "format": summary.get("format") if isinstance(summary.get("format"), str) else None,
         "formatEvidence": summary.get("formatEvidence") if isinstance(summary.get("formatEvidence"), str) else None,
@@ -47,6 +59,8 @@ def dataset_status(summary: dict[str, Any], default_output: str) -> dict[str, An
             for stratum, raw in list(strata.items())[:256]
             if (counts := common.conform(StratumCounts, raw, f"stratum {stratum}")) is not None
         } or None,
+        "warnings": [clip(w, STATUS_WARNING_LENGTH) for w in warnings if isinstance(w, str)][:STATUS_WARNINGS_LIMIT]
+        or None,
         "promptLength": common.conform(LengthStats, lengths.get("prompt"), "prompt lengths"),
         "answerLength": common.conform(LengthStats, lengths.get("answer"), "answer lengths"),
         "artifacts": {"uri": output, "manifest": f"{output}/manifest.json"},

@@ -443,3 +443,17 @@ def test_deleting_a_resource_keeps_the_series_of_other_kinds_with_the_same_name(
     assert series() == {"kubetune_eval_metric"}
     asyncio.run(handle_event(rt, "evalruns", {"type": "DELETED", "object": resource("EvalRun", "x", {})}, []))
     assert series() == set()
+
+
+def test_a_dataset_prepared_with_warnings_says_so_in_its_status_and_message(rt, api):
+    api.put("preferencedatasets", resource("PreferenceDataset", "data",
+                                           {"kind": "preference", "sources": [{"uri": "s3://inputs/rows.jsonl"}]}))
+    run(rt, "preferencedatasets", "data")
+    warnings = ["subtype 'a' has no row in train: each of its prompts also occurs in a stratum that needed it",
+                "subtype 'b' has no row in train: each of its prompts also occurs in a stratum that needed it"]
+    finish_job(api, "data-data", 0, {"kind": "dataset", "fingerprint": FINGERPRINT, "counts": {"train": 4, "test": 2},
+                                     "warnings": warnings})
+    run(rt, "preferencedatasets", "data")
+    status = api.status("preferencedatasets", "data")
+    assert (status["phase"], status["warnings"]) == ("Succeeded", warnings)
+    assert status["message"] == f"data preparation finished, with warnings: {warnings[0]} (and 1 more in status.warnings)"

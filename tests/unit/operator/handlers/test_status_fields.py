@@ -6,7 +6,11 @@ from __future__ import annotations
 import pytest
 
 from kubetune_operator.api import EvalRun
-from kubetune_operator.api.preferencedataset import PreferenceDatasetStatus
+from kubetune_operator.api.preferencedataset import (
+    STATUS_WARNING_LENGTH,
+    STATUS_WARNINGS_LIMIT,
+    PreferenceDatasetStatus,
+)
 from kubetune_operator.handlers.evalrun import eval_status
 from kubetune_operator.handlers.finetunejob import training_status
 from kubetune_operator.handlers.preferencedataset import dataset_status
@@ -24,6 +28,15 @@ def test_dataset_summary_fills_counts_strata_lengths_and_artifacts():
     assert fields["promptLength"]["p95"] == 4 and "answerLength" not in fields
     assert fields["dropped"] == {"duplicate": 2}
     PreferenceDatasetStatus.model_validate(fields)
+
+
+def test_dataset_warnings_are_kept_clipped_and_bounded_leaving_out_non_strings():
+    fields = dataset_status({"warnings": ["subtype 'a' has no row in train", 7, "x" * 5000, *["w"] * 20]}, "s3://o")
+    assert fields["warnings"][:2] == ["subtype 'a' has no row in train", "x" * (STATUS_WARNING_LENGTH - 1) + "…"]
+    assert len(fields["warnings"]) == STATUS_WARNINGS_LIMIT
+    PreferenceDatasetStatus.model_validate(fields)
+    assert "warnings" not in dataset_status({"warnings": []}, "s3://o")
+    assert "warnings" not in dataset_status({"warnings": "subtype 'a' has no row in train"}, "s3://o")
 
 
 def test_a_dataset_summary_without_output_points_at_the_default_location():

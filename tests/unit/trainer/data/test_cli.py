@@ -9,6 +9,8 @@ import sys
 import pytest
 from prometheus_client import REGISTRY
 
+from kubetune_trainer.data.cli import MAX_WARNINGS, WARNING_LENGTH, clip_warnings, summary
+from kubetune_trainer.progress import write_termination_summary
 from tests.conftest import subprocess_env
 
 from .conftest import pref, write_jsonl
@@ -110,3 +112,34 @@ def test_the_installed_command_reports_errors_without_a_traceback(tmp_path, pair
     assert done.returncode == 0, done.stderr
     assert "published file://" in done.stdout and "format trl" in done.stdout
     assert json.loads((tmp_path / "term").read_text())["kind"] == "dataset"
+
+
+def bulky_manifest(warnings: list[str]) -> dict:
+    stats = {"min": 1, "mean": 12.5, "p50": 12.0, "p95": 30.0, "max": 99}
+    return {
+        "format": "trl", "format_evidence": "first rows have prompt, chosen and rejected message lists",
+        "fingerprint": "sha256:" + "0" * 64, "counts": {"train": 900, "test": 100},
+        "dropped": {f"reason_{i}": i for i in range(40)},
+        "strata": {f"subtype-{i:03d}": {"train": 9, "test": 1} for i in range(200)},
+        "lengths": {"prompt": stats, "answer": stats},
+        "warnings": warnings,
+    }
+
+
+def test_the_summary_keeps_the_first_warnings_clipped_and_drops_bulkier_keys_first(tmp_path):
+    warnings = [f"subtype 'subtype-{i:03d}' has no row in train: " + "x" * 1000 for i in range(30)]
+    written = write_termination_summary(summary(bulky_manifest(warnings), "s3://b/ds"), str(tmp_path / "log"))
+    assert len(written.encode("utf-8")) <= 4096
+    message = json.loads(written)
+    assert message["truncated"] is True and "strata" not in message
+    assert len(message["warnings"]) == MAX_WARNINGS
+    assert all(len(w) <= WARNING_LENGTH for w in message["warnings"])
+    assert message["warnings"][0].startswith("subtype 'subtype-000' has no row in train: xxx")
+    assert message["warnings"][0].endswith("…")
+    assert message["warnings"][-1] == f"… and {30 - MAX_WARNINGS + 1} more warnings in manifest.json"
+
+
+def test_a_summary_without_warnings_has_an_empty_list(tmp_path):
+    message = json.loads(write_termination_summary(summary(bulky_manifest([]), "s3://b/ds"), str(tmp_path / "log")))
+    assert message["warnings"] == []
+    assert clip_warnings(["short"] * MAX_WARNINGS) == ["short"] * MAX_WARNINGS

@@ -208,6 +208,7 @@ def test_prepare_names_a_subtype_it_had_to_leave_without_train_rows(prepare, tmp
     assert warning.startswith("subtype 'a' has no row in train")
     assert warning in caplog.text
     assert f"warning: {warning}" in capsys.readouterr().out
+    assert result.termination["warnings"] == [warning]
 
 
 def test_prepare_keeps_a_train_row_for_every_subtype_a_swap_can_save(prepare, tmp_path):

@@ -24,6 +24,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prepare.set_defaults(func=run_prepare)
 
 
+# The termination message carries the start of the manifest's warnings; manifest.json has them all.
+MAX_WARNINGS = 5
+WARNING_LENGTH = 300
+
+
+def clip_warnings(warnings: list[str]) -> list[str]:
+    """At most MAX_WARNINGS sentences of at most WARNING_LENGTH characters, the last one saying how
+    many more there are when they do not all fit."""
+    clipped = [w if len(w) <= WARNING_LENGTH else w[: WARNING_LENGTH - 1] + "…" for w in warnings]
+    if len(clipped) > MAX_WARNINGS:
+        more = len(clipped) - MAX_WARNINGS + 1
+        clipped = [*clipped[: MAX_WARNINGS - 1], f"… and {more} more warnings in manifest.json"]
+    return clipped
+
+
 def summary(manifest: dict, output: str) -> dict:
     """The termination message: the dataset shape of docs/contracts.md §5."""
     return {
@@ -36,8 +51,9 @@ def summary(manifest: dict, output: str) -> dict:
         "dropped": manifest["dropped"],
         "strata": manifest["strata"],
         "lengths": {key: manifest["lengths"][key] for key in ("prompt", "answer")},
-        # Dropped from the end first when the message would not fit in 4 KiB.
-        "_optional": ["dropped", "lengths", "strata"],
+        "warnings": clip_warnings(manifest["warnings"]),
+        # Dropped from the end first when the message would not fit in 4 KiB: warnings go last.
+        "_optional": ["warnings", "dropped", "lengths", "strata"],
     }
 
 
