@@ -248,8 +248,9 @@ def list_files(uri: str, limit: int | None = None) -> list[str]:
     return sorted(found)
 
 
-def s3_version(uri: str) -> str:
-    """A short hash of every object under an s3:// prefix: key, ETag and size, from one listing.
+def s3_version(uri: str) -> str | None:
+    """A short hash of every object under an s3:// prefix: key, ETag and size, from one listing;
+    None when nothing is there.
 
     Weights overwritten under the same key keep the URI but not the ETag, so a copy cached under
     this hash is never mistaken for the new weights.
@@ -265,9 +266,7 @@ def s3_version(uri: str) -> str:
                 listed += 1
     except Exception as exc:
         raise _s3_error(uri, exc) from exc
-    if not listed:
-        raise StorageError(f"{uri}: no objects under this prefix")
-    return digest.hexdigest()[:16]
+    return digest.hexdigest()[:16] if listed else None
 
 
 def relative(root_uri: str, uri: str) -> str:
@@ -305,15 +304,6 @@ def download_dir(uri: str, local_dir: Path) -> Path:
     for file_uri in files:
         download_file(file_uri, local_dir / relative(uri, file_uri))
     return local_dir
-
-
-def materialize(uri: str, cache_dir: Path) -> Path:
-    """A local directory holding `uri`: the path itself for file://, a download for s3://."""
-    loc = parse(uri)
-    if loc.scheme == "file":
-        return Path(loc.path)
-    target = Path(cache_dir) / loc.bucket / loc.path
-    return download_dir(uri, target)
 
 
 def delete_file(uri: str) -> None:

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from kubetune_trainer import storage
-from kubetune_trainer.errors import BaseModelMissing
+from kubetune_trainer.errors import BaseModelMissing, StorageError
 from kubetune_trainer.recipes import modeling
 from kubetune_trainer.recipes.lineage import MergedAdapter
 
@@ -107,3 +107,14 @@ def test_replacing_a_stale_copy_leaves_other_models_alone(s3_bucket, tmp_path):
     modeling.materialize_dir(models["base"], cache, "base_model")
     assert not kept["base"].exists()
     assert all((kept[name] / "model.safetensors").read_bytes() == b"weights" for name in ("base@2", "base/sub"))
+
+
+def test_an_s3_failure_is_a_storage_error_to_retry_not_a_missing_model(tmp_path, monkeypatch):
+    class Unreachable:
+        def get_paginator(self, _):
+            raise ConnectionError("could not connect to the endpoint URL")
+
+    monkeypatch.setattr(storage, "_s3", lambda: Unreachable())
+    with pytest.raises(StorageError, match="could not connect") as raised:
+        modeling.materialize_dir("s3://models/base", tmp_path, "base_model")
+    assert not isinstance(raised.value, BaseModelMissing)

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from kubetune_trainer import storage
-from kubetune_trainer.errors import BaseModelMissing, ConfigError, StorageError
+from kubetune_trainer.errors import BaseModelMissing, ConfigError
 from kubetune_trainer.recipes.config import TrainConfig
 from kubetune_trainer.recipes.lineage import MergedAdapter, TrueBase, verify_adapter
 from kubetune_trainer.recipes.scratch import download_once, is_done, mark_done
@@ -31,11 +31,12 @@ def materialize_dir(uri: str, cache_dir: Path, field: str) -> Path:
     if loc.scheme == "file":
         return Path(loc.path)
     key = Path(loc.path.rstrip("/"))
-    try:
-        target = cache_dir / "downloads" / loc.bucket / key.parent / f"{key.name}@{storage.s3_version(uri)}"
-        download_once(uri, target)
-    except StorageError as exc:
-        raise BaseModelMissing(f"{field}: {uri}: {exc.message}") from exc
+    version = storage.s3_version(uri)
+    if version is None:
+        raise BaseModelMissing(f"{field}: {uri}: no objects under this prefix")
+    # Other storage errors stay StorageError: they may pass, and that exit code is retried.
+    target = cache_dir / "downloads" / loc.bucket / key.parent / f"{key.name}@{version}"
+    download_once(uri, target)
     # Models are large and scratch is an emptyDir: keep only the copy that matches S3 now.
     for stale in target.parent.iterdir():
         name, at, _ = stale.name.rpartition("@")
