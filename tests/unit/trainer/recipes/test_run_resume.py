@@ -130,3 +130,22 @@ def test_only_a_readable_manifest_of_this_run_means_finished(tmp_path, monkeypat
     monkeypatch.setattr(storage, "read_text", unavailable)
     with pytest.raises(StorageError, match="SlowDown"):
         finished_summary(output, "sha256:other")
+
+
+def test_new_weights_under_the_same_base_uri_make_another_run(make_config, trainer_env, s3_bucket, tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    base = f"s3://{s3_bucket}/models/tiny"
+    storage.upload_dir(tiny_model_dir, base)
+    output = f"s3://{s3_bucket}/ns/finetunejobs/sft"
+    config = make_config("sft", base_model=base, output=output, max_steps=2, save_steps=2)
+    first = train(config)
+
+    weights = load_file(tiny_model_dir / "model.safetensors")
+    save_file({k: v + 0.01 for k, v in weights.items()}, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    storage.upload_file(tmp_path / "model.safetensors", f"{base}/model.safetensors")
+
+    again = train(config)
+    assert again["resumedFrom"] is None and again["steps"] == 2
+    assert again["artifact"]["sha256"]["adapter_model.safetensors"] != first["artifact"]["sha256"]["adapter_model.safetensors"]
+    assert read_jsonl(trainer_env / "progress.jsonl")[-1].get("message") != "already complete"
