@@ -69,7 +69,9 @@ def prompt_tokens(shape: Shape) -> int:
 
 
 def answer_tokens(shape: Shape) -> int:
-    return shape.seq_len // 4
+    # Prompt + answer + the chat template's tokens pass seq_len a little: max_length trims every
+    # sequence to seq_len, so the benchmark runs at exactly seq_len (1,024 on the GPU).
+    return shape.seq_len // 2
 
 
 def write_inputs(workdir: Path, shape: Shape, pairs: int) -> None:
@@ -92,7 +94,7 @@ def write_inputs(workdir: Path, shape: Shape, pairs: int) -> None:
     model.save_pretrained(workdir / "model")
     tokenizer.save_pretrained(workdir / "model")
 
-    # Prompt about half of seq_len, each answer about a quarter, whatever the tokenizer's merges.
+    # Prompt and each answer about half of seq_len, whatever the tokenizer's merges.
     def text_of(tokens: int, offset: int) -> str:
         out, index = "", offset
         while len(tokenizer(out, add_special_tokens=False)["input_ids"]) < tokens:
@@ -253,10 +255,10 @@ def mfu(result: dict, shape: Shape, peak: float | None) -> float | None:
     if peak is None:
         return None
     body, head = matmul_params(shape)
-    # Each sequence is a prompt and one answer (write_inputs): 3/4 of seq_len, a third of it answer.
-    sequence = prompt_tokens(shape) + answer_tokens(shape)
+    # Each sequence is a prompt and one answer trimmed to seq_len (write_inputs), about half answer.
+    sequence = shape.seq_len
     forward = 2 * body + 4 * shape.layers * sequence * shape.hidden
-    completion_share = answer_tokens(shape) / sequence
+    completion_share = answer_tokens(shape) / (prompt_tokens(shape) + answer_tokens(shape))
     per_token = 3 * (forward + completion_share * 2 * head)
     return result["tokens_per_second"] * per_token / peak
 
@@ -313,8 +315,8 @@ def main() -> None:
     peak, device = peak_flops(args.peak_tflops)
     baseline = results[0]["tokens_per_second"]
     print(
-        f"DPO+LoRA, {shape.name}, sequences of about {prompt_tokens(shape) + answer_tokens(shape)} tokens "
-        f"(max_length {shape.seq_len}), batch {shape.batch_size}, {args.steps - args.warmup} timed "
+        f"DPO+LoRA, {shape.name}, sequences of {shape.seq_len} tokens (prompt + answer, trimmed to "
+        f"max_length), batch {shape.batch_size}, {args.steps - args.warmup} timed "
         f"steps, best of {args.rounds} alternating rounds; device: {device}; {versions()}\n"
     )
     print("| recipe | tokens/s (best) | all rounds | vs TRL defaults | peak RSS | peak GPU memory | MFU |")

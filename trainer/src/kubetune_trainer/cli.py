@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # bitsandbytes warns at import, on every CPU with AVX512-BF16 (GPU nodes too), that it could not
+    # fetch an optional kernel from the Hugging Face hub; its plain kernels work, and pods never
+    # fetch code from a hub.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     try:
         return int(args.func(args) or 0)
     except KubetuneError as exc:
