@@ -220,6 +220,7 @@ def artifacts_of(result) -> str:
 
 
 def print_results(console, results) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="kubetune run", show_lines=False)
@@ -235,6 +236,11 @@ def print_results(console, results) -> None:
         )
     console.print(table)
     for result in results:
+        if result.summary.get("kind") == "dataset":
+            # The pod's log is not shown: a split that could not keep a stratum in train says so here.
+            for warning in result.summary.get("warnings") or []:
+                name = f"{result.resource.kind_name}/{result.resource.metadata.name}"
+                console.print(f"[yellow]warning[/yellow] {name}: {escape(str(warning))}", highlight=False)
         if result.summary.get("kind") == "eval" and result.ok:
             print_comparison(console, result)
             promotion = result.resource.spec.promotion

@@ -283,3 +283,20 @@ def test_a_gate_on_a_confidence_bound_says_so(tmp_path):
     out = io.StringIO()
     print_comparison(Console(file=out, width=200), StepResult(evalrun, "Succeeded", summary={"output": f"file://{tmp_path}"}))
     assert "gate falls: Δ repetition of dpo (90% CI bound) = -0.682 < 0.0 → pass" in out.getvalue()
+
+
+def test_a_datasets_split_warnings_are_shown_after_the_table():
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from kubetune_operator.cli.run import print_results
+    from kubetune_operator.localrun.runner import StepResult
+
+    data = SimpleNamespace(kind_name="PreferenceDataset", metadata=SimpleNamespace(name="bad-cases"))
+    summary = {"kind": "dataset", "counts": {"train": 9, "test": 3}, "dropped": {},
+               "warnings": ["subtype '[a]' has no row in train: its prompts recur in subtype 'b'"]}
+    out = io.StringIO()
+    print_results(Console(file=out, width=200), [StepResult(data, "Succeeded", summary=summary)])
+    assert "warning PreferenceDataset/bad-cases: subtype '[a]' has no row in train" in out.getvalue()
