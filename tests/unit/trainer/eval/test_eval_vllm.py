@@ -97,7 +97,7 @@ def test_prompts_go_as_token_ids_and_group_by_adapter():
     assert group_by_adapter(requests) == {"a": [0, 2], None: [1]}
 
 
-@pytest.mark.skipif(not HAS_VLLM, reason="vLLM installed (kubetune-trainer[gpu]); no GPU needed")
+@pytest.mark.skipif(not HAS_VLLM, reason="needs vLLM, not a GPU: `make test-vllm-api` runs it")
 def test_the_installed_vllm_accepts_every_request_we_build():
     # Constructing vLLM's own parameter objects checks names and values without a GPU.
     from vllm import SamplingParams
