@@ -140,6 +140,8 @@ def test_new_weights_under_the_same_base_uri_make_another_run(make_config, train
     output = f"s3://{s3_bucket}/ns/finetunejobs/sft"
     config = make_config("sft", base_model=base, output=output, max_steps=2, save_steps=2)
     first = train(config)
+    lineage = json.loads(storage.read_text(f"{output}/final/kubetune.json"))
+    assert lineage["baseModelVersion"] == storage.s3_version(base)  # evaluation checks it
 
     weights = load_file(tiny_model_dir / "model.safetensors")
     save_file({k: v + 0.01 for k, v in weights.items()}, tmp_path / "model.safetensors", metadata={"format": "pt"})

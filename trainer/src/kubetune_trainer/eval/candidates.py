@@ -201,6 +201,8 @@ def resolve_candidate(config: CandidateConfig, index: int, baseline: bool) -> Ca
         )
 
     needed = true_base_of_lineage(lineage, lineage_uri)
+    if loaded is None or loaded.model == needed.model:
+        check_base_unchanged(lineage, needed.model, where, adapter)
     if given is not None and loaded is not None:
         # The recorded base itself (a job trained on another job's merged/ records that directory),
         # or a model built as exactly that base.
@@ -218,6 +220,21 @@ def resolve_candidate(config: CandidateConfig, index: int, baseline: bool) -> Ca
                 f"{where}: the adapter's base chain needs {merged.uri}, but no adapter is there"
             )
     return Candidate(config.name, baseline, "adapter", needed, adapter, lineage=lineage)
+
+
+def check_base_unchanged(lineage: dict[str, Any], base_uri: str, where: str, adapter: str) -> None:
+    """Refuse an adapter whose s3:// base was overwritten in place after training: the same URI
+    would load other weights, and the scores would belong to a model nobody trained."""
+    recorded = lineage.get("baseModelVersion")
+    if not isinstance(recorded, str) or not base_uri.startswith("s3://"):
+        return
+    current = storage.s3_version(base_uri)
+    if current is not None and current != recorded:
+        raise AdapterBaseMismatch(
+            f"{where}: adapter {adapter} was trained on {base_uri} as it was then (content {recorded}); "
+            f"the objects there have changed since (now {current}). Retrain the adapter on the new "
+            "weights, or put the old ones back."
+        )
 
 
 def resolve_candidates(configs: list[CandidateConfig], baseline_name: str) -> list[Candidate]:

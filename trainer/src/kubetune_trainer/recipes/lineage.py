@@ -117,11 +117,16 @@ def reference_model(config: TrainConfig) -> str | None:
     return "base + mergedAdapters, adapter disabled"
 
 
-def lineage_document(config: TrainConfig, true_base: TrueBase, fingerprint: str) -> dict[str, Any]:
+def lineage_document(
+    config: TrainConfig, true_base: TrueBase, fingerprint: str, base_version: str | None = None
+) -> dict[str, Any]:
+    """`base_version`: the s3:// base's content version (storage.s3_version), so that evaluation can
+    refuse an adapter whose base was overwritten in place after training."""
     return {
         "type": "full" if config.peft == "full" else "adapter",
         "method": config.method,
         **true_base.to_json(),
+        **({"baseModelVersion": base_version} if base_version else {}),
         "referenceModel": reference_model(config),
         "datasetFingerprint": fingerprint,
         "job": {

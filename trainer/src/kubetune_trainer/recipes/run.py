@@ -161,14 +161,11 @@ class Setup:
     attention: str = "sdpa"
 
 
-def run_identity(config: TrainConfig, lineage: dict[str, Any], base_version: str | None = None) -> str:
+def run_identity(config: TrainConfig, lineage: dict[str, Any]) -> str:
     """What makes two starts the same run: the config, the true base (with its adapters' sha256 and,
     for s3://, the base's content version: weights replaced under the same URI make another run)
     and the data."""
-    document = json.dumps(
-        {"config": config.to_dict(), "lineage": lineage} | ({"baseVersion": base_version} if base_version else {}),
-        sort_keys=True,
-    )
+    document = json.dumps({"config": config.to_dict(), "lineage": lineage}, sort_keys=True)
     return "sha256:" + hashlib.sha256(document.encode()).hexdigest()
 
 
@@ -204,9 +201,9 @@ def setup(config: TrainConfig, output: str, world: World, precision: str) -> Set
         base_uri, chain = chain_from(config)
         model_path, true_base = build_true_base(base_path, base_uri, chain, cache, args)
         tokenizer = load_tokenizer(model_path, config.base_model)
-        lineage = lineage_document(config, true_base, dataset.fingerprint)
         base_version = storage.s3_version(base_uri) if base_uri.startswith("s3://") else None
-        run = run_identity(config, lineage, base_version)
+        lineage = lineage_document(config, true_base, dataset.fingerprint, base_version)
+        run = run_identity(config, lineage)
         finished = finished_summary(output, run)
         latest = checkpoints.latest_complete(output)
         resume = latest if latest and checkpoints.run_of(latest) == run else None
