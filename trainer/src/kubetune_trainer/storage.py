@@ -235,17 +235,23 @@ def list_files(uri: str, limit: int | None = None) -> list[str]:
             return []
         found = sorted(f"file://{p}" for p in root.rglob("*") if p.is_file())
         return found[:limit] if limit else found
-    prefix = loc.path.rstrip("/") + "/" if loc.path else ""
     found: list[str] = []
+    for item in _s3_objects(uri):
+        found.append(f"s3://{loc.bucket}/{item['Key']}")
+        if limit and len(found) >= limit:
+            return found
+    return sorted(found)
+
+
+def _s3_objects(uri: str) -> Iterator[dict]:
+    """The listing entries (Key, ETag, Size, ...) of every object below an s3:// directory URI."""
+    loc = parse(uri)
+    prefix = loc.path.rstrip("/") + "/" if loc.path else ""
     try:
         for page in _s3().get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=prefix):
-            for item in page.get("Contents", []):
-                found.append(f"s3://{loc.bucket}/{item['Key']}")
-                if limit and len(found) >= limit:
-                    return found
+            yield from page.get("Contents", [])
     except Exception as exc:
         raise _s3_error(uri, exc) from exc
-    return sorted(found)
 
 
 def s3_version(uri: str) -> str | None:
@@ -255,17 +261,11 @@ def s3_version(uri: str) -> str | None:
     Weights overwritten under the same key keep the URI but not the ETag, so a copy cached under
     this hash is never mistaken for the new weights.
     """
-    loc = parse(uri)
-    prefix = loc.path.rstrip("/") + "/" if loc.path else ""
     digest = hashlib.sha256()
     listed = 0
-    try:
-        for page in _s3().get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=prefix):
-            for item in page.get("Contents", []):
-                digest.update(f"{item['Key']}\t{item['ETag']}\t{item['Size']}\n".encode())
-                listed += 1
-    except Exception as exc:
-        raise _s3_error(uri, exc) from exc
+    for item in _s3_objects(uri):
+        digest.update(f"{item['Key']}\t{item['ETag']}\t{item['Size']}\n".encode())
+        listed += 1
     return digest.hexdigest()[:16] if listed else None
 
 
