@@ -165,6 +165,19 @@ class ProgressReporter:
                 log.debug("progress event not delivered to %s: %s", self.url, exc)
 
 
+def encode_summary(summary: dict[str, Any]) -> str:
+    return json.dumps(summary, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _fits(text: str) -> bool:
+    return len(text.encode("utf-8")) <= TERMINATION_LIMIT
+
+
+def fits_termination_message(summary: dict[str, Any]) -> bool:
+    """Whether `summary`, encoded as the pod writes it, fits what Kubernetes keeps."""
+    return _fits(encode_summary(summary))
+
+
 def write_termination_summary(summary: dict[str, Any], path: str | None = None) -> str:
     """Write the compact summary the operator reads from the pod status; returns what was written.
 
@@ -173,22 +186,19 @@ def write_termination_summary(summary: dict[str, Any], path: str | None = None) 
     """
     optional = list(summary.pop("_optional", []))
     data = dict(summary)
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
-    while len(text.encode("utf-8")) > TERMINATION_LIMIT and optional:
+    text = encode_summary(data)
+    while not _fits(text) and optional:
         data.pop(optional.pop(), None)
         data["truncated"] = True
-        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
-    if len(text.encode("utf-8")) > TERMINATION_LIMIT:
+        text = encode_summary(data)
+    if not _fits(text):
         # What the operator must not lose: which kind, where, and for a failure its reason and the
         # start of its message.
         kept = {k: data[k] for k in ("kind", "output", "reason") if k in data} | {"truncated": True}
         error = data.get("error") if isinstance(data.get("error"), str) else None
         while True:
-            text = json.dumps(
-                kept | ({"error": error + " …"} if error is not None else {}),
-                ensure_ascii=False, separators=(",", ":"), default=str,
-            )
-            if len(text.encode("utf-8")) <= TERMINATION_LIMIT or not error:
+            text = encode_summary(kept | ({"error": error + " …"} if error is not None else {}))
+            if _fits(text) or not error:
                 break
             error = error[: len(error) * 3 // 4]
     target = path or os.environ.get("KUBETUNE_TERMINATION_LOG") or DEFAULT_TERMINATION_LOG

@@ -8,7 +8,6 @@ candidates' engines are closed, for the same reason.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -40,7 +39,7 @@ from kubetune_trainer.eval.result import MISSING_STRATUM, EvalResult
 from kubetune_trainer.eval.rubric import JudgeScorer, RuleScorer
 from kubetune_trainer.eval.stats import Estimate, compare
 from kubetune_trainer.eval.testset import Example, load_test_set
-from kubetune_trainer.progress import TERMINATION_LIMIT, ProgressReporter, metrics
+from kubetune_trainer.progress import ProgressReporter, fits_termination_message, metrics
 
 log = logging.getLogger(__name__)
 
@@ -353,15 +352,11 @@ def termination_summary(summary: dict[str, Any]) -> dict[str, Any]:
             for name, per in summary["metrics"].items()
         },
     }
-    if _fits(message):
+    if fits_termination_message(message):
         return message
     message = {k: v for k, v in message.items() if k != "metrics"} | {"truncated": True}
     kept = len(gates)
-    while kept and not _fits(message | {"gates": gates[:kept]}):
+    while kept and not fits_termination_message(message | {"gates": gates[:kept]}):
         kept -= 1
     return message | {"gates": gates[:kept]}
 
-
-def _fits(message: dict[str, Any]) -> bool:
-    text = json.dumps(message, ensure_ascii=False, separators=(",", ":"), default=str)
-    return len(text.encode("utf-8")) <= TERMINATION_LIMIT
