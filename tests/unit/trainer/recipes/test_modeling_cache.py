@@ -37,17 +37,17 @@ def test_an_unchanged_s3_model_is_downloaded_once_and_an_overwritten_one_again(s
     downloaded = count_downloads(monkeypatch)
     upload_model(uri, b"old weights")
 
-    first = Path(modeling.resolve_base(uri, cache))
+    first = Path(modeling.resolve_base(uri, cache)[0])
     assert (first / "model.safetensors").read_bytes() == b"old weights"
     assert sorted(downloaded) == ["config.json", "model.safetensors"]
 
     downloaded.clear()
-    assert Path(modeling.resolve_base(uri, cache)) == first
+    assert Path(modeling.resolve_base(uri, cache)[0]) == first
     assert downloaded == []
 
     # New weights of the very same size under the same key: only the ETag tells them apart.
     storage.write_bytes(storage.join(uri, "model.safetensors"), b"new weights")
-    second = Path(modeling.resolve_base(uri, cache))
+    second = Path(modeling.resolve_base(uri, cache)[0])
     assert (second / "model.safetensors").read_bytes() == b"new weights"
     assert sorted(downloaded) == ["config.json", "model.safetensors"]
     assert not first.exists(), "the stale copy is left behind in scratch"
@@ -85,7 +85,7 @@ def test_the_merged_true_base_is_rebuilt_when_the_s3_base_changes(s3_bucket, tmp
     args = SimpleNamespace()
 
     def true_base() -> bytes:
-        path, _ = modeling.build_true_base(modeling.resolve_base(uri, cache), uri, chain, cache, args)
+        path, _ = modeling.build_true_base(modeling.resolve_base(uri, cache)[0], uri, chain, cache, args)
         return Path(path, "model.safetensors").read_bytes()
 
     upload_model(uri, b"old weights")

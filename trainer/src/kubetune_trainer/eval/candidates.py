@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from kubetune_trainer.errors import AdapterBaseMismatch, BaseModelMissing, Confi
 from kubetune_trainer.eval.config import CandidateConfig
 from kubetune_trainer.recipes.lineage import ADAPTER_WEIGHTS, LINEAGE_FILE, normalize_model_uri
 from kubetune_trainer.recipes.modeling import materialize_dir
+from kubetune_trainer.recipes.scratch import keep_only_version
 
 log = logging.getLogger(__name__)
 
@@ -287,8 +287,5 @@ def build_base(base: TrueBase, cache_dir: Path) -> str:
     AutoTokenizer.from_pretrained(model_path).save_pretrained(partial)
     (partial / "COMPLETE").write_text(base.describe() + "\n")
     partial.replace(target)
-    # Merged models are as large as the base: keep only the one built from what storage holds now.
-    for stale in target.parent.glob(f"{base.key}@*"):
-        if stale != target:
-            shutil.rmtree(stale, ignore_errors=True)
+    keep_only_version(target)
     return str(target)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +18,7 @@ from kubetune_trainer import storage
 from kubetune_trainer.errors import BaseModelMissing, ConfigError
 from kubetune_trainer.recipes.config import TrainConfig
 from kubetune_trainer.recipes.lineage import MergedAdapter, TrueBase, verify_adapter
-from kubetune_trainer.recipes.scratch import download_once, is_done, mark_done
+from kubetune_trainer.recipes.scratch import download_once, is_done, keep_only_version, mark_done
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +26,15 @@ log = logging.getLogger(__name__)
 def materialize_dir(uri: str, cache_dir: Path, field: str) -> Path:
     """A local directory holding `uri`: the path itself for file://, a download (once per node and
     content version) for s3://."""
+    return materialize_versioned(uri, cache_dir, field)[0]
+
+
+def materialize_versioned(uri: str, cache_dir: Path, field: str) -> tuple[Path, str | None]:
+    """`materialize_dir`, with the content version (storage.s3_version) of what it downloaded;
+    None for file://."""
     loc = storage.parse(uri)
     if loc.scheme == "file":
-        return Path(loc.path)
+        return Path(loc.path), None
     key = Path(loc.path.rstrip("/"))
     version = storage.s3_version(uri)
     if version is None:
@@ -37,24 +42,22 @@ def materialize_dir(uri: str, cache_dir: Path, field: str) -> Path:
     # Other storage errors stay StorageError: they may pass, and that exit code is retried.
     target = cache_dir / "downloads" / loc.bucket / key.parent / f"{key.name}@{version}"
     download_once(uri, target)
-    # Models are large and scratch is an emptyDir: keep only the copy that matches S3 now.
-    for stale in target.parent.iterdir():
-        name, at, _ = stale.name.rpartition("@")
-        if stale != target and at and name == key.name:
-            shutil.rmtree(stale, ignore_errors=True)
-    return target
+    keep_only_version(target)
+    return target, version
 
 
-def resolve_base(uri: str, cache_dir: Path) -> str:
-    """What `from_pretrained` should load for `base_model`: a local directory or a hub id."""
+def resolve_base(uri: str, cache_dir: Path) -> tuple[str, str | None]:
+    """What `from_pretrained` should load for `base_model` (a local directory or a hub id), and the
+    content version of an s3:// base as downloaded (None otherwise), which the lineage records."""
     if uri.startswith("hf://"):
-        return uri.removeprefix("hf://")
+        return uri.removeprefix("hf://"), None
     loc = storage.parse(uri)
     if loc.scheme == "file" and not Path(loc.path, "config.json").is_file():
         raise BaseModelMissing(f"base_model: {uri}: no model there (no config.json)")
     if loc.scheme == "s3" and not storage.exists(storage.join(uri, "config.json")):
         raise BaseModelMissing(f"base_model: {uri}: no model there (no config.json)")
-    return str(materialize_dir(uri, cache_dir, "base_model"))
+    path, version = materialize_versioned(uri, cache_dir, "base_model")
+    return str(path), version
 
 
 def load_tokenizer(path: str, uri: str):

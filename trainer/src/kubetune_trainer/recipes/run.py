@@ -197,11 +197,10 @@ def setup(config: TrainConfig, output: str, world: World, precision: str) -> Set
         if world.is_local_main:
             # Leftovers of an earlier attempt on this node would mix with this run's checkpoints.
             shutil.rmtree(work / "hf", ignore_errors=True)
-        base_path = resolve_base(config.base_model, cache)
+        base_path, base_version = resolve_base(config.base_model, cache)
         base_uri, chain = chain_from(config)
         model_path, true_base = build_true_base(base_path, base_uri, chain, cache, args)
         tokenizer = load_tokenizer(model_path, config.base_model)
-        base_version = storage.s3_version(base_uri) if base_uri.startswith("s3://") else None
         lineage = lineage_document(config, true_base, dataset.fingerprint, base_version)
         run = run_identity(config, lineage)
         finished = finished_summary(output, run)

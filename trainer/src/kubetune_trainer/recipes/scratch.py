@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -38,3 +39,13 @@ def download_once(uri: str, target: Path) -> Path:
         storage.download_dir(uri, target)
         mark_done(target)
     return target
+
+
+def keep_only_version(target: Path) -> None:
+    """Delete the siblings of `target` (`<name>@<version>`) that hold other versions of `<name>`:
+    models are large and scratch is an emptyDir, so only the copy matching storage now stays."""
+    name = target.name.rpartition("@")[0]
+    for other in target.parent.iterdir():
+        other_name, at, _ = other.name.rpartition("@")
+        if other != target and at and other_name == name:
+            shutil.rmtree(other, ignore_errors=True)
