@@ -68,7 +68,7 @@ test-vllm-api: install
 	    and not re.match(r"($(VLLM_CUDA_ONLY))\b", r, re.I)))' > $(VLLM_VENV)/requirements.txt
 	$(VLLM_VENV)/bin/python -m pip install --quiet -r $(VLLM_VENV)/requirements.txt -c $(VLLM_VENV)/constraints.txt
 	# torch and the project's own packages come from $(VENV).
-	$(VLLM_VENV)/bin/python -c 'import sysconfig; print("$(CURDIR)/$(VENV)/lib/python%d.%d/site-packages" % __import__("sys").version_info[:2])' \
+	$(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' \
 	  > "$$($(VLLM_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/kubetune-base.pth"
 	PYTHONPATH=operator/src:trainer/src $(VLLM_VENV)/bin/python -m pytest -p no:cacheprovider -rs tests/unit/trainer/eval/test_eval_vllm.py
 
