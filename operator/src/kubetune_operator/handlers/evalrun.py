@@ -132,12 +132,13 @@ def eval_status(evr: EvalRun, summary: dict[str, Any], default_output: str) -> d
     gates = [gate for raw in raw_gates if (gate := common.conform(GateResult, _clip_name(raw), "gate")) is not None]
     listed_passing = sum(1 for g in gates if g["passed"])
     passed, total = listed_passing, len(raw_gates)
-    tally = summary.get("gateTally")
-    if isinstance(tally, dict) and _count(tally.get("total")) is not None and _count(tally.get("passed")) is not None:
+    tally = summary.get("gateTally") if isinstance(summary.get("gateTally"), dict) else {}
+    tally_passed, tally_total = _count(tally.get("passed")), _count(tally.get("total"))
+    if tally_passed is not None and tally_total is not None:
         # The pod leaves gate results out of a summary that would outgrow the termination message;
         # its tally still counts them, and no listed failure can be outvoted by it.
-        total = max(_count(tally["total"]), len(raw_gates))
-        passed = min(_count(tally["passed"]), total - (len(raw_gates) - listed_passing))
+        total = max(tally_total, len(raw_gates))
+        passed = min(tally_passed, total - (len(raw_gates) - listed_passing))
     fields = {
         "results": results or None,
         "gates": gates[:STATUS_GATES_LIMIT],
