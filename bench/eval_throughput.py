@@ -1,6 +1,6 @@
 """Benchmark: generation throughput of the eval engines, HF transformers (batched) and vLLM.
 
-Both engines get the same prompts (the shared test sets, rendered once by the model's chat
+Both engines get the same prompts (the sample test sets, rendered once by the model's chat
 template) and the same greedy decoding options, through the same `Engine` interface the eval
 command uses. Engine start-up and one warm-up batch are not timed. vLLM runs only where it is
 installed and a CUDA GPU is present. Prints a Markdown table.
@@ -19,20 +19,20 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+SAMPLE_DATA = ROOT / "tests" / "fixtures" / "data"
 
 
 def shared_prompts() -> list[list[dict[str, str]]]:
     from kubetune_trainer.eval.testset import load_test_set
 
-    sources = [SHARED_DATA / "llamafactory" / "test.json", SHARED_DATA / "defects" / "sft_chat.jsonl"]
+    sources = [SAMPLE_DATA / "llamafactory" / "test.json", SAMPLE_DATA / "defects" / "sft_chat.jsonl"]
     return [example.prompt for source in sources for example in load_test_set(str(source))]
 
 
 def tiny_model(directory: Path) -> Path:
     from kubetune_trainer.models.tiny import corpus_from_files, write_tiny_model
 
-    texts = corpus_from_files(sorted(SHARED_DATA.rglob("*.json*")))
+    texts = corpus_from_files(sorted(SAMPLE_DATA.rglob("*.json*")))
     return write_tiny_model(directory, texts)
 
 
@@ -60,7 +60,7 @@ def measure(kind: str, model: str, prompts: list, options) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", help="model directory (default: a tiny random model built here)")
-    parser.add_argument("--prompts", type=int, default=96, help="prompts per run (the shared ones, cycled)")
+    parser.add_argument("--prompts", type=int, default=96, help="prompts per run (the samples', cycled)")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--batch-sizes", default="1,8,32", help="HF engine batch sizes to try")
     args = parser.parse_args()

@@ -1,7 +1,7 @@
 """Benchmark: DPO+LoRA training throughput of kubetune's recipe beside TRL's DPOTrainer defaults.
 
 Both sides train the same random-weight Qwen2-shaped model on the same synthetic preference pairs
-(text from ../shared/data) with the same LoRA adapter, batch size and sequence length, one after the
+(text from tests/fixtures/data) with the same LoRA adapter, batch size and sequence length, one after the
 other in fresh processes. TRL keeps every other default of DPOConfig (bf16 autocast over fp32
 weights, gradient checkpointing, ...); kubetune builds its trainer exactly as `kubetune-trainer
 train` does (`recipes.run.setup` + `build_trainer`). Warm-up steps are not timed. Tokens are the
@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+SAMPLE_DATA = ROOT / "tests" / "fixtures" / "data"
 
 # Dense bf16 peak per GPU, from the vendors' data sheets (SXM parts).
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "L4": 121.0}
@@ -75,10 +75,10 @@ def answer_tokens(shape: Shape) -> int:
 
 
 def write_inputs(workdir: Path, shape: Shape, pairs: int) -> None:
-    """The random-weight model (tokenizer trained on the shared data) and a prepared dataset."""
+    """The random-weight model (tokenizer trained on the sample data) and a prepared dataset."""
     from kubetune_trainer.models.tiny import build_model, build_tokenizer, corpus_from_files
 
-    texts = corpus_from_files(sorted(SHARED_DATA.rglob("*.json*")))
+    texts = corpus_from_files(sorted(SAMPLE_DATA.rglob("*.json*")))
     tokenizer = build_tokenizer(texts)
     model = build_model(
         vocab_size=max(shape.vocab, len(tokenizer)),

@@ -9,24 +9,22 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# Resolved: readers report resolved paths (file:line), and ../shared may be a symlink.
-SHARED_DATA = (ROOT.parent / "shared" / "data").resolve()
+# Resolved: readers report resolved paths (file:line), and the checkout may sit behind a symlink.
+SAMPLE_DATA = (ROOT / "tests" / "fixtures" / "data").resolve()
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """../shared/data: tiny made-up samples of every input format users bring."""
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"{SHARED_DATA} is missing: the repository expects ../shared beside it")
-    return SHARED_DATA
+def sample_data() -> Path:
+    """tests/fixtures/data: tiny made-up samples of every input format users bring."""
+    return SAMPLE_DATA
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, shared_data) -> Path:
-    """A 2-layer random-weight Qwen2 model whose tokenizer was trained on ../shared/data."""
+def tiny_model_dir(tmp_path_factory, sample_data) -> Path:
+    """A 2-layer random-weight Qwen2 model whose tokenizer was trained on tests/fixtures/data."""
     from kubetune_trainer.models.tiny import corpus_from_files, write_tiny_model
 
-    texts = corpus_from_files(sorted(shared_data.rglob("*.json*")))
+    texts = corpus_from_files(sorted(sample_data.rglob("*.json*")))
     return write_tiny_model(tmp_path_factory.mktemp("tiny-model"), texts)
 
 

@@ -84,13 +84,13 @@ def keys(bucket: str, prefix: str) -> set[str]:
 
 
 def test_the_chained_example_runs_to_the_end_with_artifacts_in_s3(
-    cluster, namespace, s3_bucket, s3_env, moto_server, tiny_model_dir, shared_data, kubelet, operator
+    cluster, namespace, s3_bucket, s3_env, moto_server, tiny_model_dir, sample_data, kubelet, operator
 ):
     from kubetune_trainer import storage as s3
 
     s3.upload_dir(tiny_model_dir, f"s3://{s3_bucket}/models/tiny")
     for sample in SAMPLES.values():
-        s3.write_bytes(f"s3://{s3_bucket}/data/{sample}", (shared_data / sample).read_bytes())
+        s3.write_bytes(f"s3://{s3_bucket}/data/{sample}", (sample_data / sample).read_bytes())
     cluster.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-credentials", "namespace": namespace},
                    "stringData": {"AWS_ACCESS_KEY_ID": s3_env["AWS_ACCESS_KEY_ID"],
                                   "AWS_SECRET_ACCESS_KEY": s3_env["AWS_SECRET_ACCESS_KEY"],

@@ -1,4 +1,4 @@
-"""Every sample format in ../shared/data reads into canonical rows, with the format it was detected as."""
+"""Every sample format in tests/fixtures/data reads into canonical rows, with the format it was detected as."""
 
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ from .conftest import pref, write_jsonl
         (["--source", "defects/sft_chat.jsonl"], "chat-sft", "sft", 16, {}),
     ],
 )
-def test_every_sample_reads(prepare, shared_data, flags, fmt, kind, kept, dropped):
-    flags = [str(shared_data / f) if f.endswith((".json", ".jsonl", "raw")) else f for f in flags]
+def test_every_sample_reads(prepare, sample_data, flags, fmt, kind, kept, dropped):
+    flags = [str(sample_data / f) if f.endswith((".json", ".jsonl", "raw")) else f for f in flags]
     result = prepare(*flags, "--kind", kind)
     assert result.rc == 0
     manifest = result.manifest
@@ -54,11 +54,11 @@ def test_every_sample_reads(prepare, shared_data, flags, fmt, kind, kept, droppe
         assert conversation[-1]["role"] == "assistant"
         assert all(set(m) == {"role", "content"} and m["content"].strip() for m in conversation)
         path, line = row["metadata"]["source"].rsplit(":", 1)
-        assert path.startswith(str(shared_data)) and int(line) >= 1
+        assert path.startswith(str(sample_data)) and int(line) >= 1
 
 
-def test_cvalues_history_is_shared_and_scores_travel_in_metadata(prepare, shared_data):
-    rows = prepare("--source", shared_data / "cvalues/train.jsonl", "--kind", "preference").all_rows()
+def test_cvalues_history_is_shared_and_scores_travel_in_metadata(prepare, sample_data):
+    rows = prepare("--source", sample_data / "cvalues/train.jsonl", "--kind", "preference").all_rows()
     first = next(r for r in rows if r["metadata"]["source"].endswith(":1"))
     assert first["prompt"] == [
         {"role": "user", "content": "我想问一下天气"},
@@ -70,9 +70,9 @@ def test_cvalues_history_is_shared_and_scores_travel_in_metadata(prepare, shared
     assert first["metadata"]["rejected_score"] == 0.05
 
 
-def test_alpaca_prompt_joins_instruction_and_input_like_llamafactory(prepare, shared_data):
+def test_alpaca_prompt_joins_instruction_and_input_like_llamafactory(prepare, sample_data):
     result = prepare(
-        "--dataset-info", shared_data / "llamafactory/dataset_info.json",
+        "--dataset-info", sample_data / "llamafactory/dataset_info.json",
         "--dataset", "generalized_dpo_preference_dataset", "--kind", "preference",
     )
     first = next(r for r in result.all_rows() if r["metadata"]["source"].endswith(":2"))
@@ -80,9 +80,9 @@ def test_alpaca_prompt_joins_instruction_and_input_like_llamafactory(prepare, sh
     assert "formatting alpaca, ranking true" in result.manifest["format_evidence"]
 
 
-def test_defect_records_convert_to_the_workflow_chat_exactly(prepare, shared_data):
-    converted = prepare("--source", shared_data / "defects/raw", "--kind", "sft").all_rows()
-    reference = [json.loads(line) for line in (shared_data / "defects/sft_chat.jsonl").read_text().splitlines()]
+def test_defect_records_convert_to_the_workflow_chat_exactly(prepare, sample_data):
+    converted = prepare("--source", sample_data / "defects/raw", "--kind", "sft").all_rows()
+    reference = [json.loads(line) for line in (sample_data / "defects/sft_chat.jsonl").read_text().splitlines()]
 
     def key(messages, subtype):
         return json.dumps(messages, ensure_ascii=False), subtype
@@ -92,8 +92,8 @@ def test_defect_records_convert_to_the_workflow_chat_exactly(prepare, shared_dat
     )
 
 
-def test_replay_set_publishes_a_test_split(prepare, shared_data):
-    result = prepare("--source", shared_data / "llamafactory/test.json", "--kind", "sft", "--test-fraction", "1")
+def test_replay_set_publishes_a_test_split(prepare, sample_data):
+    result = prepare("--source", sample_data / "llamafactory/test.json", "--kind", "sft", "--test-fraction", "1")
     assert result.manifest["counts"] == {"train": 0, "test": 6, "read": 6, "kept": 6, "dropped": 0}
     first = result.rows("test")[0]
     assert first["messages"] == [
@@ -102,9 +102,9 @@ def test_replay_set_publishes_a_test_split(prepare, shared_data):
     ]
 
 
-def test_stratified_split_puts_every_subtype_in_test(prepare, shared_data):
+def test_stratified_split_puts_every_subtype_in_test(prepare, sample_data):
     result = prepare(
-        "--source", shared_data / "defects/sft_chat.jsonl", "--kind", "sft",
+        "--source", sample_data / "defects/sft_chat.jsonl", "--kind", "sft",
         "--stratify-by", "subtype", "--test-fraction", "0.2",
     )
     strata = result.manifest["strata"]
@@ -113,8 +113,8 @@ def test_stratified_split_puts_every_subtype_in_test(prepare, shared_data):
     assert result.termination["strata"] == strata
 
 
-def test_manifest_names_every_file_with_its_sha256_and_the_fingerprint_covers_them(prepare, shared_data):
-    result = prepare("--source", shared_data / "trl/preference.jsonl", "--kind", "preference")
+def test_manifest_names_every_file_with_its_sha256_and_the_fingerprint_covers_them(prepare, sample_data):
+    result = prepare("--source", sample_data / "trl/preference.jsonl", "--kind", "preference")
     manifest = result.manifest
     actual = {name: hashlib.sha256((result.output / name).read_bytes()).hexdigest() for name in manifest["files"]}
     assert set(actual) == {"train.jsonl", "test.jsonl"}
@@ -130,8 +130,8 @@ def test_manifest_names_every_file_with_its_sha256_and_the_fingerprint_covers_th
     assert manifest["options"]["seed"] == 42
 
 
-def test_fingerprint_is_deterministic_and_follows_the_split(prepare, shared_data):
-    source = ["--source", shared_data / "llamafactory/generalized_dpo_preference_dataset.json", "--kind", "preference"]
+def test_fingerprint_is_deterministic_and_follows_the_split(prepare, sample_data):
+    source = ["--source", sample_data / "llamafactory/generalized_dpo_preference_dataset.json", "--kind", "preference"]
     first = prepare(*source, "--test-fraction", "0.25").manifest
     again = prepare(*source, "--test-fraction", "0.25").manifest
     reseeded = prepare(*source, "--test-fraction", "0.25", "--seed", "7").manifest
@@ -141,8 +141,8 @@ def test_fingerprint_is_deterministic_and_follows_the_split(prepare, shared_data
     assert reseeded["counts"] == first["counts"]
 
 
-def test_termination_summary_has_the_dataset_shape(prepare, shared_data):
-    result = prepare("--source", shared_data / "trl/preference.jsonl", "--kind", "preference")
+def test_termination_summary_has_the_dataset_shape(prepare, sample_data):
+    result = prepare("--source", sample_data / "trl/preference.jsonl", "--kind", "preference")
     summary = result.termination
     assert summary["kind"] == "dataset"
     assert summary["output"] == f"file://{result.output}"

@@ -28,13 +28,13 @@ def write_config(tmp_path, **config) -> str:
 
 
 def test_base_adapter_and_chain_adapter_on_the_hf_engine_to_s3(
-    tmp_path, shared_data, lineage_models, s3_bucket, termination_log, capsys
+    tmp_path, sample_data, lineage_models, s3_bucket, termination_log, capsys
 ):
     output = f"s3://{s3_bucket}/llm-team/evalruns/chain"
     config = write_config(
         tmp_path,
         output=output,
-        test_set=str(shared_data / "llamafactory" / "test.json"),
+        test_set=str(sample_data / "llamafactory" / "test.json"),
         candidates=[
             {"name": "base", "model": f"file://{lineage_models.base}", "baseline": True},
             {"name": "sft", "adapter": f"file://{lineage_models.sft}"},
@@ -77,12 +77,12 @@ def test_base_adapter_and_chain_adapter_on_the_hf_engine_to_s3(
 
 
 def test_the_seed003_pitfall_exits_70_with_the_needed_base(
-    tmp_path, shared_data, lineage_models, termination_log, capsys
+    tmp_path, sample_data, lineage_models, termination_log, capsys
 ):
     config = write_config(
         tmp_path,
         output=str(tmp_path / "out"),
-        test_set=str(shared_data / "llamafactory" / "test.json"),
+        test_set=str(sample_data / "llamafactory" / "test.json"),
         candidates=[
             {"name": "base", "model": str(lineage_models.base)},
             {"name": "dpo", "adapter": str(lineage_models.dpo), "model": str(lineage_models.base)},
@@ -118,12 +118,12 @@ def test_bad_config_and_bad_data_exit_64_and_65(tmp_path, lineage_models, termin
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here")
 def test_an_evalrun_written_for_vllm_runs_on_the_hf_engine_here(
-    tmp_path, shared_data, lineage_models, termination_log
+    tmp_path, sample_data, lineage_models, termination_log
 ):
     config = write_config(
         tmp_path,
         output=str(tmp_path / "out"),
-        test_set=str(shared_data / "llamafactory" / "test.json"),
+        test_set=str(sample_data / "llamafactory" / "test.json"),
         max_samples=2,
         candidates=[{"name": "base", "model": str(lineage_models.base)}],
         engine="vllm",

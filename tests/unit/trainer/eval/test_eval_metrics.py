@@ -140,8 +140,8 @@ def test_longest_repeated_span_matches_brute_force():
         assert longest_repeated_span(sequence) == brute
 
 
-def test_the_shared_rejected_answers_are_repeaters_and_the_chosen_are_not(shared_data):
-    rows = json.loads((shared_data / "llamafactory" / "generalized_dpo_preference_dataset.json").read_text())
+def test_the_shared_rejected_answers_are_repeaters_and_the_chosen_are_not(sample_data):
+    rows = json.loads((sample_data / "llamafactory" / "generalized_dpo_preference_dataset.json").read_text())
     for row in rows:
         assert repeated_ngram_rate(units(row["rejected"]), 4) > 0.6, row["rejected"]
         assert repeated_ngram_rate(units(row["chosen"]), 4) == 0.0, row["chosen"]

@@ -19,7 +19,7 @@ REFERENCE = re.compile(r"判断:(是|否)")
 
 
 @pytest.fixture(scope="module")
-def evaluation(tmp_path_factory, shared_data, lineage_models, scripted):
+def evaluation(tmp_path_factory, sample_data, lineage_models, scripted):
     """base (baseline) always says 否; sft (adapter) gives the reference; loop repeats itself, never ending.
 
     A judge model grades answers 1 when they equal the reference, 0 otherwise, and cannot make
@@ -28,7 +28,7 @@ def evaluation(tmp_path_factory, shared_data, lineage_models, scripted):
     tmp_path = tmp_path_factory.mktemp("evaluation")
     answers = {
         json.loads(line)["text"][0]["content"]: json.loads(line)["text"][-1]["content"]
-        for line in (shared_data / "defects" / "sft_chat.jsonl").read_text(encoding="utf-8").splitlines()
+        for line in (sample_data / "defects" / "sft_chat.jsonl").read_text(encoding="utf-8").splitlines()
     }
     loop_model = shutil.copytree(lineage_models.base, tmp_path / "loop-model")
     judge_model = shutil.copytree(lineage_models.base, tmp_path / "judge-model")
@@ -51,7 +51,7 @@ def evaluation(tmp_path_factory, shared_data, lineage_models, scripted):
     config = parse_config(
         {
             "output": f"file://{tmp_path}/report",
-            "test_set": str(shared_data / "defects" / "sft_chat.jsonl"),
+            "test_set": str(sample_data / "defects" / "sft_chat.jsonl"),
             "candidates": [
                 {"name": "base", "model": str(lineage_models.base), "baseline": True},
                 {"name": "sft", "adapter": str(lineage_models.sft)},

@@ -9,8 +9,8 @@ from kubetune_trainer.errors import DataError
 from kubetune_trainer.eval.testset import load_test_set
 
 
-def test_llamafactory_replay_file_keeps_prompt_reference_and_line(shared_data):
-    path = shared_data / "llamafactory" / "test.json"
+def test_llamafactory_replay_file_keeps_prompt_reference_and_line(sample_data):
+    path = sample_data / "llamafactory" / "test.json"
     examples = load_test_set(str(path))
     assert len(examples) == 6
     first = examples[0]
@@ -21,8 +21,8 @@ def test_llamafactory_replay_file_keeps_prompt_reference_and_line(shared_data):
     assert examples[1].metadata["source"] == f"{path}:6"
 
 
-def test_seed001_chat_rows_split_off_the_answer_and_keep_the_subtype(shared_data):
-    examples = load_test_set(str(shared_data / "defects" / "sft_chat.jsonl"), max_samples=3)
+def test_seed001_chat_rows_split_off_the_answer_and_keep_the_subtype(sample_data):
+    examples = load_test_set(str(sample_data / "defects" / "sft_chat.jsonl"), max_samples=3)
     assert len(examples) == 3
     assert [m["role"] for m in examples[0].prompt] == ["user"]
     assert examples[0].reference.startswith("判断:否")

@@ -1,4 +1,4 @@
-"""Prepared datasets written straight from ../shared/data, and a TrainConfig factory for the recipes."""
+"""Prepared datasets written straight from tests/fixtures/data, and a TrainConfig factory for the recipes."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ def write_prepared(directory: Path, rows: list[dict], test_rows: int, fingerprin
 
 
 @pytest.fixture(scope="session")
-def sft_rows(shared_data) -> list[dict]:
-    lines = (shared_data / "defects" / "sft_chat.jsonl").read_text(encoding="utf-8").splitlines()
+def sft_rows(sample_data) -> list[dict]:
+    lines = (sample_data / "defects" / "sft_chat.jsonl").read_text(encoding="utf-8").splitlines()
     return [
         {
             "messages": json.loads(line)["text"],
@@ -36,8 +36,8 @@ def sft_rows(shared_data) -> list[dict]:
 
 
 @pytest.fixture(scope="session")
-def preference_rows(shared_data) -> list[dict]:
-    lines = (shared_data / "trl" / "preference.jsonl").read_text(encoding="utf-8").splitlines()
+def preference_rows(sample_data) -> list[dict]:
+    lines = (sample_data / "trl" / "preference.jsonl").read_text(encoding="utf-8").splitlines()
     return [
         dict(json.loads(line), metadata={"source": f"preference.jsonl:{n}"})
         for n, line in enumerate(lines, start=1)

@@ -16,8 +16,8 @@ from kubetune_trainer.cli import main
         (["--layers", "0"], r"--layers: must be >= 1"),
     ],
 )
-def test_shapes_qwen2_cannot_run_are_refused(tmp_path, shared_data, capsys, extra, message):
-    corpus = str(shared_data / "trl" / "preference.jsonl")
+def test_shapes_qwen2_cannot_run_are_refused(tmp_path, sample_data, capsys, extra, message):
+    corpus = str(sample_data / "trl" / "preference.jsonl")
     assert main(["model", "tiny", "--corpus", corpus, "--output", str(tmp_path / "m"), *extra]) == 64
     assert re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "m").exists()
@@ -32,7 +32,7 @@ def test_a_corpus_that_is_not_utf8_is_named(tmp_path, capsys):
     assert f"{tmp_path / 'corpus.jsonl'}: not UTF-8 text" in capsys.readouterr().err
 
 
-def test_writes_a_model_that_loads(tmp_path, shared_data):
-    corpus = str(shared_data / "trl" / "*.jsonl")
+def test_writes_a_model_that_loads(tmp_path, sample_data):
+    corpus = str(sample_data / "trl" / "*.jsonl")
     assert main(["model", "tiny", "--corpus", corpus, "--output", str(tmp_path / "m"), "--layers", "1"]) == 0
     assert AutoConfig.from_pretrained(tmp_path / "m").num_hidden_layers == 1
