@@ -136,6 +136,15 @@ def absolute_file_uris(resource: Resource, base: Path) -> Resource:
         ) from exc
 
 
+def inside(root: Path, *parts: str) -> Path:
+    """root/parts..., refused unless it stays under root: names are validated DNS labels, and this
+    keeps a path built from one from ever reaching outside `--workdir` should that slip."""
+    path = Path(os.path.normpath(root.joinpath(*parts)))
+    if any(not part or part in (".", "..") or "/" in part for part in parts) or not path.is_relative_to(root):
+        raise UserError(f"{'/'.join(parts)!r} would leave {root}: names must be DNS-1123 labels")
+    return path
+
+
 def _stop(process: local_pod.LocalContainer) -> local_pod.PodResult:
     """SIGTERM, as a preemption: a trainer writes a checkpoint and the next run resumes from it.
     A second Ctrl-C means the user will not wait for that: SIGKILL. Nothing is left running."""
@@ -263,7 +272,7 @@ class LocalRunner:
         # Credentials come from this machine's environment (the standard AWS chain), not Secrets.
         container["env"] = [e for e in container.get("env", []) if "secretKeyRef" not in e.get("valueFrom", {})]
         container["command"] = collapse_launch(container["command"], self.gpus)
-        step_dir = self.workdir / "pods" / common.namespace_of(resource) / resource.plural / resource.metadata.name
+        step_dir = inside(self.workdir, "pods", common.namespace_of(resource), resource.plural, resource.metadata.name)
         shutil.rmtree(step_dir, ignore_errors=True)
         progress_file = step_dir / "progress.jsonl"
         extra_env = {

@@ -300,3 +300,29 @@ def test_a_datasets_split_warnings_are_shown_after_the_table():
     out = io.StringIO()
     print_results(Console(file=out, width=200), [StepResult(data, "Succeeded", summary=summary)])
     assert "warning PreferenceDataset/bad-cases: subtype '[a]' has no row in train" in out.getvalue()
+
+
+def test_a_namespace_that_would_leave_the_workdir_is_refused_by_the_runner_too(fake_trainer, monkeypatch):
+    # The API refuses such a namespace; the runner checks again, as paths are built from it.
+    tmp_path, counter, resources = fake_trainer
+    resources[0].metadata.namespace = "../../esc"
+    monkeypatch.setattr(runner_module, "absolute_file_uris", lambda resource, base: resource)
+    with pytest.raises(UserError, match="would leave"):
+        LocalRunner(f"file://{tmp_path}/artifacts", tmp_path / "work", gpus=0).run(resources[:1])
+    assert calls(counter) == []
+    assert not (tmp_path / "esc").exists()
+
+
+@pytest.mark.parametrize("command", ["render", "run"])
+def test_render_and_run_refuse_a_namespace_that_is_not_a_dns_label(command, tmp_path):
+    import subprocess
+
+    bad = ftj()
+    bad["metadata"]["namespace"] = "../../esc"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    kubetune = Path(sys.executable).with_name("kubetune")
+    result = subprocess.run([str(kubetune), command, str(path)], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2, result.stdout
+    assert "bad.yaml#0 (FineTuneJob job): metadata.namespace: must be a DNS-1123 label" in result.stderr
+    assert "../../esc" not in result.stdout
