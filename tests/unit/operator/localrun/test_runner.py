@@ -326,3 +326,41 @@ def test_render_and_run_refuse_a_namespace_that_is_not_a_dns_label(command, tmp_
     assert result.returncode == 2, result.stdout
     assert "bad.yaml#0 (FineTuneJob job): metadata.namespace: must be a DNS-1123 label" in result.stderr
     assert "../../esc" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    "given, said",
+    [
+        ("s3://", "is not an s3://BUCKET"),
+        ("s3:///prefix", "is not an s3://BUCKET"),
+        ("s3://B/x", "is not an s3://BUCKET"),
+        ("s3://bucket/../x", "is not an s3://BUCKET"),
+        ("ftp://x/y", "unsupported scheme"),
+        ("s3:/bucket/x", "unsupported scheme"),
+        ("", "is empty"),
+    ],
+)
+@pytest.mark.parametrize("command, flag", [("run", "--artifacts"), ("render", "--artifact-root")])
+def test_an_artifact_root_that_is_no_store_is_refused_before_anything_runs(command, flag, given, said, tmp_path):
+    import subprocess
+
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(ftj()))
+    kubetune = Path(sys.executable).with_name("kubetune")
+    result = subprocess.run(
+        [str(kubetune), command, str(path), f"{flag}={given}", *(["--workdir", "wd"] if command == "run" else [])],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stdout
+    assert flag in result.stderr and said in result.stderr, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.yaml"]
+
+
+def test_artifact_roots_that_name_a_store_are_accepted(tmp_path, monkeypatch):
+    from kubetune_operator.builders.settings import artifact_root_problem
+    from kubetune_operator.cli.run import artifact_root
+
+    monkeypatch.chdir(tmp_path)
+    for good in ("s3://bucket", "s3://my.bucket-1/a/b/", "file:///srv/x", "out", "./s3:/x", "/abs/path"):
+        assert artifact_root_problem(good) is None, good
+    assert artifact_root("./s3:/x") == f"file://{tmp_path}/s3:/x"
