@@ -40,8 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--force",
         action="store_true",
-        help="run every step, even those that are up to date; a FineTuneJob's local output is deleted first so "
-        "it trains from scratch (a finished run in S3 is reused by the trainer: delete it to train again)",
+        help="run every step, even those that are up to date; a FineTuneJob trains from scratch: once its dataset "
+        "and base model resolve, the trainer drops the finished run and checkpoints in its output (a local output "
+        "only when kubetune created it, marked .kubetune-output)",
     )
     parser.add_argument("--gpus", type=gpu_count, default=None, help="GPUs to use (default: the visible ones)")
     parser.add_argument(

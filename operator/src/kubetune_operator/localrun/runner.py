@@ -31,6 +31,12 @@ from kubetune_operator.exitcodes import reason
 from kubetune_operator.localrun import pod as local_pod
 
 STATE_VERSION = 1
+# Written into a local output that `kubetune run` creates: only such a folder may `--force` retrain into
+# (the trainer then replaces what is there); a folder kubetune did not create is never touched.
+OUTPUT_MARKER = ".kubetune-output"
+# Tells the trainer to reuse neither a finished run nor checkpoints (contracts §3); the trainer drops
+# them only once its dataset and base model resolve.
+AFRESH_ENV = "KUBETUNE_TRAIN_AFRESH"
 # Launcher flags that only make sense across several nodes; locally everything is one node.
 _MULTI_NODE_FLAGS = ("--node-rank", "--master-addr", "--master-port")
 
@@ -264,7 +270,34 @@ class LocalRunner:
         raise TypeError(type(resource).__name__)
 
     # -- running one step ------------------------------------------------------------------------
-    def _run_job(self, resource: Resource, manifests: list[dict[str, Any]]) -> StepResult:
+    def _local_output(self, resource: Resource) -> Path | None:
+        output = common.output_uri(resource, self.settings)
+        return Path(output[len("file://") :]) if output.startswith("file://") else None
+
+    def _claim_output(self, resource: Resource) -> None:
+        """Mark a local output that kubetune creates now (it is missing or empty) as kubetune's own."""
+        path = self._local_output(resource)
+        if path is None or (path.is_dir() and any(path.iterdir())):
+            return
+        path.mkdir(parents=True, exist_ok=True)
+        owner = {"kind": resource.kind_name, "namespace": common.namespace_of(resource), "name": resource.metadata.name}
+        (path / OUTPUT_MARKER).write_text(json.dumps(owner) + "\n", encoding="utf-8")
+
+    def _refuse_force(self, resource: Resource) -> str | None:
+        """Why `--force` may not retrain into this output: a non-empty local folder kubetune did not create."""
+        path = self._local_output(resource)
+        if path is None or not path.exists() or (path / OUTPUT_MARKER).is_file():
+            return None
+        if path.is_dir() and not any(path.iterdir()):
+            return None
+        return (
+            f"--force: {path} was not created by kubetune (it has no {OUTPUT_MARKER} marker), so it is left "
+            "alone; delete it yourself or give spec.output.uri a new or empty folder"
+        )
+
+    def _run_job(
+        self, resource: Resource, manifests: list[dict[str, Any]], env: dict[str, str] | None = None
+    ) -> StepResult:
         config_maps = {m["metadata"]["name"]: m["data"] for m in manifests if m["kind"] == "ConfigMap"}
         (job,) = [m for m in manifests if m["kind"] == "Job"]
         pod_spec = json.loads(json.dumps(job["spec"]["template"]["spec"]))
@@ -282,6 +315,7 @@ class LocalRunner:
             "KUBETUNE_METRICS_PORT": "0",
             "JOB_COMPLETION_INDEX": "0",
             **{k: v for k, v in os.environ.items() if k.startswith(("AWS_", "HF_HUB_OFFLINE", "CUDA_VISIBLE"))},
+            **(env or {}),
         }
         prepared = local_pod.prepare(
             pod_spec,
@@ -368,13 +402,17 @@ class LocalRunner:
         previous = steps_state.get(state_key)
         if not self.force and previous and previous.get("fingerprint") == fingerprint and self._outputs_exist(previous):
             return StepResult(resource, "Skipped", 0.0, previous["summary"], "up to date")
+        env = {}
         if self.force and isinstance(resource, FineTuneJob):
             # The trainer reuses a finished run found in its output (a restarted pod must not train
-            # again); --force means train again, so a local output goes first.
-            output = common.output_uri(resource, self.settings)
-            if output.startswith("file://"):
-                shutil.rmtree(output[len("file://") :], ignore_errors=True)
-        result = self._run_job(resource, manifests)
+            # again); --force means train again. The trainer drops the old run itself, once its inputs
+            # resolve, and only in an output kubetune created.
+            refusal = self._refuse_force(resource)
+            if refusal:
+                return StepResult(resource, "Failed", message=refusal)
+            env[AFRESH_ENV] = "1"
+        self._claim_output(resource)
+        result = self._run_job(resource, manifests, env)
         if result.phase == "Succeeded":
             steps_state[state_key] = {"fingerprint": fingerprint, "summary": result.summary}
         else:

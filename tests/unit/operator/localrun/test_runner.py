@@ -64,7 +64,7 @@ FAKE_TRAINER = textwrap.dedent(
     home = os.path.dirname(os.path.dirname(os.path.abspath(sys.argv[0])))
     counter = os.path.join(home, "calls.txt")
     with open(counter, "a") as handle:
-        handle.write(" ".join(sys.argv[1:3]) + "\\n")
+        handle.write(" ".join(sys.argv[1:3]) + (" afresh" if os.environ.get("KUBETUNE_TRAIN_AFRESH") else "") + "\\n")
     config = sys.argv[sys.argv.index("--output") + 1] if "--output" in sys.argv else None
     if sys.argv[1] == "data" and os.path.exists(os.path.join(home, "hang")):
         import signal
@@ -153,12 +153,15 @@ def test_steps_run_in_order_with_inputs_from_earlier_summaries_then_skip(fake_tr
     assert [r.phase for r in changed] == ["Succeeded", "Succeeded"]
     assert len(calls(counter)) == 4
 
-    stale = tmp_path / "artifacts" / "default" / "finetunejobs" / "job" / "checkpoints" / "old"
-    stale.mkdir(parents=True)
+    output = tmp_path / "artifacts" / "default" / "finetunejobs" / "job"
+    assert json.loads((output / ".kubetune-output").read_text()) == {
+        "kind": "FineTuneJob", "namespace": "default", "name": "job"
+    }
     forced = make(force=True).run(resources)
     assert [r.phase for r in forced] == ["Succeeded", "Succeeded"]
-    # Forced, a training starts from nothing: the trainer would otherwise reuse what it finds there.
-    assert not stale.exists()
+    # Forced, a training starts from nothing: the trainer is told so, and drops the old run itself
+    # once its inputs resolve (it would otherwise reuse what it finds there).
+    assert calls(counter)[-2:] == ["data prepare", "train --config afresh"]
 
 
 def test_a_failed_step_reports_its_reason_and_nothing_is_recorded(fake_trainer):
@@ -364,3 +367,17 @@ def test_artifact_roots_that_name_a_store_are_accepted(tmp_path, monkeypatch):
     for good in ("s3://bucket", "s3://my.bucket-1/a/b/", "file:///srv/x", "out", "./s3:/x", "/abs/path"):
         assert artifact_root_problem(good) is None, good
     assert artifact_root("./s3:/x") == f"file://{tmp_path}/s3:/x"
+
+
+def test_force_leaves_an_output_folder_kubetune_did_not_create_alone(fake_trainer):
+    tmp_path, counter, resources = fake_trainer
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "x").write_text("keep")
+    job = resources[1].model_copy(deep=True)
+    job.spec.output.uri = f"file://{mine}"
+    results = LocalRunner(f"file://{tmp_path}/artifacts", tmp_path / "work", gpus=0, force=True).run([resources[0], job])
+    assert [r.phase for r in results] == ["Succeeded", "Failed"]
+    assert results[1].message.startswith(f"--force: {mine} was not created by kubetune")
+    assert (mine / "x").read_text() == "keep" and sorted(p.name for p in mine.iterdir()) == ["x"]
+    assert calls(counter) == ["data prepare"]
