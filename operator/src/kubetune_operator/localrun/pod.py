@@ -247,7 +247,8 @@ def prepare(
 class LocalContainer:
     """A started container process: signal it, wait for it, read its result."""
 
-    def __init__(self, prepared: PreparedContainer):
+    def __init__(self, prepared: PreparedContainer, keep_fds: tuple[int, ...] = ()):
+        """`keep_fds` stay open in the process (locks it must hold while it runs)."""
         self.prepared = prepared
         with open(prepared.log_file, "ab") as log:
             # A session of its own, so a signal reaches torchrun's workers too.
@@ -259,6 +260,7 @@ class LocalContainer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                pass_fds=keep_fds,
             )
 
     def signal(self, signum: int = signal.SIGTERM) -> None:

@@ -29,6 +29,7 @@ from kubetune_operator.builders.settings import OperatorSettings
 from kubetune_operator.errors import UserError
 from kubetune_operator.exitcodes import reason
 from kubetune_operator.localrun import pod as local_pod
+from kubetune_operator.localrun.locks import Locks
 
 STATE_VERSION = 1
 # Written into a local output that `kubetune run` creates: only such a folder may `--force` retrain into
@@ -37,6 +38,9 @@ OUTPUT_MARKER = ".kubetune-output"
 # Tells the trainer to reuse neither a finished run nor checkpoints (contracts §3); the trainer drops
 # them only once its dataset and base model resolve.
 AFRESH_ENV = "KUBETUNE_TRAIN_AFRESH"
+OUTPUT_LOCK = ".kubetune-lock"
+# kubetune's own files in an output: not part of its content (the lock holds a PID).
+CONTROL_FILES = (OUTPUT_MARKER, OUTPUT_LOCK)
 # Launcher flags that only make sense across several nodes; locally everything is one node.
 _MULTI_NODE_FLAGS = ("--node-rank", "--master-addr", "--master-port")
 
@@ -102,7 +106,7 @@ def _file_fingerprint(uri: str) -> Any:
         target = Path(match)
         candidates = sorted(p for p in target.rglob("*") if p.is_file()) if target.is_dir() else [target]
         for item in candidates:
-            if item.is_file():
+            if item.is_file() and item.name not in CONTROL_FILES:
                 files.append((str(item), hashlib.sha256(item.read_bytes()).hexdigest()))
     return files
 
@@ -114,7 +118,11 @@ def _model_fingerprint(uri: str) -> Any:
     root = Path(uri[len("file://") :])
     if not root.is_dir():
         return uri
-    return [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()]
+    return [
+        (str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name not in CONTROL_FILES
+    ]
 
 
 def absolute_file_uris(resource: Resource, base: Path) -> Resource:
@@ -178,6 +186,7 @@ class LocalRunner:
         self.on_event = on_event or (lambda resource, event: None)
         self.state_file = workdir / "state.json"
         self.results: dict[tuple, StepResult] = {}
+        self.locks = Locks()
 
     # -- state: what succeeded, with which inputs ------------------------------------------------
     def _load_state(self) -> dict[str, Any]:
@@ -275,16 +284,26 @@ class LocalRunner:
         return Path(output[len("file://") :]) if output.startswith("file://") else None
 
     def _claim_output(self, resource: Resource) -> None:
-        """Mark a local output that kubetune creates now (it is missing or empty) as kubetune's own."""
+        """Mark a local output that kubetune creates now (it is missing or empty) as kubetune's own, and lock it."""
         path = self._local_output(resource)
-        if path is None or (path.is_dir() and any(path.iterdir())):
+        if path is None:
             return
-        path.mkdir(parents=True, exist_ok=True)
-        owner = {"kind": resource.kind_name, "namespace": common.namespace_of(resource), "name": resource.metadata.name}
-        (path / OUTPUT_MARKER).write_text(json.dumps(owner) + "\n", encoding="utf-8")
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{resource.kind_name} {resource.metadata.name}: output {path} is not a directory")
+        if not path.exists() or not any(path.iterdir()):
+            path.mkdir(parents=True, exist_ok=True)
+            owner = {"kind": resource.kind_name, "namespace": common.namespace_of(resource), "name": resource.metadata.name}
+            (path / OUTPUT_MARKER).write_text(json.dumps(owner) + "\n", encoding="utf-8")
+        self.locks.take(
+            path / OUTPUT_LOCK,
+            f"output {path} of {resource.kind_name} {resource.metadata.name}",
+            "two runs writing one output would mix their files: wait for it, or give this one another --artifacts",
+        )
 
-    def _refuse_force(self, resource: Resource) -> str | None:
+    def _refusal(self, resource: Resource) -> str | None:
         """Why `--force` may not retrain into this output: a non-empty local folder kubetune did not create."""
+        if not (self.force and isinstance(resource, FineTuneJob)):
+            return None
         path = self._local_output(resource)
         if path is None or not path.exists() or (path / OUTPUT_MARKER).is_file():
             return None
@@ -326,7 +345,7 @@ class LocalRunner:
             gpus=self.gpus,
         )
         started = time.monotonic()
-        process = local_pod.LocalContainer(prepared)
+        process = local_pod.LocalContainer(prepared, keep_fds=self.locks.fds)
         offset = 0
         interrupted = False
         try:
@@ -375,6 +394,18 @@ class LocalRunner:
     def run(self, resources: list[Resource], on_step: Callable[[StepResult], None] | None = None) -> list[StepResult]:
         cwd = Path.cwd()
         ordered = plan.order([absolute_file_uris(r, cwd) for r in resources], require_references=True)
+        with self.locks:
+            # Before anything is read or written: another run's state, pod folders and outputs are its own.
+            self.locks.take(
+                self.workdir / "lock", f"work folder {self.workdir}", "wait for it, or give this one another --workdir"
+            )
+            for resource in ordered:
+                # A folder --force refuses stays untouched: no marker, no lock file.
+                if self._refusal(resource) is None:
+                    self._claim_output(resource)
+            return self._run_all(ordered, on_step)
+
+    def _run_all(self, ordered: list[Resource], on_step: Callable[[StepResult], None] | None) -> list[StepResult]:
         steps_state = self._load_state()
         results = []
         for resource in ordered:
@@ -407,11 +438,10 @@ class LocalRunner:
             # The trainer reuses a finished run found in its output (a restarted pod must not train
             # again); --force means train again. The trainer drops the old run itself, once its inputs
             # resolve, and only in an output kubetune created.
-            refusal = self._refuse_force(resource)
+            refusal = self._refusal(resource)
             if refusal:
                 return StepResult(resource, "Failed", message=refusal)
             env[AFRESH_ENV] = "1"
-        self._claim_output(resource)
         result = self._run_job(resource, manifests, env)
         if result.phase == "Succeeded":
             steps_state[state_key] = {"fingerprint": fingerprint, "summary": result.summary}

@@ -381,3 +381,41 @@ def test_force_leaves_an_output_folder_kubetune_did_not_create_alone(fake_traine
     assert results[1].message.startswith(f"--force: {mine} was not created by kubetune")
     assert (mine / "x").read_text() == "keep" and sorted(p.name for p in mine.iterdir()) == ["x"]
     assert calls(counter) == ["data prepare"]
+
+
+def test_a_second_run_on_one_workdir_is_refused_naming_the_holder(fake_trainer):
+    import os
+
+    from kubetune_operator.localrun.locks import Busy, Locks
+
+    tmp_path, counter, resources = fake_trainer
+    with Locks() as held:
+        held.take(tmp_path / "work" / "lock", "work folder", "")
+        with pytest.raises(Busy, match=rf"work folder {tmp_path}/work is in use by another kubetune run \(PID {os.getpid()}\)"):
+            LocalRunner(f"file://{tmp_path}/artifacts", tmp_path / "work", gpus=0).run(resources)
+    assert calls(counter) == []
+    results = LocalRunner(f"file://{tmp_path}/artifacts", tmp_path / "work", gpus=0).run(resources)
+    assert [r.phase for r in results] == ["Succeeded", "Succeeded"]
+
+
+def test_runs_sharing_an_artifacts_folder_are_kept_off_each_others_outputs(fake_trainer):
+    import os
+
+    from kubetune_operator.localrun.locks import Busy, Locks
+
+    tmp_path, counter, resources = fake_trainer
+    output = tmp_path / "artifacts" / "default" / "finetunejobs" / "job"
+    with Locks() as held:
+        held.take(output / ".kubetune-lock", "output", "")
+        with pytest.raises(Busy, match=rf"output {output} of FineTuneJob job is in use by another kubetune run \(PID {os.getpid()}\)"):
+            LocalRunner(f"file://{tmp_path}/artifacts", tmp_path / "other-work", gpus=0).run(resources)
+    assert calls(counter) == []
+
+
+def test_kubetunes_own_files_in_an_output_are_not_its_content(tmp_path):
+    (tmp_path / "test.jsonl").write_text("{}\n")
+    before = runner_module._file_fingerprint(f"file://{tmp_path}")
+    (tmp_path / ".kubetune-lock").write_text("4242\n")
+    (tmp_path / ".kubetune-output").write_text("{}\n")
+    assert runner_module._file_fingerprint(f"file://{tmp_path}") == before
+    assert runner_module._model_fingerprint(f"file://{tmp_path}") == [("test.jsonl", 3, (tmp_path / "test.jsonl").stat().st_mtime_ns)]
