@@ -13,6 +13,9 @@ from kubetune_operator.errors import UserError
 from kubetune_operator.localrun import runner as runner_module
 from kubetune_operator.localrun.runner import LocalRunner, absolute_file_uris, collapse_launch, final_artifact
 
+# The fake_trainer fixture points sys.executable at its fake; processes this test starts need the real one.
+PYTHON = sys.executable
+
 
 def test_multi_node_launch_collapses_to_this_machine():
     argv = [
@@ -68,6 +71,7 @@ FAKE_TRAINER = textwrap.dedent(
     config = sys.argv[sys.argv.index("--output") + 1] if "--output" in sys.argv else None
     if sys.argv[1] == "data" and os.path.exists(os.path.join(home, "hang")):
         import signal
+        open(os.path.join(home, "pid"), "w").write(str(os.getpid()))
         def preempted(*_):
             open(os.path.join(home, "got-sigterm"), "w").close()
             open(os.environ["KUBETUNE_TERMINATION_LOG"], "w").write(json.dumps(
@@ -419,3 +423,79 @@ def test_kubetunes_own_files_in_an_output_are_not_its_content(tmp_path):
     (tmp_path / ".kubetune-output").write_text("{}\n")
     assert runner_module._file_fingerprint(f"file://{tmp_path}") == before
     assert runner_module._model_fingerprint(f"file://{tmp_path}") == [("test.jsonl", 3, (tmp_path / "test.jsonl").stat().st_mtime_ns)]
+
+
+def wait_for(condition, what: str, seconds: float = 60.0):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
+def gone(pid: int) -> bool:
+    """Exited (a zombie whose parent never reaps it counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+@pytest.fixture
+def kubetune_run(fake_trainer):
+    """`kubetune run` in a process of its own, with the fake trainer first on its pods' PATH."""
+    import subprocess
+
+    tmp_path, _, resources = fake_trainer
+    files = []
+    for resource in resources:
+        path = tmp_path / f"{resource.metadata.name}.yaml"
+        path.write_text(yaml.safe_dump(resource.to_wire()))
+        files.append(str(path))
+    driver = (
+        f"import sys; sys.executable = {str(tmp_path / 'bin' / 'python')!r}\n"
+        "from kubetune_operator.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    )
+
+    def start_hanging_step() -> tuple[subprocess.Popen, int]:
+        """The run, and the PID of its first step, which waits for SIGTERM and has sent its first event."""
+        (tmp_path / "hang").write_text("wait for SIGTERM")
+        run = subprocess.Popen(
+            [PYTHON, "-c", driver, "run", *files, "--artifacts", "artifacts", "--workdir", "work", "--gpus", "0"],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        pid_file = tmp_path / "pid"
+        child = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), "the step to start"))
+        progress = tmp_path / "work" / "pods" / "default" / "preferencedatasets" / "data" / "progress.jsonl"
+        wait_for(progress.exists, "the step's first event")
+        return run, child
+
+    return tmp_path, start_hanging_step
+
+
+@pytest.mark.parametrize("signum, code", [("SIGTERM", 143), ("SIGHUP", 129), ("SIGINT", 130)])
+def test_a_stop_signal_reaches_the_running_step_and_is_awaited(kubetune_run, signum, code):
+    import signal
+
+    tmp_path, start_hanging_step = kubetune_run
+    run, child = start_hanging_step()
+    run.send_signal(getattr(signal, signum))
+    output, _ = run.communicate(timeout=60)
+    assert run.returncode == code, output
+    assert (tmp_path / "got-sigterm").exists() and gone(child)
+    assert "interrupted; Preempted (exit 75): stopped by SIGTERM" in output
+
+
+def test_the_running_step_stops_when_kubetune_run_is_killed(kubetune_run):
+    import os
+    import signal
+
+    tmp_path, start_hanging_step = kubetune_run
+    run, child = start_hanging_step()
+    os.kill(run.pid, signal.SIGKILL)
+    run.communicate(timeout=60)
+    # The kernel tells the orphan, as a node would its pods: it stops as on a preemption.
+    wait_for(lambda: (tmp_path / "got-sigterm").exists(), "the step to get SIGTERM")
+    wait_for(lambda: gone(child), "the step to exit")
