@@ -33,14 +33,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="YAML with kubetune resources")
     parser.add_argument(
         "--artifacts",
+        type=artifact_root,
         default=".kubetune/artifacts",
         help="artifact root: a directory or s3://bucket/prefix (default: .kubetune/artifacts)",
     )
     parser.add_argument(
         "--force",
         action="store_true",
-        help="run every step, even those that are up to date; a FineTuneJob's local output is deleted first so "
-        "it trains from scratch (a finished run in S3 is reused by the trainer: delete it to train again)",
+        help="run every step, even those that are up to date; a FineTuneJob trains from scratch: once its dataset "
+        "and base model resolve, the trainer drops the finished run and checkpoints in its output (a local output "
+        "only when kubetune created it, marked .kubetune-output)",
     )
     parser.add_argument("--gpus", type=gpu_count, default=None, help="GPUs to use (default: the visible ones)")
     parser.add_argument(
@@ -58,6 +60,11 @@ def gpu_count(value: str) -> int:
 
 def artifact_root(value: str) -> str:
     """An absolute URI: pods run in their own scratch directories, where `file://./x` would land."""
+    from kubetune_operator.builders.settings import artifact_root_problem
+
+    problem = artifact_root_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     if value.startswith("s3://"):
         return value.rstrip("/")
     path = value[len("file://") :] if value.startswith("file://") else value
@@ -75,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     resources = plan.validate_all(plan.load_documents(args.files))
     display = ProgressDisplay(console)
     runner = LocalRunner(
-        artifact_root(args.artifacts), args.workdir.resolve(), force=args.force, gpus=args.gpus,
+        args.artifacts, args.workdir.resolve(), force=args.force, gpus=args.gpus,
         on_event=display.event,
     )
     plan.order(resources, require_references=True)

@@ -38,6 +38,12 @@ HOST_ENV_PREFIXES = (
     "AWS_", "HF_HUB_OFFLINE", "CUDA_VISIBLE",
     "ATEN_CPU_CAPABILITY", "MKL_", "OMP_", "KMP_", "DNNL_", "ONEDNN_", "OPENBLAS_",
 )
+# Written into a local output that `kubetune run` creates: only such a folder may `--force` retrain into
+# (the trainer then replaces what is there); a folder kubetune did not create is never touched.
+OUTPUT_MARKER = ".kubetune-output"
+# Tells the trainer to reuse neither a finished run nor checkpoints (contracts §3); the trainer drops
+# them only once its dataset and base model resolve.
+AFRESH_ENV = "KUBETUNE_TRAIN_AFRESH"
 # Launcher flags that only make sense across several nodes; locally everything is one node.
 _MULTI_NODE_FLAGS = ("--node-rank", "--master-addr", "--master-port")
 
@@ -141,6 +147,15 @@ def absolute_file_uris(resource: Resource, base: Path) -> Resource:
             f"under {base} that kubetune cannot use ({exc}); run from a directory whose path has only "
             "letters, digits and _.+=@%~- in it, or give absolute URIs"
         ) from exc
+
+
+def inside(root: Path, *parts: str) -> Path:
+    """root/parts..., refused unless it stays under root: names are validated DNS labels, and this
+    keeps a path built from one from ever reaching outside `--workdir` should that slip."""
+    path = Path(os.path.normpath(root.joinpath(*parts)))
+    if any(not part or part in (".", "..") or "/" in part for part in parts) or not path.is_relative_to(root):
+        raise UserError(f"{'/'.join(parts)!r} would leave {root}: names must be DNS-1123 labels")
+    return path
 
 
 def _stop(process: local_pod.LocalContainer) -> local_pod.PodResult:
@@ -262,7 +277,34 @@ class LocalRunner:
         raise TypeError(type(resource).__name__)
 
     # -- running one step ------------------------------------------------------------------------
-    def _run_job(self, resource: Resource, manifests: list[dict[str, Any]]) -> StepResult:
+    def _local_output(self, resource: Resource) -> Path | None:
+        output = common.output_uri(resource, self.settings)
+        return Path(output[len("file://") :]) if output.startswith("file://") else None
+
+    def _claim_output(self, resource: Resource) -> None:
+        """Mark a local output that kubetune creates now (it is missing or empty) as kubetune's own."""
+        path = self._local_output(resource)
+        if path is None or (path.is_dir() and any(path.iterdir())):
+            return
+        path.mkdir(parents=True, exist_ok=True)
+        owner = {"kind": resource.kind_name, "namespace": common.namespace_of(resource), "name": resource.metadata.name}
+        (path / OUTPUT_MARKER).write_text(json.dumps(owner) + "\n", encoding="utf-8")
+
+    def _refuse_force(self, resource: Resource) -> str | None:
+        """Why `--force` may not retrain into this output: a non-empty local folder kubetune did not create."""
+        path = self._local_output(resource)
+        if path is None or not path.exists() or (path / OUTPUT_MARKER).is_file():
+            return None
+        if path.is_dir() and not any(path.iterdir()):
+            return None
+        return (
+            f"--force: {path} was not created by kubetune (it has no {OUTPUT_MARKER} marker), so it is left "
+            "alone; delete it yourself or give spec.output.uri a new or empty folder"
+        )
+
+    def _run_job(
+        self, resource: Resource, manifests: list[dict[str, Any]], env: dict[str, str] | None = None
+    ) -> StepResult:
         config_maps = {m["metadata"]["name"]: m["data"] for m in manifests if m["kind"] == "ConfigMap"}
         (job,) = [m for m in manifests if m["kind"] == "Job"]
         pod_spec = json.loads(json.dumps(job["spec"]["template"]["spec"]))
@@ -270,7 +312,7 @@ class LocalRunner:
         # Credentials come from this machine's environment (the standard AWS chain), not Secrets.
         container["env"] = [e for e in container.get("env", []) if "secretKeyRef" not in e.get("valueFrom", {})]
         container["command"] = collapse_launch(container["command"], self.gpus)
-        step_dir = self.workdir / "pods" / common.namespace_of(resource) / resource.plural / resource.metadata.name
+        step_dir = inside(self.workdir, "pods", common.namespace_of(resource), resource.plural, resource.metadata.name)
         shutil.rmtree(step_dir, ignore_errors=True)
         progress_file = step_dir / "progress.jsonl"
         extra_env = {
@@ -280,6 +322,7 @@ class LocalRunner:
             "KUBETUNE_METRICS_PORT": "0",
             "JOB_COMPLETION_INDEX": "0",
             **{k: v for k, v in os.environ.items() if k.startswith(HOST_ENV_PREFIXES)},
+            **(env or {}),
         }
         prepared = local_pod.prepare(
             pod_spec,
@@ -366,13 +409,17 @@ class LocalRunner:
         previous = steps_state.get(state_key)
         if not self.force and previous and previous.get("fingerprint") == fingerprint and self._outputs_exist(previous):
             return StepResult(resource, "Skipped", 0.0, previous["summary"], "up to date")
+        env = {}
         if self.force and isinstance(resource, FineTuneJob):
             # The trainer reuses a finished run found in its output (a restarted pod must not train
-            # again); --force means train again, so a local output goes first.
-            output = common.output_uri(resource, self.settings)
-            if output.startswith("file://"):
-                shutil.rmtree(output[len("file://") :], ignore_errors=True)
-        result = self._run_job(resource, manifests)
+            # again); --force means train again. The trainer drops the old run itself, once its inputs
+            # resolve, and only in an output kubetune created.
+            refusal = self._refuse_force(resource)
+            if refusal:
+                return StepResult(resource, "Failed", message=refusal)
+            env[AFRESH_ENV] = "1"
+        self._claim_output(resource)
+        result = self._run_job(resource, manifests, env)
         if result.phase == "Succeeded":
             steps_state[state_key] = {"fingerprint": fingerprint, "summary": result.summary}
         else:

@@ -64,7 +64,7 @@ FAKE_TRAINER = textwrap.dedent(
     home = os.path.dirname(os.path.dirname(os.path.abspath(sys.argv[0])))
     counter = os.path.join(home, "calls.txt")
     with open(counter, "a") as handle:
-        handle.write(" ".join(sys.argv[1:3]) + "\\n")
+        handle.write(" ".join(sys.argv[1:3]) + (" afresh" if os.environ.get("KUBETUNE_TRAIN_AFRESH") else "") + "\\n")
     with open(os.path.join(home, "env.json"), "w") as handle:
         json.dump({k: v for k, v in os.environ.items() if k.startswith(("ATEN", "MKL", "OMP", "SOME"))}, handle)
     config = sys.argv[sys.argv.index("--output") + 1] if "--output" in sys.argv else None
@@ -155,12 +155,15 @@ def test_steps_run_in_order_with_inputs_from_earlier_summaries_then_skip(fake_tr
     assert [r.phase for r in changed] == ["Succeeded", "Succeeded"]
     assert len(calls(counter)) == 4
 
-    stale = tmp_path / "artifacts" / "default" / "finetunejobs" / "job" / "checkpoints" / "old"
-    stale.mkdir(parents=True)
+    output = tmp_path / "artifacts" / "default" / "finetunejobs" / "job"
+    assert json.loads((output / ".kubetune-output").read_text()) == {
+        "kind": "FineTuneJob", "namespace": "default", "name": "job"
+    }
     forced = make(force=True).run(resources)
     assert [r.phase for r in forced] == ["Succeeded", "Succeeded"]
-    # Forced, a training starts from nothing: the trainer would otherwise reuse what it finds there.
-    assert not stale.exists()
+    # Forced, a training starts from nothing: the trainer is told so, and drops the old run itself
+    # once its inputs resolve (it would otherwise reuse what it finds there).
+    assert calls(counter)[-2:] == ["data prepare", "train --config afresh"]
 
 
 def test_the_numeric_libraries_settings_of_this_machine_reach_the_pods(fake_trainer, monkeypatch):
@@ -313,3 +316,81 @@ def test_a_datasets_split_warnings_are_shown_after_the_table():
     out = io.StringIO()
     print_results(Console(file=out, width=200), [StepResult(data, "Succeeded", summary=summary)])
     assert "warning PreferenceDataset/bad-cases: subtype '[a]' has no row in train" in out.getvalue()
+
+
+def test_a_namespace_that_would_leave_the_workdir_is_refused_by_the_runner_too(fake_trainer, monkeypatch):
+    # The API refuses such a namespace; the runner checks again, as paths are built from it.
+    tmp_path, counter, resources = fake_trainer
+    resources[0].metadata.namespace = "../../esc"
+    monkeypatch.setattr(runner_module, "absolute_file_uris", lambda resource, base: resource)
+    with pytest.raises(UserError, match="would leave"):
+        LocalRunner(f"file://{tmp_path}/artifacts", tmp_path / "work", gpus=0).run(resources[:1])
+    assert calls(counter) == []
+    assert not (tmp_path / "esc").exists()
+
+
+@pytest.mark.parametrize("command", ["render", "run"])
+def test_render_and_run_refuse_a_namespace_that_is_not_a_dns_label(command, tmp_path):
+    import subprocess
+
+    bad = ftj()
+    bad["metadata"]["namespace"] = "../../esc"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    kubetune = Path(sys.executable).with_name("kubetune")
+    result = subprocess.run([str(kubetune), command, str(path)], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2, result.stdout
+    assert "bad.yaml#0 (FineTuneJob job): metadata.namespace: must be a DNS-1123 label" in result.stderr
+    assert "../../esc" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    "given, said",
+    [
+        ("s3://", "is not an s3://BUCKET"),
+        ("s3:///prefix", "is not an s3://BUCKET"),
+        ("s3://B/x", "is not an s3://BUCKET"),
+        ("s3://bucket/../x", "is not an s3://BUCKET"),
+        ("ftp://x/y", "unsupported scheme"),
+        ("s3:/bucket/x", "unsupported scheme"),
+        ("", "is empty"),
+    ],
+)
+@pytest.mark.parametrize("command, flag", [("run", "--artifacts"), ("render", "--artifact-root")])
+def test_an_artifact_root_that_is_no_store_is_refused_before_anything_runs(command, flag, given, said, tmp_path):
+    import subprocess
+
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(ftj()))
+    kubetune = Path(sys.executable).with_name("kubetune")
+    result = subprocess.run(
+        [str(kubetune), command, str(path), f"{flag}={given}", *(["--workdir", "wd"] if command == "run" else [])],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stdout
+    assert flag in result.stderr and said in result.stderr, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.yaml"]
+
+
+def test_artifact_roots_that_name_a_store_are_accepted(tmp_path, monkeypatch):
+    from kubetune_operator.builders.settings import artifact_root_problem
+    from kubetune_operator.cli.run import artifact_root
+
+    monkeypatch.chdir(tmp_path)
+    for good in ("s3://bucket", "s3://my.bucket-1/a/b/", "file:///srv/x", "out", "./s3:/x", "/abs/path"):
+        assert artifact_root_problem(good) is None, good
+    assert artifact_root("./s3:/x") == f"file://{tmp_path}/s3:/x"
+
+
+def test_force_leaves_an_output_folder_kubetune_did_not_create_alone(fake_trainer):
+    tmp_path, counter, resources = fake_trainer
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "x").write_text("keep")
+    job = resources[1].model_copy(deep=True)
+    job.spec.output.uri = f"file://{mine}"
+    results = LocalRunner(f"file://{tmp_path}/artifacts", tmp_path / "work", gpus=0, force=True).run([resources[0], job])
+    assert [r.phase for r in results] == ["Succeeded", "Failed"]
+    assert results[1].message.startswith(f"--force: {mine} was not created by kubetune")
+    assert (mine / "x").read_text() == "keep" and sorted(p.name for p in mine.iterdir()) == ["x"]
+    assert calls(counter) == ["data prepare"]

@@ -69,6 +69,9 @@ from kubetune_trainer.recipes.trainers import (
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+# `kubetune run --force` sets it: reuse neither a finished run nor checkpoints found in the output.
+# Checked only after the dataset and base model resolve, so a job that cannot start loses nothing.
+AFRESH_ENV = "KUBETUNE_TRAIN_AFRESH"
 SUMMARY_KEYS = (
     "kind",
     "output",
@@ -203,9 +206,10 @@ def setup(config: TrainConfig, output: str, world: World, precision: str) -> Set
         tokenizer = load_tokenizer(model_path, config.base_model)
         lineage = lineage_document(config, true_base, dataset.fingerprint, base_version)
         run = run_identity(config, lineage)
-        finished = finished_summary(output, run)
+        afresh = os.environ.get(AFRESH_ENV) == "1"
+        finished = None if afresh else finished_summary(output, run)
         latest = checkpoints.latest_complete(output)
-        resume = latest if latest and checkpoints.run_of(latest) == run else None
+        resume = latest if latest and not afresh and checkpoints.run_of(latest) == run else None
         resume_dir = checkpoints.download(resume, work / "hf") if resume and not finished else None
     # Every rank has read the output; only now may rank 0 change it.
     barrier()
@@ -213,7 +217,9 @@ def setup(config: TrainConfig, output: str, world: World, precision: str) -> Set
         # This run rewrites the output: an earlier run's manifest must not vouch for it meanwhile.
         storage.delete_file(storage.join(output, MANIFEST))
         if resume is None:
-            if latest:
+            if latest and afresh:
+                log.warning("%s: starting afresh as asked (%s): deleting its checkpoints", output, AFRESH_ENV)
+            elif latest:
                 log.warning(
                     "%s holds checkpoints of another run (its config, base or dataset differ): "
                     "starting afresh and deleting them",
