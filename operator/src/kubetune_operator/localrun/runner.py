@@ -32,6 +32,13 @@ from kubetune_operator.localrun import pod as local_pod
 from kubetune_operator.localrun.locks import Locks
 
 STATE_VERSION = 1
+# Taken from this machine's environment into every local pod: storage credentials and hub mode,
+# the GPUs to use, and how the CPU's numeric libraries run (ATen's kernel ISA, MKL's code path,
+# OpenMP/oneDNN threads), which on a cluster the node and the image decide.
+HOST_ENV_PREFIXES = (
+    "AWS_", "HF_HUB_OFFLINE", "CUDA_VISIBLE",
+    "ATEN_CPU_CAPABILITY", "MKL_", "OMP_", "KMP_", "DNNL_", "ONEDNN_", "OPENBLAS_",
+)
 # Written into a local output that `kubetune run` creates: only such a folder may `--force` retrain into
 # (the trainer then replaces what is there); a folder kubetune did not create is never touched.
 OUTPUT_MARKER = ".kubetune-output"
@@ -333,7 +340,7 @@ class LocalRunner:
             "KUBETUNE_PROGRESS_INTERVAL": "1",
             "KUBETUNE_METRICS_PORT": "0",
             "JOB_COMPLETION_INDEX": "0",
-            **{k: v for k, v in os.environ.items() if k.startswith(("AWS_", "HF_HUB_OFFLINE", "CUDA_VISIBLE"))},
+            **{k: v for k, v in os.environ.items() if k.startswith(HOST_ENV_PREFIXES)},
             **(env or {}),
         }
         prepared = local_pod.prepare(

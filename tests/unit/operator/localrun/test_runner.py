@@ -68,6 +68,8 @@ FAKE_TRAINER = textwrap.dedent(
     counter = os.path.join(home, "calls.txt")
     with open(counter, "a") as handle:
         handle.write(" ".join(sys.argv[1:3]) + (" afresh" if os.environ.get("KUBETUNE_TRAIN_AFRESH") else "") + "\\n")
+    with open(os.path.join(home, "env.json"), "w") as handle:
+        json.dump({k: v for k, v in os.environ.items() if k.startswith(("ATEN", "MKL", "OMP", "SOME"))}, handle)
     config = sys.argv[sys.argv.index("--output") + 1] if "--output" in sys.argv else None
     if sys.argv[1] == "data" and os.path.exists(os.path.join(home, "hang")):
         import signal
@@ -166,6 +168,17 @@ def test_steps_run_in_order_with_inputs_from_earlier_summaries_then_skip(fake_tr
     # Forced, a training starts from nothing: the trainer is told so, and drops the old run itself
     # once its inputs resolve (it would otherwise reuse what it finds there).
     assert calls(counter)[-2:] == ["data prepare", "train --config afresh"]
+
+
+def test_the_numeric_libraries_settings_of_this_machine_reach_the_pods(fake_trainer, monkeypatch):
+    tmp_path, _, resources = fake_trainer
+    numeric = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "OMP_NUM_THREADS": "1"}
+    for name, value in {**numeric, "SOME_OTHER_VARIABLE": "x"}.items():
+        monkeypatch.setenv(name, value)
+    results = LocalRunner(f"file://{tmp_path}/artifacts", tmp_path / "work", gpus=0).run(resources)
+    assert [r.phase for r in results] == ["Succeeded", "Succeeded"]
+    # A pod sees what its node and image give it, not the whole shell it was started from.
+    assert json.loads((tmp_path / "env.json").read_text()) == numeric
 
 
 def test_a_failed_step_reports_its_reason_and_nothing_is_recorded(fake_trainer):
