@@ -339,7 +339,7 @@ def test_render_cli_names_the_document_and_field_of_a_bad_resource(tmp_path):
 BAD_FILES = {
     "empty file": (b"", "no resource documents in {path}"),
     "only separators": (b"---\n---\n", "no resource documents in {path}"),
-    "broken YAML": (b"kind: FineTuneJob\nspec: [1,\n", "{path}:3:1: not valid YAML: expected the node content"),
+    "broken YAML": (b"kind: FineTuneJob\nspec: [1,\n", "{path}:3:1: not valid YAML: did not find expected node content"),
     "not UTF-8": (b"kind: \xff\n", "{path}: not UTF-8 text (byte 6 is 0xff)"),
 }
 
