@@ -236,7 +236,19 @@ def test_scheduling_copies_only_the_allowed_fields():
         scheduling={"nodeSelector": {"gpu": "h100"}, "tolerations": [{"key": "gpu", "operator": "Exists"}]}
     )["Job"]["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"gpu": "h100"}
-    assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists"}]
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+                                  {"key": "gpu", "operator": "Exists"}]
+
+
+def test_a_gpu_pod_tolerates_the_gpu_pools_taint_and_a_cpu_pod_needs_none():
+    # GPU node pools are tainted with the resource's name; a pod that asks for GPUs must tolerate it.
+    def pod(**resources):
+        return train_children(scheduling={}, resources=resources)["Job"]["spec"]["template"]["spec"]
+
+    assert pod(gpusPerNode=8)["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert "tolerations" not in pod(gpusPerNode=0, cpu="2", memory="4Gi")
+    amd = pod(gpusPerNode=8, gpuResourceName="amd.com/gpu")
+    assert amd["tolerations"] == [{"key": "amd.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 
 
 def test_sft_options_reach_the_trainer_config():
