@@ -271,9 +271,19 @@ class NodeAgent:
 
     def _later(self, pod: dict[str, Any], delay: float = RETRY_SECONDS) -> None:
         async def again() -> None:
-            await asyncio.sleep(delay)
-            current = await self.api.request("GET", _path(pod))
-            self._kick(current)
+            while True:
+                await asyncio.sleep(delay)
+                try:
+                    current = await self.api.request("GET", _path(pod))
+                except ApiError as exc:
+                    if exc.status == 404:
+                        await self._forget(pod["metadata"]["uid"], kill=True)
+                        return
+                except (aiohttp.ClientError, TimeoutError, OSError):
+                    continue
+                else:
+                    self._kick(current)
+                    return
 
         task = asyncio.create_task(again())
         self._tasks.add(task)
@@ -398,7 +408,18 @@ class NodeAgent:
         shutil.rmtree(self.workdir / run.namespace / f"{run.name}-{uid[:8]}", ignore_errors=True)
 
     async def _status(self, pod: Mapping[str, Any], status: dict[str, Any]) -> None:
-        await self.api.request("PATCH", _path(pod) + "/status", {"status": status}, content_type=STRATEGIC)
+        """Write the pod's status; like a kubelet, keep trying while the API server is away
+        (restarting, starting up): a lost final status would leave its Job running forever."""
+        while True:
+            try:
+                await self.api.request("PATCH", _path(pod) + "/status", {"status": status}, content_type=STRATEGIC)
+                return
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                log.info("status of pod %s not written (%s); trying again", _path(pod), exc)
+            except ApiError as exc:
+                if exc.status not in (429, 500, 503, 504):
+                    raise
+            await asyncio.sleep(RETRY_SECONDS)
 
 
 def _path(pod: Mapping[str, Any]) -> str:

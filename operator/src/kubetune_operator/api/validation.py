@@ -22,7 +22,7 @@ from kubetune_operator.api import API_VERSION, KINDS, Resource
 from kubetune_operator.api.common import MAX_NAMESPACE_LENGTH, NAMESPACE_PATTERN
 from kubetune_operator.api.crd import openapi_schema
 from kubetune_operator.api.schema import prune_nulls
-from kubetune_operator.errors import ValidationFailed, clip
+from kubetune_operator.errors import ValidationFailed, clip, shorten
 
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 DNS_LABEL = re.compile(NAMESPACE_PATTERN)
@@ -40,7 +40,9 @@ class FieldError:
 def _path(parts) -> str:
     text = ""
     for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        # A map key is the user's text too: a 50 MB one must not come back whole.
+        part = part if isinstance(part, int) else shorten(str(part))
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
     return text
 
 
@@ -149,10 +151,10 @@ def check(document: Any, old: Any = None) -> list[FieldError]:
     if not isinstance(document, dict):
         return [FieldError("", "a resource document must be a mapping")]
     if document.get("apiVersion") != API_VERSION:
-        return [FieldError("apiVersion", f"must be {API_VERSION} (got {document.get('apiVersion')!r})")]
+        return [FieldError("apiVersion", f"must be {API_VERSION} (got {clip(document.get('apiVersion'))})")]
     kind = document.get("kind")
-    if kind not in KINDS:
-        return [FieldError("kind", f"must be one of {', '.join(KINDS)} (got {kind!r})")]
+    if not isinstance(kind, str) or kind not in KINDS:
+        return [FieldError("kind", f"must be one of {', '.join(KINDS)} (got {clip(kind)})")]
     metadata = document.get("metadata")
     if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
         return [FieldError("metadata.name", "is required")]
@@ -199,9 +201,10 @@ def _schema_errors(error: jsonschema.ValidationError) -> list[FieldError]:
         missing = [name for name in error.validator_value if name not in error.instance]
         return [FieldError(_path([*parent, name]), "is required") for name in missing]
     if error.validator == "pattern":
-        message = f"{error.instance!r} does not match the allowed pattern (see kubectl explain)"
+        message = f"{clip(error.instance)} does not match the allowed pattern (see kubectl explain)"
     else:
-        message = error.message
+        # jsonschema quotes the whole value (repr); a 50 MB one must not come back whole.
+        message = error.message.replace(repr(error.instance), clip(error.instance))
     return [FieldError(_path(parent), message)]
 
 

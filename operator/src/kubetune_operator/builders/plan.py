@@ -18,7 +18,10 @@ from kubetune_operator.api import EvalRun, FineTuneJob, PreferenceDataset, Resou
 from kubetune_operator.api.validation import check, validate
 from kubetune_operator.builders import common, dataset, evaluation, training
 from kubetune_operator.builders.settings import OperatorSettings
-from kubetune_operator.errors import ValidationFailed
+from kubetune_operator.errors import ValidationFailed, shorten
+
+# Errors listed per document: ten thousand unknown fields need not be ten thousand lines.
+MAX_ERRORS_SHOWN = 20
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ def load_documents(paths: Iterable[Path]) -> list[Document]:
 def describe(document: Document) -> str:
     body = document.body if isinstance(document.body, dict) else {}
     name = (body.get("metadata") or {}).get("name", "?") if isinstance(body.get("metadata"), dict) else "?"
-    return f"{document.source} ({body.get('kind', '?')} {name})"
+    return f"{document.source} ({shorten(str(body.get('kind', '?')))} {shorten(str(name))})"
 
 
 def validate_all(documents: list[Document]) -> list[Resource]:
@@ -66,7 +69,10 @@ def validate_all(documents: list[Document]) -> list[Resource]:
     for document in documents:
         errors = check(document.body)
         if errors:
-            problems += [f"{describe(document)}: {error}" for error in errors]
+            shown = errors[:MAX_ERRORS_SHOWN]
+            problems += [f"{describe(document)}: {error}" for error in shown]
+            if len(errors) > len(shown):
+                problems.append(f"{describe(document)}: … and {len(errors) - len(shown)} more errors")
             continue
         resource = validate(document.body)
         if key(resource) in first_seen:

@@ -26,9 +26,10 @@ from typing import Any
 from kubetune_operator.api import EvalRun, FineTuneJob, PreferenceDataset, Resource
 from kubetune_operator.builders import common, dataset, evaluation, plan, training
 from kubetune_operator.builders.settings import OperatorSettings
-from kubetune_operator.errors import UserError
+from kubetune_operator.errors import UserError, shorten
 from kubetune_operator.exitcodes import reason
 from kubetune_operator.localrun import pod as local_pod
+from kubetune_operator.localrun.locks import Locks
 
 STATE_VERSION = 1
 # Taken from this machine's environment into every local pod: storage credentials and hub mode,
@@ -44,6 +45,9 @@ OUTPUT_MARKER = ".kubetune-output"
 # Tells the trainer to reuse neither a finished run nor checkpoints (contracts §3); the trainer drops
 # them only once its dataset and base model resolve.
 AFRESH_ENV = "KUBETUNE_TRAIN_AFRESH"
+OUTPUT_LOCK = ".kubetune-lock"
+# kubetune's own files in an output: not part of its content (the lock holds a PID).
+CONTROL_FILES = (OUTPUT_MARKER, OUTPUT_LOCK)
 # Launcher flags that only make sense across several nodes; locally everything is one node.
 _MULTI_NODE_FLAGS = ("--node-rank", "--master-addr", "--master-port")
 
@@ -109,7 +113,7 @@ def _file_fingerprint(uri: str) -> Any:
         target = Path(match)
         candidates = sorted(p for p in target.rglob("*") if p.is_file()) if target.is_dir() else [target]
         for item in candidates:
-            if item.is_file():
+            if item.is_file() and item.name not in CONTROL_FILES:
                 files.append((str(item), hashlib.sha256(item.read_bytes()).hexdigest()))
     return files
 
@@ -121,7 +125,11 @@ def _model_fingerprint(uri: str) -> Any:
     root = Path(uri[len("file://") :])
     if not root.is_dir():
         return uri
-    return [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()]
+    return [
+        (str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name not in CONTROL_FILES
+    ]
 
 
 def absolute_file_uris(resource: Resource, base: Path) -> Resource:
@@ -158,15 +166,48 @@ def inside(root: Path, *parts: str) -> Path:
     return path
 
 
-def _stop(process: local_pod.LocalContainer) -> local_pod.PodResult:
+def _stop(process: local_pod.LocalContainer) -> tuple[local_pod.PodResult, bool]:
     """SIGTERM, as a preemption: a trainer writes a checkpoint and the next run resumes from it.
-    A second Ctrl-C means the user will not wait for that: SIGKILL. Nothing is left running."""
+    A second Ctrl-C means the user will not wait for that: SIGKILL. Nothing is left running.
+    Returns the result and whether it was killed so."""
     process.signal(signal.SIGTERM)
+    killed = False
     while True:
         try:
-            return process.wait()
+            return process.wait(), killed
         except KeyboardInterrupt:
             process.signal(signal.SIGKILL)
+            killed = True
+
+
+# How much of a step's own error a runner message quotes (the whole is in its summary and log).
+MESSAGE_CHARS = 1000
+
+
+def failure_message(outcome: local_pod.PodResult, summary: dict[str, Any], interrupted: bool, killed: bool) -> str:
+    """Why a step failed, in one line: its own error when it wrote one, else what its exit code says."""
+    code = outcome.exit_code
+    signum = code - 128 if 128 < code < 128 + signal.NSIG else None
+    error = str(summary.get("error") or "")
+    if signum == signal.SIGKILL:
+        label = "Killed"
+        why = "killed by a second interrupt" if killed else "killed by SIGKILL (out of memory?)"
+    elif signum is not None:
+        name = signal.Signals(signum).name if signum in signal.valid_signals() else f"signal {signum}"
+        label = "Terminated" if signum == signal.SIGTERM else f"Killed by {name}"
+        if error:
+            why = error
+        elif summary:
+            why = f"stopped by {name} after it wrote its summary"
+        else:
+            why = f"stopped by {name} before it wrote a summary"
+    else:
+        label = reason(code)
+        # Without a JSON summary the message is the log's tail (FallbackToLogsOnError), which may
+        # start mid-line: its last line says most.
+        lines = [line for line in outcome.termination_message.splitlines() if line.strip()]
+        why = error or (f"last line of its log: {lines[-1].strip()}" if lines and not summary else "no message")
+    return f"{'interrupted; ' if interrupted else ''}{label} (exit {code}): {shorten(why, MESSAGE_CHARS)}"
 
 
 class LocalRunner:
@@ -185,6 +226,7 @@ class LocalRunner:
         self.on_event = on_event or (lambda resource, event: None)
         self.state_file = workdir / "state.json"
         self.results: dict[tuple, StepResult] = {}
+        self.locks = Locks()
 
     # -- state: what succeeded, with which inputs ------------------------------------------------
     def _load_state(self) -> dict[str, Any]:
@@ -282,16 +324,26 @@ class LocalRunner:
         return Path(output[len("file://") :]) if output.startswith("file://") else None
 
     def _claim_output(self, resource: Resource) -> None:
-        """Mark a local output that kubetune creates now (it is missing or empty) as kubetune's own."""
+        """Mark a local output that kubetune creates now (it is missing or empty) as kubetune's own, and lock it."""
         path = self._local_output(resource)
-        if path is None or (path.is_dir() and any(path.iterdir())):
+        if path is None:
             return
-        path.mkdir(parents=True, exist_ok=True)
-        owner = {"kind": resource.kind_name, "namespace": common.namespace_of(resource), "name": resource.metadata.name}
-        (path / OUTPUT_MARKER).write_text(json.dumps(owner) + "\n", encoding="utf-8")
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{resource.kind_name} {resource.metadata.name}: output {path} is not a directory")
+        if not path.exists() or not any(path.iterdir()):
+            path.mkdir(parents=True, exist_ok=True)
+            owner = {"kind": resource.kind_name, "namespace": common.namespace_of(resource), "name": resource.metadata.name}
+            (path / OUTPUT_MARKER).write_text(json.dumps(owner) + "\n", encoding="utf-8")
+        self.locks.take(
+            path / OUTPUT_LOCK,
+            f"output {path} of {resource.kind_name} {resource.metadata.name}",
+            "two runs writing one output would mix their files: wait for it, or give this one another --artifacts",
+        )
 
-    def _refuse_force(self, resource: Resource) -> str | None:
+    def _refusal(self, resource: Resource) -> str | None:
         """Why `--force` may not retrain into this output: a non-empty local folder kubetune did not create."""
+        if not (self.force and isinstance(resource, FineTuneJob)):
+            return None
         path = self._local_output(resource)
         if path is None or not path.exists() or (path / OUTPUT_MARKER).is_file():
             return None
@@ -333,9 +385,9 @@ class LocalRunner:
             gpus=self.gpus,
         )
         started = time.monotonic()
-        process = local_pod.LocalContainer(prepared)
+        process = local_pod.LocalContainer(prepared, keep_fds=self.locks.fds)
         offset = 0
-        interrupted = False
+        interrupted = killed = False
         try:
             while True:
                 try:
@@ -346,24 +398,20 @@ class LocalRunner:
         except KeyboardInterrupt:
             # The process runs in a session of its own, so Ctrl-C reached only us: pass it on.
             interrupted = True
-            outcome = _stop(process)
+            outcome, killed = _stop(process)
         self._forward_progress(resource, progress_file, offset)
         duration = time.monotonic() - started
         summary: dict[str, Any] = {}
         if outcome.termination_message:
-            try:
+            with contextlib.suppress(json.JSONDecodeError):
                 summary = json.loads(outcome.termination_message)
-            except json.JSONDecodeError:
+            if not isinstance(summary, dict):
                 summary = {}
         if outcome.exit_code == 0 and summary:
             # Scratch space (model downloads, temp files) is not needed once the outputs are stored.
             shutil.rmtree(step_dir / "volumes", ignore_errors=True)
             return StepResult(resource, "Succeeded", duration, summary, log_tail=outcome.log_tail)
-        why = summary.get("error") or outcome.termination_message or "no message"
-        if interrupted:
-            # The log tail is the startup noise of a process killed mid-way, not a reason.
-            why = summary.get("error") or "stopped before it wrote a summary"
-        message = f"{'interrupted; ' if interrupted else ''}{reason(outcome.exit_code)} (exit {outcome.exit_code}): {why}"
+        message = failure_message(outcome, summary, interrupted, killed)
         return StepResult(resource, "Failed", duration, summary, message, outcome.log_tail, interrupted)
 
     def _forward_progress(self, resource: Resource, path: Path, offset: int) -> int:
@@ -382,6 +430,18 @@ class LocalRunner:
     def run(self, resources: list[Resource], on_step: Callable[[StepResult], None] | None = None) -> list[StepResult]:
         cwd = Path.cwd()
         ordered = plan.order([absolute_file_uris(r, cwd) for r in resources], require_references=True)
+        with self.locks:
+            # Before anything is read or written: another run's state, pod folders and outputs are its own.
+            self.locks.take(
+                self.workdir / "lock", f"work folder {self.workdir}", "wait for it, or give this one another --workdir"
+            )
+            for resource in ordered:
+                # A folder --force refuses stays untouched: no marker, no lock file.
+                if self._refusal(resource) is None:
+                    self._claim_output(resource)
+            return self._run_all(ordered, on_step)
+
+    def _run_all(self, ordered: list[Resource], on_step: Callable[[StepResult], None] | None) -> list[StepResult]:
         steps_state = self._load_state()
         results = []
         for resource in ordered:
@@ -414,11 +474,10 @@ class LocalRunner:
             # The trainer reuses a finished run found in its output (a restarted pod must not train
             # again); --force means train again. The trainer drops the old run itself, once its inputs
             # resolve, and only in an output kubetune created.
-            refusal = self._refuse_force(resource)
+            refusal = self._refusal(resource)
             if refusal:
                 return StepResult(resource, "Failed", message=refusal)
             env[AFRESH_ENV] = "1"
-        self._claim_output(resource)
         result = self._run_job(resource, manifests, env)
         if result.phase == "Succeeded":
             steps_state[state_key] = {"fingerprint": fingerprint, "summary": result.summary}

@@ -219,3 +219,44 @@ def test_suspend_may_change_on_update_and_an_unchanged_spec_passes():
 
 def test_the_table_is_large_enough():
     assert len(BAD) + len(IMMUTABLE) >= 30
+
+
+HUGE = "x" * 5_000_000
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        setter("spec.baseModel", "file://" + HUGE),
+        setter("spec.method", HUGE),
+        setter("metadata.name", HUGE),
+        setter("metadata.namespace", HUGE),
+        setter("kind", HUGE),
+        setter("apiVersion", HUGE),
+        setter("spec.hyperparameters.learningRate", HUGE),
+        setter("spec.scheduling.nodeSelector", {HUGE: "x"}),
+        setter(f"spec.{HUGE}", 1),
+    ],
+    ids=["pattern", "enum", "name", "namespace", "kind", "apiVersion", "type", "map key", "unknown field"],
+)
+def test_a_huge_value_is_clipped_in_every_message(mutate):
+    from kubetune_operator.builders.plan import Document, validate_all
+
+    document = load(FTJ)
+    mutate(document)
+    with pytest.raises(ValidationFailed) as raised:
+        validate_all([Document("big.yaml#0", document)])
+    assert len(str(raised.value)) < 1000, str(raised.value)[:300]
+    if "x" * 50 in str(raised.value):
+        assert "(5000" in str(raised.value)  # a quoted value says how long it was
+
+
+def test_the_errors_of_one_document_are_listed_up_to_a_limit():
+    from kubetune_operator.builders.plan import Document, validate_all
+
+    document = load(FTJ)
+    document["spec"].update({f"unknown{i}": i for i in range(500)})
+    with pytest.raises(ValidationFailed) as raised:
+        validate_all([Document("many.yaml#0", document)])
+    lines = str(raised.value).splitlines()
+    assert len(lines) == 21 and lines[-1].endswith("… and 480 more errors")

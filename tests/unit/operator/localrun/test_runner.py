@@ -13,6 +13,9 @@ from kubetune_operator.errors import UserError
 from kubetune_operator.localrun import runner as runner_module
 from kubetune_operator.localrun.runner import LocalRunner, absolute_file_uris, collapse_launch, final_artifact
 
+# The fake_trainer fixture points sys.executable at its fake; processes this test starts need the real one.
+PYTHON = sys.executable
+
 
 def test_multi_node_launch_collapses_to_this_machine():
     argv = [
@@ -70,6 +73,7 @@ FAKE_TRAINER = textwrap.dedent(
     config = sys.argv[sys.argv.index("--output") + 1] if "--output" in sys.argv else None
     if sys.argv[1] == "data" and os.path.exists(os.path.join(home, "hang")):
         import signal
+        open(os.path.join(home, "pid"), "w").write(str(os.getpid()))
         def preempted(*_):
             open(os.path.join(home, "got-sigterm"), "w").close()
             open(os.environ["KUBETUNE_TERMINATION_LOG"], "w").write(json.dumps(
@@ -249,7 +253,7 @@ def test_a_second_ctrl_c_kills_a_step_that_does_not_stop(fake_trainer):
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     assert len(results) == 1 and results[0].interrupted
-    assert results[0].message == "interrupted; ExitCode137 (exit 137): stopped before it wrote a summary"
+    assert results[0].message == "interrupted; Killed (exit 137): killed by a second interrupt"
 
 
 def test_progress_lines_keep_whole_messages():
@@ -394,3 +398,160 @@ def test_force_leaves_an_output_folder_kubetune_did_not_create_alone(fake_traine
     assert results[1].message.startswith(f"--force: {mine} was not created by kubetune")
     assert (mine / "x").read_text() == "keep" and sorted(p.name for p in mine.iterdir()) == ["x"]
     assert calls(counter) == ["data prepare"]
+
+
+def test_a_second_run_on_one_workdir_is_refused_naming_the_holder(fake_trainer):
+    import os
+
+    from kubetune_operator.localrun.locks import Busy, Locks
+
+    tmp_path, counter, resources = fake_trainer
+    with Locks() as held:
+        held.take(tmp_path / "work" / "lock", "work folder", "")
+        with pytest.raises(Busy, match=rf"work folder {tmp_path}/work is in use by another kubetune run \(PID {os.getpid()}\)"):
+            LocalRunner(f"file://{tmp_path}/artifacts", tmp_path / "work", gpus=0).run(resources)
+    assert calls(counter) == []
+    results = LocalRunner(f"file://{tmp_path}/artifacts", tmp_path / "work", gpus=0).run(resources)
+    assert [r.phase for r in results] == ["Succeeded", "Succeeded"]
+
+
+def test_runs_sharing_an_artifacts_folder_are_kept_off_each_others_outputs(fake_trainer):
+    import os
+
+    from kubetune_operator.localrun.locks import Busy, Locks
+
+    tmp_path, counter, resources = fake_trainer
+    output = tmp_path / "artifacts" / "default" / "finetunejobs" / "job"
+    with Locks() as held:
+        held.take(output / ".kubetune-lock", "output", "")
+        with pytest.raises(Busy, match=rf"output {output} of FineTuneJob job is in use by another kubetune run \(PID {os.getpid()}\)"):
+            LocalRunner(f"file://{tmp_path}/artifacts", tmp_path / "other-work", gpus=0).run(resources)
+    assert calls(counter) == []
+
+
+def test_kubetunes_own_files_in_an_output_are_not_its_content(tmp_path):
+    (tmp_path / "test.jsonl").write_text("{}\n")
+    before = runner_module._file_fingerprint(f"file://{tmp_path}")
+    (tmp_path / ".kubetune-lock").write_text("4242\n")
+    (tmp_path / ".kubetune-output").write_text("{}\n")
+    assert runner_module._file_fingerprint(f"file://{tmp_path}") == before
+    assert runner_module._model_fingerprint(f"file://{tmp_path}") == [("test.jsonl", 3, (tmp_path / "test.jsonl").stat().st_mtime_ns)]
+
+
+def wait_for(condition, what: str, seconds: float = 60.0):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
+def gone(pid: int) -> bool:
+    """Exited (a zombie whose parent never reaps it counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+@pytest.fixture
+def kubetune_run(fake_trainer):
+    """`kubetune run` in a process of its own, with the fake trainer first on its pods' PATH."""
+    import subprocess
+
+    tmp_path, _, resources = fake_trainer
+    files = []
+    for resource in resources:
+        path = tmp_path / f"{resource.metadata.name}.yaml"
+        path.write_text(yaml.safe_dump(resource.to_wire()))
+        files.append(str(path))
+    driver = (
+        f"import sys; sys.executable = {str(tmp_path / 'bin' / 'python')!r}\n"
+        "from kubetune_operator.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    )
+
+    def start_hanging_step() -> tuple[subprocess.Popen, int]:
+        """The run, and the PID of its first step, which waits for SIGTERM and has sent its first event."""
+        (tmp_path / "hang").write_text("wait for SIGTERM")
+        run = subprocess.Popen(
+            [PYTHON, "-c", driver, "run", *files, "--artifacts", "artifacts", "--workdir", "work", "--gpus", "0"],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        pid_file = tmp_path / "pid"
+        child = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), "the step to start"))
+        progress = tmp_path / "work" / "pods" / "default" / "preferencedatasets" / "data" / "progress.jsonl"
+        wait_for(progress.exists, "the step's first event")
+        return run, child
+
+    return tmp_path, start_hanging_step
+
+
+@pytest.mark.parametrize("signum, code", [("SIGTERM", 143), ("SIGHUP", 129), ("SIGINT", 130)])
+def test_a_stop_signal_reaches_the_running_step_and_is_awaited(kubetune_run, signum, code):
+    import signal
+
+    tmp_path, start_hanging_step = kubetune_run
+    run, child = start_hanging_step()
+    run.send_signal(getattr(signal, signum))
+    output, _ = run.communicate(timeout=60)
+    assert run.returncode == code, output
+    assert (tmp_path / "got-sigterm").exists() and gone(child)
+    assert "interrupted; Preempted (exit 75): stopped by SIGTERM" in output
+
+
+def test_the_running_step_stops_when_kubetune_run_is_killed(kubetune_run):
+    import os
+    import signal
+
+    tmp_path, start_hanging_step = kubetune_run
+    run, child = start_hanging_step()
+    os.kill(run.pid, signal.SIGKILL)
+    run.communicate(timeout=60)
+    # The kernel tells the orphan, as a node would its pods: it stops as on a preemption.
+    wait_for(lambda: (tmp_path / "got-sigterm").exists(), "the step to get SIGTERM")
+    wait_for(lambda: gone(child), "the step to exit")
+
+
+@pytest.mark.parametrize(
+    "code, termination, interrupted, killed, message",
+    [
+        (137, "", False, False, "Killed (exit 137): killed by SIGKILL (out of memory?)"),
+        # The log tail a killed pod falls back to starts anywhere: it is no reason.
+        (137, "ep 12/40 loss 0.41\nstep 13/40", False, False, "Killed (exit 137): killed by SIGKILL (out of memory?)"),
+        (137, "", True, True, "interrupted; Killed (exit 137): killed by a second interrupt"),
+        (143, '{"kind": "train", "output": "file:///o", "steps": 4}', False, False,
+         "Terminated (exit 143): stopped by SIGTERM after it wrote its summary"),
+        (143, '{"kind": "train", "error": "disk full", "reason": "StorageError"}', True, False,
+         "interrupted; Terminated (exit 143): disk full"),
+        (143, "", True, False, "interrupted; Terminated (exit 143): stopped by SIGTERM before it wrote a summary"),
+        (139, "", False, False, "Killed by SIGSEGV (exit 139): stopped by SIGSEGV before it wrote a summary"),
+        (1, "Traceback (most recent call last):\n  ...\nValueError: boom\n", False, False,
+         "InternalError (exit 1): last line of its log: ValueError: boom"),
+        (1, "", False, False, "InternalError (exit 1): no message"),
+        (1, "[1, 2]", False, False, "InternalError (exit 1): last line of its log: [1, 2]"),
+        (65, '{"kind": "dataset", "error": "' + "x" * 5000 + '"}', False, False,
+         "BadData (exit 65): " + "x" * 999 + "… (5000 characters)"),
+    ],
+)
+def test_a_failed_step_is_described_by_its_exit_and_summary(code, termination, interrupted, killed, message):
+    from kubetune_operator.localrun.pod import PodResult
+    from kubetune_operator.localrun.runner import failure_message
+
+    summary = json.loads(termination) if termination.startswith("{") else {}
+    assert failure_message(PodResult(code, termination, termination), summary, interrupted, killed) == message
+
+
+def test_a_step_killed_by_sigkill_is_said_to_be_killed(fake_trainer):
+    tmp_path, _, resources = fake_trainer
+    (tmp_path / "hang").write_text("wait for SIGTERM")
+
+    def kill_it(resource, event):
+        import os
+        import signal
+
+        os.kill(int((tmp_path / "pid").read_text()), signal.SIGKILL)
+
+    results = LocalRunner(f"file://{tmp_path}/artifacts", tmp_path / "work", gpus=0, on_event=kill_it).run(resources)
+    assert results[0].message == "Killed (exit 137): killed by SIGKILL (out of memory?)"
