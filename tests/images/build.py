@@ -31,6 +31,7 @@ from tests.images.buildah import Buildah
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "kubetune"
 IGNORED = ("__pycache__", ".egg-info", ".pyc")
+NODE_CONTAINERS = "kubetune-node-"  # tests/cluster/node/image.py's, which builds must not remove
 
 
 @dataclass(frozen=True)
@@ -133,11 +134,19 @@ class Builder:
         log.write_text("")
         self.say(f"{spec.name} {spec.reference}: building on {parent} (log: {log})")
         began = time.monotonic()
-        self.buildah.run(
-            "bud", "--isolation", "chroot", "--pull-never", "--force-rm", "--build-arg", f"BASE={parent}",
-            "--volume", f"{ca_bundle()}:/etc/ssl/certs/ca-certificates.crt:ro",
-            "--ignorefile", str(spec.ignorefile), "--file", str(spec.dockerfile), "--tag", spec.reference,
-            str(ROOT), log=log)
+        try:
+            self.buildah.run(
+                "bud", "--isolation", "chroot", "--pull-never", "--build-arg", f"BASE={parent}",
+                "--volume", f"{ca_bundle()}:/etc/ssl/certs/ca-certificates.crt:ro",
+                "--ignorefile", str(spec.ignorefile), "--file", str(spec.dockerfile), "--tag", spec.reference,
+                str(ROOT), log=log)
+        except BaseException:
+            # A failed build leaves its working containers (full copies, with vfs); the node
+            # agent's containers (kubetune-node-*) stay.
+            for name in self.buildah.containers():
+                if not name.startswith(NODE_CONTAINERS):
+                    self.buildah.remove_container(name)
+            raise
         seconds = time.monotonic() - began
         image_id = self.buildah.image_id(spec.reference)
         if current and current != image_id:

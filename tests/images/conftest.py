@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.node.image import ImageRootfs
+from tests.cluster.node.image import ImageRootfs, container_name
 from tests.cluster.node.runtime import ContainerSpec, Exit, HostProcess
 from tests.images.build import IMAGES, Builder, Built
 from tests.images.buildah import Buildah, Image, missing_tools
@@ -102,8 +102,7 @@ def in_image(request) -> Iterator[InImage]:
     runtime = ImageRootfs([reference], HostProcess(), buildah)
     scratch = Path(tempfile.mkdtemp(prefix=f"images-{name}-"))
     try:
-        yield InImage(built, runtime.roots[reference][1], runtime, buildah,
-                      f"kubetune-node-{reference.rsplit('/', 1)[-1].replace(':', '-')}", scratch)
+        yield InImage(built, runtime.roots[reference][1], runtime, buildah, container_name(reference), scratch)
     finally:
         # The operator's container stays for the test cluster; the others are gigabytes.
         runtime.close(remove=name != "operator")

@@ -37,12 +37,13 @@ app.kubernetes.io/part-of: kubetune
 {{- end }}
 {{- end }}
 
-{{/* repository:tag, or the bare repository when it carries a digest or the tag is empty. */}}
+{{/* repository:tag, the tag defaulting to the chart's appVersion; the bare repository when it
+carries a digest. Call with (dict "image" .Values.images.NAME "root" $). */}}
 {{- define "kubetune.image" -}}
-{{- if or (not .tag) (contains "@" .repository) }}
-{{- .repository }}
+{{- if contains "@" .image.repository }}
+{{- .image.repository }}
 {{- else }}
-{{- printf "%s:%s" .repository .tag }}
+{{- printf "%s:%s" .image.repository (.image.tag | default .root.Chart.AppVersion) }}
 {{- end }}
 {{- end }}
 

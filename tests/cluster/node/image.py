@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from tests.cluster.node.runtime import Container, ContainerSpec, HostContainer, HostProcess, StartError
+from tests.images.build import NODE_CONTAINERS
 from tests.images.buildah import Buildah, Image
 
 CHROOT = Path(__file__).with_name("chroot.py")
@@ -31,7 +32,7 @@ class ImageRootfs:
         self.command_map = command_map
         self.roots: dict[str, tuple[Path, Image]] = {}
         for image in images:
-            self.roots[image] = (self.buildah.rootfs(image, _container_name(image)), self.buildah.inspect(image))
+            self.roots[image] = (self.buildah.rootfs(image, container_name(image)), self.buildah.inspect(image))
 
     def start(self, spec: ContainerSpec) -> Container:
         mapped = self.command_map(spec.pod.split("/", 1)[0], spec.argv) if self.command_map else None
@@ -64,11 +65,11 @@ class ImageRootfs:
         """Unmount the containers that hold the root filesystems; they stay for the next cluster
         unless `remove` (vfs holds each as a full copy of its image)."""
         for image in self.roots:
-            self.buildah.run("rm" if remove else "umount", _container_name(image), check=False)
+            self.buildah.run("rm" if remove else "umount", container_name(image), check=False)
 
 
-def _container_name(image: str) -> str:
-    return "kubetune-node-" + image.rsplit("/", 1)[-1].replace(":", "-")
+def container_name(image: str) -> str:
+    return NODE_CONTAINERS + image.rsplit("/", 1)[-1].replace(":", "-")
 
 
 def _found(root: Path, program: str, path: str) -> bool:
