@@ -10,7 +10,7 @@ INSTALL_HASH := $(shell cat Makefile operator/pyproject.toml trainer/pyproject.t
 STAMP := $(VENV)/.installed-$(INSTALL_HASH)
 PYTEST_ARGS ?=
 
-.PHONY: install test lint demo crds clean system-deps test-vllm-api
+.PHONY: install test lint demo crds clean system-deps test-vllm-api cluster-binaries cluster-up cluster-down
 
 install: $(STAMP)
 
@@ -38,8 +38,22 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
-test: install lint
+test: install lint cluster-binaries
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The test control plane (tests/cluster): kube-apiserver, kube-controller-manager, kube-scheduler,
+# kubectl, etcd and helm, built with Go from the pins in tests/cluster/go/*/go.mod into a
+# per-machine cache (~/.cache/kubetune/cluster); a second build finds them there.
+cluster-binaries: install
+	$(BIN)/python -m tests.cluster build
+
+# A cluster on 127.0.0.1 in the background, with fake GPU nodes whose pods run as local processes
+# (docs/development.md); `source .cluster/env` gives KUBECONFIG and PATH with kubectl and helm.
+cluster-up: cluster-binaries
+	$(BIN)/python -m tests.cluster up
+
+cluster-down:
+	$(BIN)/python -m tests.cluster down
 
 crds: install
 	$(BIN)/kubetune crds
@@ -73,4 +87,4 @@ test-vllm-api: install
 	PYTHONPATH=operator/src:trainer/src $(VLLM_VENV)/bin/python -m pytest -p no:cacheprovider -rs tests/unit/trainer/eval/test_eval_vllm.py
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) .kubetune demo-artifacts
+	rm -rf $(VENV) $(VLLM_VENV) .kubetune demo-artifacts .cluster

@@ -1,13 +1,10 @@
-"""End to end: the chained example (dataset → SFT → DPO → eval) on the emulated cluster, run by the
-real operator, with every pod running the real `kubetune-trainer` on the CPU against S3 (moto):
-a tiny model and the shared sample data, two optimizer steps per training."""
+"""End to end: the chained example (dataset → SFT → DPO → eval) on the real control plane, run by
+the chart's operator, with every pod running the real `kubetune-trainer` on the CPU against S3
+(moto): a tiny model and the shared sample data, two optimizer steps per training."""
 
 from __future__ import annotations
 
 import json
-import os
-import sys
-from pathlib import Path
 
 import boto3
 import pytest
@@ -15,20 +12,6 @@ import pytest
 pytestmark = pytest.mark.slow
 
 SAMPLES = {"sft": "defects/sft_chat.jsonl", "preference": "trl/preference.jsonl"}
-
-
-@pytest.fixture
-def operator_env(s3_bucket):
-    return {"KUBETUNE_ARTIFACT_ROOT": f"s3://{s3_bucket}/kubetune"}
-
-
-@pytest.fixture
-def kubelet(cluster, namespace, tmp_path):
-    # The trainer's console scripts sit beside this interpreter, as they do on the image's PATH.
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    started = cluster.start_kubelet(namespace, tmp_path / "pods", extra_env={"PATH": path})
-    yield started
-    cluster.stop_kubelet(started)
 
 
 def storage(moto_server: str) -> dict:
@@ -43,8 +26,10 @@ def documents(namespace: str, bucket: str, moto_server: str) -> list[dict]:
     lora = {"type": "lora", "lora": {"r": 4, "alpha": 8}}
 
     def resource(kind: str, name: str, spec: dict) -> dict:
+        # Outputs in this test's bucket, laid out as under an artifact root (the operator's is shared).
+        output = {"uri": f"s3://{bucket}/kubetune/{namespace}/{kind.lower()}s/{name}"}
         return {"apiVersion": "kubetune.dev/v1alpha1", "kind": kind, "metadata": {"name": name, "namespace": namespace},
-                "spec": spec | {"storage": storage(moto_server)}}
+                "spec": spec | {"storage": storage(moto_server), "output": output | spec.get("output", {})}}
 
     return [
         resource("PreferenceDataset", "sft-data", {
@@ -84,29 +69,29 @@ def keys(bucket: str, prefix: str) -> set[str]:
 
 
 def test_the_chained_example_runs_to_the_end_with_artifacts_in_s3(
-    cluster, namespace, s3_bucket, s3_env, moto_server, tiny_model_dir, sample_data, kubelet, operator
+    kube, namespace, s3_bucket, s3_env, moto_server, tiny_model_dir, sample_data, operator
 ):
     from kubetune_trainer import storage as s3
 
     s3.upload_dir(tiny_model_dir, f"s3://{s3_bucket}/models/tiny")
     for sample in SAMPLES.values():
         s3.write_bytes(f"s3://{s3_bucket}/data/{sample}", (sample_data / sample).read_bytes())
-    cluster.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-credentials", "namespace": namespace},
+    kube.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-credentials", "namespace": namespace},
                    "stringData": {"AWS_ACCESS_KEY_ID": s3_env["AWS_ACCESS_KEY_ID"],
                                   "AWS_SECRET_ACCESS_KEY": s3_env["AWS_SECRET_ACCESS_KEY"],
                                   "AWS_DEFAULT_REGION": s3_env["AWS_DEFAULT_REGION"]}})
     for document in documents(namespace, s3_bucket, moto_server):
-        cluster.apply(document)
+        kube.apply(document)
 
     resources = [("preferencedatasets", "sft-data"), ("preferencedatasets", "dpo-data"), ("finetunejobs", "sft"),
                  ("finetunejobs", "dpo"), ("evalruns", "chain-eval")]
 
     def finished():
-        statuses = {name: cluster.status(plural, namespace, name) for plural, name in resources}
+        statuses = {name: kube.status(plural, namespace, name) for plural, name in resources}
         phases = {status.get("phase") for status in statuses.values()}
         return statuses if "Failed" in phases or phases == {"Succeeded"} else None
 
-    statuses = cluster.wait_for(finished, 400, "every resource Succeeded (or one Failed)", interval=0.5)
+    statuses = kube.wait_for(finished, 600, "every resource Succeeded (or one Failed)", interval=0.5)
     for name, status in statuses.items():
         assert status["phase"] == "Succeeded", json.dumps({name: status}, indent=1, ensure_ascii=False)[:6000]
     evalrun = statuses["chain-eval"]
@@ -124,4 +109,4 @@ def test_the_chained_example_runs_to_the_end_with_artifacts_in_s3(
     assert evalrun["gatesPassed"] == "1/1"
     assert {r["candidate"] for r in evalrun["results"]} == {"sft", "dpo"}
     assert {"report.html", "manifest.json"} <= keys(s3_bucket, f"{root}/evalruns/chain-eval/")
-    assert len(cluster.jobs(namespace)) == 5
+    assert len(kube.jobs(namespace)) == 5

@@ -19,6 +19,10 @@ API_VERSION = f"{GROUP}/{VERSION}"
 # an index and a random suffix; label values stop at 63 characters. 48 leaves room for all of them.
 MAX_NAME_LENGTH = 48
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# A namespace is a DNS-1123 label, as the API server requires; it becomes a path segment of the
+# artifact layout and of `kubetune run`'s work folders, so nothing else may reach it.
+NAMESPACE_PATTERN = NAME_PATTERN
+MAX_NAMESPACE_LENGTH = 63
 
 # A path segment: no leading dot or dash (so no `..`, no option-like `-x`), no shell metacharacters.
 _SEGMENT = r"[A-Za-z0-9_+=@%~][A-Za-z0-9_.+=@%~-]*"
@@ -236,8 +240,10 @@ class ObjectMeta(Model):
     name: Annotated[str, Field(max_length=253)]
     """Resource name."""
 
-    namespace: Annotated[str, Field(max_length=63)] | None = None
-    """Namespace of the resource."""
+    namespace: Annotated[str, Field(min_length=1, max_length=MAX_NAMESPACE_LENGTH, pattern=NAMESPACE_PATTERN)] | None = (
+        None
+    )
+    """Namespace of the resource (a DNS-1123 label)."""
 
     uid: str | None = None
     """Unique ID assigned by the API server."""

@@ -19,11 +19,13 @@ import jsonschema
 from pydantic import ValidationError
 
 from kubetune_operator.api import API_VERSION, KINDS, Resource
+from kubetune_operator.api.common import MAX_NAMESPACE_LENGTH, NAMESPACE_PATTERN
 from kubetune_operator.api.crd import openapi_schema
 from kubetune_operator.api.schema import prune_nulls
-from kubetune_operator.errors import ValidationFailed
+from kubetune_operator.errors import ValidationFailed, clip
 
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+DNS_LABEL = re.compile(NAMESPACE_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,17 @@ def check(document: Any, old: Any = None) -> list[FieldError]:
             FieldError(
                 "metadata.name",
                 "must be lowercase letters, digits, '-' and '.', starting and ending with a letter or digit",
+            )
+        ]
+    namespace = metadata.get("namespace")
+    if namespace is not None and (
+        not isinstance(namespace, str) or not DNS_LABEL.match(namespace) or len(namespace) > MAX_NAMESPACE_LENGTH
+    ):
+        return [
+            FieldError(
+                "metadata.namespace",
+                f"must be a DNS-1123 label: at most {MAX_NAMESPACE_LENGTH} lowercase letters, digits and '-', "
+                f"starting and ending with a letter or digit (got {clip(namespace)})",
             )
         ]
     schema = _schema(kind)

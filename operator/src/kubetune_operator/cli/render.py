@@ -15,9 +15,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="YAML with kubetune resources")
     parser.add_argument(
         "--artifact-root",
+        type=checked_root,
         help="artifact root the operator is configured with (default: $KUBETUNE_ARTIFACT_ROOT or s3://kubetune-artifacts)",
     )
     parser.set_defaults(func=run)
+
+
+def checked_root(value: str) -> str:
+    from kubetune_operator.builders.settings import artifact_root_problem
+
+    problem = artifact_root_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -13,6 +14,8 @@ from typing import Any
 EXIT_FAILED = 1
 EXIT_GATES_FAILED = 3
 EXIT_INTERRUPTED = 130
+# Signals that stop a run as Ctrl-C does: `timeout`, a CI cancel, a closed terminal.
+STOP_SIGNALS = ("SIGTERM", "SIGHUP")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,20 +30,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=(
             f"exit status: 0 every step succeeded or was up to date; {EXIT_FAILED} a step failed (the steps "
             f"waiting for it did not run); 2 a document or option is invalid; {EXIT_GATES_FAILED} "
-            f"an EvalRun's gates failed; {EXIT_INTERRUPTED} interrupted by Ctrl-C"
+            f"an EvalRun's gates failed; {EXIT_INTERRUPTED} interrupted by Ctrl-C (128 + the signal's number "
+            "for SIGTERM and SIGHUP, which stop the running step the same way)"
         ),
     )
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="YAML with kubetune resources")
     parser.add_argument(
         "--artifacts",
+        type=artifact_root,
         default=".kubetune/artifacts",
         help="artifact root: a directory or s3://bucket/prefix (default: .kubetune/artifacts)",
     )
     parser.add_argument(
         "--force",
         action="store_true",
-        help="run every step, even those that are up to date; a FineTuneJob's local output is deleted first so "
-        "it trains from scratch (a finished run in S3 is reused by the trainer: delete it to train again)",
+        help="run every step, even those that are up to date; a FineTuneJob trains from scratch: once its dataset "
+        "and base model resolve, the trainer drops the finished run and checkpoints in its output (a local output "
+        "only when kubetune created it, marked .kubetune-output)",
     )
     parser.add_argument("--gpus", type=gpu_count, default=None, help="GPUs to use (default: the visible ones)")
     parser.add_argument(
@@ -58,6 +64,11 @@ def gpu_count(value: str) -> int:
 
 def artifact_root(value: str) -> str:
     """An absolute URI: pods run in their own scratch directories, where `file://./x` would land."""
+    from kubetune_operator.builders.settings import artifact_root_problem
+
+    problem = artifact_root_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     if value.startswith("s3://"):
         return value.rstrip("/")
     path = value[len("file://") :] if value.startswith("file://") else value
@@ -75,21 +86,46 @@ def run(args: argparse.Namespace) -> int:
     resources = plan.validate_all(plan.load_documents(args.files))
     display = ProgressDisplay(console)
     runner = LocalRunner(
-        artifact_root(args.artifacts), args.workdir.resolve(), force=args.force, gpus=args.gpus,
+        args.artifacts, args.workdir.resolve(), force=args.force, gpus=args.gpus,
         on_event=display.event,
     )
     plan.order(resources, require_references=True)
-    with display:
+    with display, stop_signals() as stopped:
         results = runner.run(resources, on_step=display.step_done)
     print_results(console, results)
     if any(r.interrupted for r in results):
-        console.print("interrupted: the steps after it did not run")
-        return EXIT_INTERRUPTED
+        console.print(f"interrupted{f' by {stopped[-1].name}' if stopped else ''}: the steps after it did not run")
+        return 128 + stopped[-1] if stopped else EXIT_INTERRUPTED
     if any(not r.ok for r in results):
         return EXIT_FAILED
     if any(r.summary.get("kind") == "eval" and r.summary.get("passed") is False for r in results):
         return EXIT_GATES_FAILED
     return 0
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal other than SIGINT, handled as Ctrl-C is: the running step is stopped and awaited."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """SIGTERM and SIGHUP raise Stopped (a KeyboardInterrupt) while the run goes on; yields the signals seen."""
+    seen: list[signal.Signals] = []
+
+    def stop(signum, frame):
+        seen.append(signal.Signals(signum))
+        raise Stopped(signum)
+
+    previous = {name: signal.signal(getattr(signal, name), stop) for name in STOP_SIGNALS if hasattr(signal, name)}
+    try:
+        yield seen
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
 
 
 class ProgressDisplay:

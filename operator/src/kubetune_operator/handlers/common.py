@@ -252,13 +252,21 @@ def _phase(pod: Mapping[str, Any]) -> str | None:
     return (pod.get("status") or {}).get("phase")
 
 
+def _disrupted(pod: Mapping[str, Any]) -> bool:
+    """Evicted or preempted and on its way out. Such a pod is deleted once it stops, so a real
+    cluster may never list it as Failed: it counts as replaced from the moment it is marked."""
+    return bool((pod.get("metadata") or {}).get("deletionTimestamp")) and any(
+        c.get("type") == "DisruptionTarget" and c.get("status") == "True"
+        for c in (pod.get("status") or {}).get("conditions") or [])
+
+
 def job_outcome(job: Mapping[str, Any], pods: list[dict[str, Any]], work: str) -> JobOutcome:
     """Where the Job stands, from its conditions and its pods' termination messages."""
     status = job.get("status") or {}
     spec = job.get("spec") or {}
     holding = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
     failed = sorted((p for p in pods if _phase(p) == "Failed"), key=_finished_at)
-    restarts = len(failed)
+    restarts = len(failed) + sum(1 for p in pods if _disrupted(p) and _phase(p) != "Failed")
     if "Complete" in holding or "SuccessCriteriaMet" in holding:
         return JobOutcome("Succeeded", "Completed", f"{work} finished", _success_summary(pods), restarts)
     condition = holding.get("Failed") or holding.get("FailureTarget")

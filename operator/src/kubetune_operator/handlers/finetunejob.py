@@ -36,7 +36,8 @@ async def reconcile(rt: Runtime, ftj: FineTuneJob, body: dict[str, Any], draft: 
     job = await common.sync_suspend(rt, job, ftj.spec.suspend)
     outcome = common.job_outcome(job, await common.job_pods(rt, job), "training")
     common.apply_outcome(draft, outcome)
-    draft.set(restarts=outcome.restarts)
+    # Never less than before: replaced pods that were evicted are deleted, and no listing shows them again.
+    draft.set(restarts=max(outcome.restarts, int(draft.current.get("restarts") or 0)))
     if outcome.state == "Succeeded":
         summary = outcome.summary or {}
         draft.set(**training_status(summary, common.builders.output_uri(ftj, rt.builders)))

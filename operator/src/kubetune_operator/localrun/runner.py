@@ -29,8 +29,25 @@ from kubetune_operator.builders.settings import OperatorSettings
 from kubetune_operator.errors import UserError
 from kubetune_operator.exitcodes import reason
 from kubetune_operator.localrun import pod as local_pod
+from kubetune_operator.localrun.locks import Locks
 
 STATE_VERSION = 1
+# Taken from this machine's environment into every local pod: storage credentials and hub mode,
+# the GPUs to use, and how the CPU's numeric libraries run (ATen's kernel ISA, MKL's code path,
+# OpenMP/oneDNN threads), which on a cluster the node and the image decide.
+HOST_ENV_PREFIXES = (
+    "AWS_", "HF_HUB_OFFLINE", "CUDA_VISIBLE",
+    "ATEN_CPU_CAPABILITY", "MKL_", "OMP_", "KMP_", "DNNL_", "ONEDNN_", "OPENBLAS_",
+)
+# Written into a local output that `kubetune run` creates: only such a folder may `--force` retrain into
+# (the trainer then replaces what is there); a folder kubetune did not create is never touched.
+OUTPUT_MARKER = ".kubetune-output"
+# Tells the trainer to reuse neither a finished run nor checkpoints (contracts §3); the trainer drops
+# them only once its dataset and base model resolve.
+AFRESH_ENV = "KUBETUNE_TRAIN_AFRESH"
+OUTPUT_LOCK = ".kubetune-lock"
+# kubetune's own files in an output: not part of its content (the lock holds a PID).
+CONTROL_FILES = (OUTPUT_MARKER, OUTPUT_LOCK)
 # Launcher flags that only make sense across several nodes; locally everything is one node.
 _MULTI_NODE_FLAGS = ("--node-rank", "--master-addr", "--master-port")
 
@@ -96,7 +113,7 @@ def _file_fingerprint(uri: str) -> Any:
         target = Path(match)
         candidates = sorted(p for p in target.rglob("*") if p.is_file()) if target.is_dir() else [target]
         for item in candidates:
-            if item.is_file():
+            if item.is_file() and item.name not in CONTROL_FILES:
                 files.append((str(item), hashlib.sha256(item.read_bytes()).hexdigest()))
     return files
 
@@ -108,7 +125,11 @@ def _model_fingerprint(uri: str) -> Any:
     root = Path(uri[len("file://") :])
     if not root.is_dir():
         return uri
-    return [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()]
+    return [
+        (str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name not in CONTROL_FILES
+    ]
 
 
 def absolute_file_uris(resource: Resource, base: Path) -> Resource:
@@ -134,6 +155,15 @@ def absolute_file_uris(resource: Resource, base: Path) -> Resource:
             f"under {base} that kubetune cannot use ({exc}); run from a directory whose path has only "
             "letters, digits and _.+=@%~- in it, or give absolute URIs"
         ) from exc
+
+
+def inside(root: Path, *parts: str) -> Path:
+    """root/parts..., refused unless it stays under root: names are validated DNS labels, and this
+    keeps a path built from one from ever reaching outside `--workdir` should that slip."""
+    path = Path(os.path.normpath(root.joinpath(*parts)))
+    if any(not part or part in (".", "..") or "/" in part for part in parts) or not path.is_relative_to(root):
+        raise UserError(f"{'/'.join(parts)!r} would leave {root}: names must be DNS-1123 labels")
+    return path
 
 
 def _stop(process: local_pod.LocalContainer) -> local_pod.PodResult:
@@ -163,6 +193,7 @@ class LocalRunner:
         self.on_event = on_event or (lambda resource, event: None)
         self.state_file = workdir / "state.json"
         self.results: dict[tuple, StepResult] = {}
+        self.locks = Locks()
 
     # -- state: what succeeded, with which inputs ------------------------------------------------
     def _load_state(self) -> dict[str, Any]:
@@ -255,7 +286,44 @@ class LocalRunner:
         raise TypeError(type(resource).__name__)
 
     # -- running one step ------------------------------------------------------------------------
-    def _run_job(self, resource: Resource, manifests: list[dict[str, Any]]) -> StepResult:
+    def _local_output(self, resource: Resource) -> Path | None:
+        output = common.output_uri(resource, self.settings)
+        return Path(output[len("file://") :]) if output.startswith("file://") else None
+
+    def _claim_output(self, resource: Resource) -> None:
+        """Mark a local output that kubetune creates now (it is missing or empty) as kubetune's own, and lock it."""
+        path = self._local_output(resource)
+        if path is None:
+            return
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{resource.kind_name} {resource.metadata.name}: output {path} is not a directory")
+        if not path.exists() or not any(path.iterdir()):
+            path.mkdir(parents=True, exist_ok=True)
+            owner = {"kind": resource.kind_name, "namespace": common.namespace_of(resource), "name": resource.metadata.name}
+            (path / OUTPUT_MARKER).write_text(json.dumps(owner) + "\n", encoding="utf-8")
+        self.locks.take(
+            path / OUTPUT_LOCK,
+            f"output {path} of {resource.kind_name} {resource.metadata.name}",
+            "two runs writing one output would mix their files: wait for it, or give this one another --artifacts",
+        )
+
+    def _refusal(self, resource: Resource) -> str | None:
+        """Why `--force` may not retrain into this output: a non-empty local folder kubetune did not create."""
+        if not (self.force and isinstance(resource, FineTuneJob)):
+            return None
+        path = self._local_output(resource)
+        if path is None or not path.exists() or (path / OUTPUT_MARKER).is_file():
+            return None
+        if path.is_dir() and not any(path.iterdir()):
+            return None
+        return (
+            f"--force: {path} was not created by kubetune (it has no {OUTPUT_MARKER} marker), so it is left "
+            "alone; delete it yourself or give spec.output.uri a new or empty folder"
+        )
+
+    def _run_job(
+        self, resource: Resource, manifests: list[dict[str, Any]], env: dict[str, str] | None = None
+    ) -> StepResult:
         config_maps = {m["metadata"]["name"]: m["data"] for m in manifests if m["kind"] == "ConfigMap"}
         (job,) = [m for m in manifests if m["kind"] == "Job"]
         pod_spec = json.loads(json.dumps(job["spec"]["template"]["spec"]))
@@ -263,7 +331,7 @@ class LocalRunner:
         # Credentials come from this machine's environment (the standard AWS chain), not Secrets.
         container["env"] = [e for e in container.get("env", []) if "secretKeyRef" not in e.get("valueFrom", {})]
         container["command"] = collapse_launch(container["command"], self.gpus)
-        step_dir = self.workdir / "pods" / common.namespace_of(resource) / resource.plural / resource.metadata.name
+        step_dir = inside(self.workdir, "pods", common.namespace_of(resource), resource.plural, resource.metadata.name)
         shutil.rmtree(step_dir, ignore_errors=True)
         progress_file = step_dir / "progress.jsonl"
         extra_env = {
@@ -272,7 +340,8 @@ class LocalRunner:
             "KUBETUNE_PROGRESS_INTERVAL": "1",
             "KUBETUNE_METRICS_PORT": "0",
             "JOB_COMPLETION_INDEX": "0",
-            **{k: v for k, v in os.environ.items() if k.startswith(("AWS_", "HF_HUB_OFFLINE", "CUDA_VISIBLE"))},
+            **{k: v for k, v in os.environ.items() if k.startswith(HOST_ENV_PREFIXES)},
+            **(env or {}),
         }
         prepared = local_pod.prepare(
             pod_spec,
@@ -283,7 +352,7 @@ class LocalRunner:
             gpus=self.gpus,
         )
         started = time.monotonic()
-        process = local_pod.LocalContainer(prepared)
+        process = local_pod.LocalContainer(prepared, keep_fds=self.locks.fds)
         offset = 0
         interrupted = False
         try:
@@ -332,6 +401,18 @@ class LocalRunner:
     def run(self, resources: list[Resource], on_step: Callable[[StepResult], None] | None = None) -> list[StepResult]:
         cwd = Path.cwd()
         ordered = plan.order([absolute_file_uris(r, cwd) for r in resources], require_references=True)
+        with self.locks:
+            # Before anything is read or written: another run's state, pod folders and outputs are its own.
+            self.locks.take(
+                self.workdir / "lock", f"work folder {self.workdir}", "wait for it, or give this one another --workdir"
+            )
+            for resource in ordered:
+                # A folder --force refuses stays untouched: no marker, no lock file.
+                if self._refusal(resource) is None:
+                    self._claim_output(resource)
+            return self._run_all(ordered, on_step)
+
+    def _run_all(self, ordered: list[Resource], on_step: Callable[[StepResult], None] | None) -> list[StepResult]:
         steps_state = self._load_state()
         results = []
         for resource in ordered:
@@ -359,13 +440,16 @@ class LocalRunner:
         previous = steps_state.get(state_key)
         if not self.force and previous and previous.get("fingerprint") == fingerprint and self._outputs_exist(previous):
             return StepResult(resource, "Skipped", 0.0, previous["summary"], "up to date")
+        env = {}
         if self.force and isinstance(resource, FineTuneJob):
             # The trainer reuses a finished run found in its output (a restarted pod must not train
-            # again); --force means train again, so a local output goes first.
-            output = common.output_uri(resource, self.settings)
-            if output.startswith("file://"):
-                shutil.rmtree(output[len("file://") :], ignore_errors=True)
-        result = self._run_job(resource, manifests)
+            # again); --force means train again. The trainer drops the old run itself, once its inputs
+            # resolve, and only in an output kubetune created.
+            refusal = self._refusal(resource)
+            if refusal:
+                return StepResult(resource, "Failed", message=refusal)
+            env[AFRESH_ENV] = "1"
+        result = self._run_job(resource, manifests, env)
         if result.phase == "Succeeded":
             steps_state[state_key] = {"fingerprint": fingerprint, "summary": result.summary}
         else:

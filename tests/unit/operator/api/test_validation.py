@@ -104,6 +104,13 @@ BAD = {
     "shell metacharacters in referenced name": (EVR, setter("spec.candidates.1.fineTuneJob", "x;reboot"), "spec.candidates[1].fineTuneJob"),
     "over-long resource name": (FTJ, setter("metadata.name", "a" * 49), "metadata.name"),
     "invalid resource name": (FTJ, setter("metadata.name", "Bad_Name"), "metadata.name"),
+    "namespace escaping the artifact root": (FTJ, setter("metadata.namespace", "../../esc"), "metadata.namespace"),
+    "namespace with a slash": (PDS, setter("metadata.namespace", "a/b"), "metadata.namespace"),
+    "namespace with uppercase": (EVR, setter("metadata.namespace", "Team"), "metadata.namespace"),
+    "namespace with a dot": (PDS, setter("metadata.namespace", "team.a"), "metadata.namespace"),
+    "empty namespace": (PDS, setter("metadata.namespace", ""), "metadata.namespace"),
+    "namespace of 64 characters": (PDS, setter("metadata.namespace", "n" * 64), "metadata.namespace"),
+    "namespace that is not a string": (FTJ, setter("metadata.namespace", 7), "metadata.namespace"),
     "dots in a resource name (no reference could name it)": (PDS, setter("metadata.name", "repeater.badcases"), "metadata.name"),
     "training name starting with a digit (its Service would be refused)": (FTJ, setter("metadata.name", "7b-dpo"), "metadata.name"),
     "over-long stratify field": (SFT_DATA, setter("spec.split.stratifyBy", "s" * 64), "spec.split.stratifyBy"),
@@ -161,6 +168,7 @@ GOOD = {
     "temperature written as an integer with beam search": (EVR, setter("spec.engine.temperature", 0)),
     "learning rate written as an integer": (FTJ, setter("spec.hyperparameters.learningRate", 1)),
     "dataset name starting with a digit": (PDS, setter("metadata.name", "2024-badcases")),
+    "namespace of 63 characters starting with a digit": (PDS, setter("metadata.namespace", "1" + "n" * 62)),
     "toleration of every taint": (FTJ, setter("spec.scheduling.tolerations", [{"operator": "Exists"}])),
 }
 

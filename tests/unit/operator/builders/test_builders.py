@@ -11,7 +11,7 @@ import yaml
 from kubetune_operator.api.validation import validate
 from kubetune_operator.builders import common, dataset, evaluation, plan, promotion, training
 from kubetune_operator.builders.settings import OperatorSettings
-from kubetune_operator.errors import ValidationFailed
+from kubetune_operator.errors import UserError, ValidationFailed
 from kubetune_operator.exitcodes import PERMANENT
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -307,9 +307,11 @@ def test_a_namesakes_progress_secret_is_never_the_one_a_pod_reads():
 
 def test_settings_come_from_the_environment():
     settings = OperatorSettings.from_env(
-        {"KUBETUNE_ARTIFACT_ROOT": "s3://b/r", "KUBETUNE_TRAINER_IMAGE": "reg/trainer:1", "KUBETUNE_S3_SECRET": "s"}
+        {"KUBETUNE_ARTIFACT_ROOT": "s3://bkt/r", "KUBETUNE_TRAINER_IMAGE": "reg/trainer:1", "KUBETUNE_S3_SECRET": "s"}
     )
-    assert (settings.artifact_root, settings.trainer_image, settings.s3_secret) == ("s3://b/r", "reg/trainer:1", "s")
+    assert (settings.artifact_root, settings.trainer_image, settings.s3_secret) == ("s3://bkt/r", "reg/trainer:1", "s")
+    with pytest.raises(UserError, match="KUBETUNE_ARTIFACT_ROOT: 'ftp://x/y': unsupported scheme"):
+        OperatorSettings.from_env({"KUBETUNE_ARTIFACT_ROOT": "ftp://x/y"})
 
 
 def test_render_refuses_unknown_references_only_when_asked():

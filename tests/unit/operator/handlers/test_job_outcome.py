@@ -83,3 +83,14 @@ def test_summaries_are_json_objects_only():
     assert parse_summary("[1, 2]") is None
     assert parse_summary("Traceback ...") is None
     assert parse_summary(None) is None
+
+
+def test_an_evicted_pod_counts_as_replaced_while_it_terminates():
+    # On a real cluster the evicted pod is deleted once it stops: it may never be listed as Failed.
+    evicted = pod("Running")
+    evicted["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    evicted["status"]["conditions"] = [{"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}]
+    deleted = pod("Running")
+    deleted["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    outcome = job_outcome(job(active=2), [evicted, pod("Pending"), deleted], "training")
+    assert outcome.restarts == 1

@@ -13,6 +13,9 @@ from kubetune_operator.errors import UserError
 from kubetune_operator.localrun import runner as runner_module
 from kubetune_operator.localrun.runner import LocalRunner, absolute_file_uris, collapse_launch, final_artifact
 
+# The fake_trainer fixture points sys.executable at its fake; processes this test starts need the real one.
+PYTHON = sys.executable
+
 
 def test_multi_node_launch_collapses_to_this_machine():
     argv = [
@@ -64,10 +67,13 @@ FAKE_TRAINER = textwrap.dedent(
     home = os.path.dirname(os.path.dirname(os.path.abspath(sys.argv[0])))
     counter = os.path.join(home, "calls.txt")
     with open(counter, "a") as handle:
-        handle.write(" ".join(sys.argv[1:3]) + "\\n")
+        handle.write(" ".join(sys.argv[1:3]) + (" afresh" if os.environ.get("KUBETUNE_TRAIN_AFRESH") else "") + "\\n")
+    with open(os.path.join(home, "env.json"), "w") as handle:
+        json.dump({k: v for k, v in os.environ.items() if k.startswith(("ATEN", "MKL", "OMP", "SOME"))}, handle)
     config = sys.argv[sys.argv.index("--output") + 1] if "--output" in sys.argv else None
     if sys.argv[1] == "data" and os.path.exists(os.path.join(home, "hang")):
         import signal
+        open(os.path.join(home, "pid"), "w").write(str(os.getpid()))
         def preempted(*_):
             open(os.path.join(home, "got-sigterm"), "w").close()
             open(os.environ["KUBETUNE_TERMINATION_LOG"], "w").write(json.dumps(
@@ -153,12 +159,26 @@ def test_steps_run_in_order_with_inputs_from_earlier_summaries_then_skip(fake_tr
     assert [r.phase for r in changed] == ["Succeeded", "Succeeded"]
     assert len(calls(counter)) == 4
 
-    stale = tmp_path / "artifacts" / "default" / "finetunejobs" / "job" / "checkpoints" / "old"
-    stale.mkdir(parents=True)
+    output = tmp_path / "artifacts" / "default" / "finetunejobs" / "job"
+    assert json.loads((output / ".kubetune-output").read_text()) == {
+        "kind": "FineTuneJob", "namespace": "default", "name": "job"
+    }
     forced = make(force=True).run(resources)
     assert [r.phase for r in forced] == ["Succeeded", "Succeeded"]
-    # Forced, a training starts from nothing: the trainer would otherwise reuse what it finds there.
-    assert not stale.exists()
+    # Forced, a training starts from nothing: the trainer is told so, and drops the old run itself
+    # once its inputs resolve (it would otherwise reuse what it finds there).
+    assert calls(counter)[-2:] == ["data prepare", "train --config afresh"]
+
+
+def test_the_numeric_libraries_settings_of_this_machine_reach_the_pods(fake_trainer, monkeypatch):
+    tmp_path, _, resources = fake_trainer
+    numeric = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "OMP_NUM_THREADS": "1"}
+    for name, value in {**numeric, "SOME_OTHER_VARIABLE": "x"}.items():
+        monkeypatch.setenv(name, value)
+    results = LocalRunner(f"file://{tmp_path}/artifacts", tmp_path / "work", gpus=0).run(resources)
+    assert [r.phase for r in results] == ["Succeeded", "Succeeded"]
+    # A pod sees what its node and image give it, not the whole shell it was started from.
+    assert json.loads((tmp_path / "env.json").read_text()) == numeric
 
 
 def test_a_failed_step_reports_its_reason_and_nothing_is_recorded(fake_trainer):
@@ -300,3 +320,195 @@ def test_a_datasets_split_warnings_are_shown_after_the_table():
     out = io.StringIO()
     print_results(Console(file=out, width=200), [StepResult(data, "Succeeded", summary=summary)])
     assert "warning PreferenceDataset/bad-cases: subtype '[a]' has no row in train" in out.getvalue()
+
+
+def test_a_namespace_that_would_leave_the_workdir_is_refused_by_the_runner_too(fake_trainer, monkeypatch):
+    # The API refuses such a namespace; the runner checks again, as paths are built from it.
+    tmp_path, counter, resources = fake_trainer
+    resources[0].metadata.namespace = "../../esc"
+    monkeypatch.setattr(runner_module, "absolute_file_uris", lambda resource, base: resource)
+    with pytest.raises(UserError, match="would leave"):
+        LocalRunner(f"file://{tmp_path}/artifacts", tmp_path / "work", gpus=0).run(resources[:1])
+    assert calls(counter) == []
+    assert not (tmp_path / "esc").exists()
+
+
+@pytest.mark.parametrize("command", ["render", "run"])
+def test_render_and_run_refuse_a_namespace_that_is_not_a_dns_label(command, tmp_path):
+    import subprocess
+
+    bad = ftj()
+    bad["metadata"]["namespace"] = "../../esc"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    kubetune = Path(sys.executable).with_name("kubetune")
+    result = subprocess.run([str(kubetune), command, str(path)], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2, result.stdout
+    assert "bad.yaml#0 (FineTuneJob job): metadata.namespace: must be a DNS-1123 label" in result.stderr
+    assert "../../esc" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    "given, said",
+    [
+        ("s3://", "is not an s3://BUCKET"),
+        ("s3:///prefix", "is not an s3://BUCKET"),
+        ("s3://B/x", "is not an s3://BUCKET"),
+        ("s3://bucket/../x", "is not an s3://BUCKET"),
+        ("ftp://x/y", "unsupported scheme"),
+        ("s3:/bucket/x", "unsupported scheme"),
+        ("", "is empty"),
+    ],
+)
+@pytest.mark.parametrize("command, flag", [("run", "--artifacts"), ("render", "--artifact-root")])
+def test_an_artifact_root_that_is_no_store_is_refused_before_anything_runs(command, flag, given, said, tmp_path):
+    import subprocess
+
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(ftj()))
+    kubetune = Path(sys.executable).with_name("kubetune")
+    result = subprocess.run(
+        [str(kubetune), command, str(path), f"{flag}={given}", *(["--workdir", "wd"] if command == "run" else [])],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stdout
+    assert flag in result.stderr and said in result.stderr, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.yaml"]
+
+
+def test_artifact_roots_that_name_a_store_are_accepted(tmp_path, monkeypatch):
+    from kubetune_operator.builders.settings import artifact_root_problem
+    from kubetune_operator.cli.run import artifact_root
+
+    monkeypatch.chdir(tmp_path)
+    for good in ("s3://bucket", "s3://my.bucket-1/a/b/", "file:///srv/x", "out", "./s3:/x", "/abs/path"):
+        assert artifact_root_problem(good) is None, good
+    assert artifact_root("./s3:/x") == f"file://{tmp_path}/s3:/x"
+
+
+def test_force_leaves_an_output_folder_kubetune_did_not_create_alone(fake_trainer):
+    tmp_path, counter, resources = fake_trainer
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "x").write_text("keep")
+    job = resources[1].model_copy(deep=True)
+    job.spec.output.uri = f"file://{mine}"
+    results = LocalRunner(f"file://{tmp_path}/artifacts", tmp_path / "work", gpus=0, force=True).run([resources[0], job])
+    assert [r.phase for r in results] == ["Succeeded", "Failed"]
+    assert results[1].message.startswith(f"--force: {mine} was not created by kubetune")
+    assert (mine / "x").read_text() == "keep" and sorted(p.name for p in mine.iterdir()) == ["x"]
+    assert calls(counter) == ["data prepare"]
+
+
+def test_a_second_run_on_one_workdir_is_refused_naming_the_holder(fake_trainer):
+    import os
+
+    from kubetune_operator.localrun.locks import Busy, Locks
+
+    tmp_path, counter, resources = fake_trainer
+    with Locks() as held:
+        held.take(tmp_path / "work" / "lock", "work folder", "")
+        with pytest.raises(Busy, match=rf"work folder {tmp_path}/work is in use by another kubetune run \(PID {os.getpid()}\)"):
+            LocalRunner(f"file://{tmp_path}/artifacts", tmp_path / "work", gpus=0).run(resources)
+    assert calls(counter) == []
+    results = LocalRunner(f"file://{tmp_path}/artifacts", tmp_path / "work", gpus=0).run(resources)
+    assert [r.phase for r in results] == ["Succeeded", "Succeeded"]
+
+
+def test_runs_sharing_an_artifacts_folder_are_kept_off_each_others_outputs(fake_trainer):
+    import os
+
+    from kubetune_operator.localrun.locks import Busy, Locks
+
+    tmp_path, counter, resources = fake_trainer
+    output = tmp_path / "artifacts" / "default" / "finetunejobs" / "job"
+    with Locks() as held:
+        held.take(output / ".kubetune-lock", "output", "")
+        with pytest.raises(Busy, match=rf"output {output} of FineTuneJob job is in use by another kubetune run \(PID {os.getpid()}\)"):
+            LocalRunner(f"file://{tmp_path}/artifacts", tmp_path / "other-work", gpus=0).run(resources)
+    assert calls(counter) == []
+
+
+def test_kubetunes_own_files_in_an_output_are_not_its_content(tmp_path):
+    (tmp_path / "test.jsonl").write_text("{}\n")
+    before = runner_module._file_fingerprint(f"file://{tmp_path}")
+    (tmp_path / ".kubetune-lock").write_text("4242\n")
+    (tmp_path / ".kubetune-output").write_text("{}\n")
+    assert runner_module._file_fingerprint(f"file://{tmp_path}") == before
+    assert runner_module._model_fingerprint(f"file://{tmp_path}") == [("test.jsonl", 3, (tmp_path / "test.jsonl").stat().st_mtime_ns)]
+
+
+def wait_for(condition, what: str, seconds: float = 60.0):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
+def gone(pid: int) -> bool:
+    """Exited (a zombie whose parent never reaps it counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+@pytest.fixture
+def kubetune_run(fake_trainer):
+    """`kubetune run` in a process of its own, with the fake trainer first on its pods' PATH."""
+    import subprocess
+
+    tmp_path, _, resources = fake_trainer
+    files = []
+    for resource in resources:
+        path = tmp_path / f"{resource.metadata.name}.yaml"
+        path.write_text(yaml.safe_dump(resource.to_wire()))
+        files.append(str(path))
+    driver = (
+        f"import sys; sys.executable = {str(tmp_path / 'bin' / 'python')!r}\n"
+        "from kubetune_operator.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    )
+
+    def start_hanging_step() -> tuple[subprocess.Popen, int]:
+        """The run, and the PID of its first step, which waits for SIGTERM and has sent its first event."""
+        (tmp_path / "hang").write_text("wait for SIGTERM")
+        run = subprocess.Popen(
+            [PYTHON, "-c", driver, "run", *files, "--artifacts", "artifacts", "--workdir", "work", "--gpus", "0"],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        pid_file = tmp_path / "pid"
+        child = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), "the step to start"))
+        progress = tmp_path / "work" / "pods" / "default" / "preferencedatasets" / "data" / "progress.jsonl"
+        wait_for(progress.exists, "the step's first event")
+        return run, child
+
+    return tmp_path, start_hanging_step
+
+
+@pytest.mark.parametrize("signum, code", [("SIGTERM", 143), ("SIGHUP", 129), ("SIGINT", 130)])
+def test_a_stop_signal_reaches_the_running_step_and_is_awaited(kubetune_run, signum, code):
+    import signal
+
+    tmp_path, start_hanging_step = kubetune_run
+    run, child = start_hanging_step()
+    run.send_signal(getattr(signal, signum))
+    output, _ = run.communicate(timeout=60)
+    assert run.returncode == code, output
+    assert (tmp_path / "got-sigterm").exists() and gone(child)
+    assert "interrupted; Preempted (exit 75): stopped by SIGTERM" in output
+
+
+def test_the_running_step_stops_when_kubetune_run_is_killed(kubetune_run):
+    import os
+    import signal
+
+    tmp_path, start_hanging_step = kubetune_run
+    run, child = start_hanging_step()
+    os.kill(run.pid, signal.SIGKILL)
+    run.communicate(timeout=60)
+    # The kernel tells the orphan, as a node would its pods: it stops as on a preemption.
+    wait_for(lambda: (tmp_path / "got-sigterm").exists(), "the step to get SIGTERM")
+    wait_for(lambda: gone(child), "the step to exit")

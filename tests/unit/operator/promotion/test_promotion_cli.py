@@ -31,7 +31,7 @@ def promote(*changes: str, tmp_path) -> int:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        (("--path", "../elsewhere"), "--path '../elsewhere': must be a relative directory"),
+        (("--path", "../elsewhere"), "--path '../elsewhere': must be a relative directory"),  # refused input
         (("--path", "/etc"), "--path '/etc': must be a relative directory"),
         (("--path", "llm\nprod"), "--path 'llm\\nprod': must not contain control characters"),
         (("--branch", "bad..name"), "--branch 'bad..name': not a valid git branch name"),

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load
 
 from kubetune_trainer import storage
-from kubetune_trainer.errors import Preempted, StorageError
+from kubetune_trainer.errors import DataError, Preempted, StorageError
 from kubetune_trainer.recipes import callbacks, train
 from kubetune_trainer.recipes.base import finished_summary
 
@@ -100,6 +100,27 @@ def test_a_finished_job_started_again_trains_nothing_and_changes_nothing(
     assert again["resumedFrom"] == f"{output}/checkpoints/checkpoint-000002" and again["steps"] == 2
     assert again["artifact"]["sha256"] == first["artifact"]["sha256"]
     assert len(losses(history(output))) == 2
+
+
+def test_asked_to_start_afresh_a_finished_job_trains_again_but_only_once_its_inputs_resolve(
+    make_config, trainer_env, tmp_path, monkeypatch
+):
+    """`kubetune run --force`: nothing of the output goes before the dataset and base are found."""
+    output = tmp_path / "output"
+    config = make_config("sft", max_steps=2, save_steps=1)
+    first = train(config)
+    before = {p: p.read_bytes() for p in output.rglob("*") if p.is_file()}
+    monkeypatch.setenv("KUBETUNE_TRAIN_AFRESH", "1")
+
+    missing = make_config("sft", max_steps=2, save_steps=1, dataset=f"file://{tmp_path}/no-such-dataset")
+    with pytest.raises(DataError):
+        train(missing)
+    assert {p: p.read_bytes() for p in output.rglob("*") if p.is_file()} == before
+
+    again = train(config)
+    assert again["resumedFrom"] is None and again["steps"] == 2
+    assert read_jsonl(trainer_env / "progress.jsonl")[-1]["message"] != "already complete"
+    assert again["artifact"]["sha256"] == first["artifact"]["sha256"]
 
 
 def test_another_job_in_the_same_output_starts_afresh(make_config, trainer_env, tmp_path):

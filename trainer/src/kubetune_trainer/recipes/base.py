@@ -60,6 +60,9 @@ from kubetune_trainer.recipes.trainers import common_arguments, last_finite
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+# `kubetune run --force` sets it: reuse neither a finished run nor checkpoints found in the output.
+# Checked only after the dataset and base model resolve, so a job that cannot start loses nothing.
+AFRESH_ENV = "KUBETUNE_TRAIN_AFRESH"
 SUMMARY_KEYS = (
     "kind",
     "output",
@@ -140,12 +143,13 @@ def oom_message(config: TrainConfig, exc: BaseException) -> str:
 class Resume:
     """Where a start picks up: `finished` (the summary of this very run, already done), or the newest
     complete checkpoint of this run (`checkpoint`, downloaded to `local`), or step 0. `latest` is the
-    newest complete checkpoint of any run, which a fresh start deletes."""
+    newest complete checkpoint of any run, which a fresh start deletes; `afresh`: asked to start so."""
 
     finished: dict[str, Any] | None
     latest: checkpoints.Checkpoint | None
     checkpoint: checkpoints.Checkpoint | None
     local: Path | None
+    afresh: bool = False
 
 
 @dataclass
@@ -306,7 +310,9 @@ class Recipe:
             # This run rewrites the output: an earlier run's manifest must not vouch for it meanwhile.
             storage.delete_file(storage.join(output, MANIFEST))
             if resume.checkpoint is None:
-                if resume.latest:
+                if resume.latest and resume.afresh:
+                    log.warning("%s: starting afresh as asked (%s): deleting its checkpoints", output, AFRESH_ENV)
+                elif resume.latest:
                     log.warning(
                         "%s holds checkpoints of another run (its config, base or dataset differ): "
                         "starting afresh and deleting them",
@@ -316,12 +322,14 @@ class Recipe:
         return Setup(args, model_path, true_base, tokenizer, dataset, resume, lineage, run, attention=attention)
 
     def resume(self, run: str, work: Path) -> Resume:
-        """This run finished already, or its newest complete checkpoint (downloaded), or nothing."""
-        finished = finished_summary(self.output, run)
+        """This run finished already, or its newest complete checkpoint (downloaded), or nothing;
+        always nothing when asked to start afresh."""
+        afresh = os.environ.get(AFRESH_ENV) == "1"
+        finished = None if afresh else finished_summary(self.output, run)
         latest = checkpoints.latest_complete(self.output)
-        checkpoint = latest if latest and checkpoints.run_of(latest) == run else None
+        checkpoint = latest if latest and not afresh and checkpoints.run_of(latest) == run else None
         local = checkpoints.download(checkpoint, work / "hf") if checkpoint and not finished else None
-        return Resume(finished, latest, checkpoint, local)
+        return Resume(finished, latest, checkpoint, local, afresh)
 
     def trainer(self, state: Setup, precision: str, callbacks: list) -> Any:
         """The model loaded (and prepared for QLoRA) and handed to the method's `build`."""
