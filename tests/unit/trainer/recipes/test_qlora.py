@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from kubetune_trainer.recipes.run import train
+from kubetune_trainer.recipes import train
 
 from .conftest import losses, read_jsonl
 

@@ -1,13 +1,43 @@
-"""DPO end to end on the tiny model: LoRA against the adapter-disabled base, full, precomputed reference."""
+"""DPO: TRL's arguments from the TrainConfig; end to end on the tiny model, LoRA against the
+adapter-disabled base, full, precomputed reference."""
 
 import json
 
 import pytest
+import torch
 
 from kubetune_trainer import storage
-from kubetune_trainer.recipes.run import train
+from kubetune_trainer.recipes import train
+from kubetune_trainer.recipes.config import config_from_dict
+from kubetune_trainer.recipes.dpo import DPORecipe
 
 from .conftest import losses, read_jsonl
+
+DPO = {"method": "dpo", "base_model": "/m", "dataset": "/d", "output": "/o"}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU choices")
+def test_training_arguments_on_cpu_turn_off_trl_defaults(tmp_path, monkeypatch):
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    config = config_from_dict(DPO | {"loss_type": "hinge", "beta": 0.3, "warmup_ratio": 0.1})
+    args = DPORecipe(config).training_arguments("fp32", str(tmp_path), evaluate=True)
+    # use_cpu is what makes Accelerate count torchrun workers on CPU-only nodes (see distributed.py).
+    assert args.use_cpu is True
+    # TRL defaults to bf16 and gradient checkpointing; the TrainConfig decides instead.
+    assert args.bf16 is False and args.gradient_checkpointing is False
+    assert args.loss_type == ["hinge"] and args.beta == 0.3 and args.warmup_steps == 0.1
+    assert args.metric_for_best_model == "eval_loss" and args.greater_is_better is False
+    assert args.logging_nan_inf_filter is False
+    assert args.loss_weights is None
+
+
+def test_sft_loss_weight_adds_trls_sft_loss(tmp_path, monkeypatch):
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    config = config_from_dict(DPO | {"sft_loss_weight": 0.5})
+    args = DPORecipe(config).training_arguments("fp32", str(tmp_path), evaluate=False)
+    assert args.loss_type == ["sigmoid", "sft"] and args.loss_weights == [1.0, 0.5]
 
 
 def test_lora_dpo_raises_reward_accuracy_and_margin_from_s3_to_s3(

@@ -12,8 +12,8 @@ from safetensors.torch import load
 
 from kubetune_trainer import storage
 from kubetune_trainer.errors import DataError, Preempted, StorageError
-from kubetune_trainer.recipes import callbacks
-from kubetune_trainer.recipes.run import finished_summary, train
+from kubetune_trainer.recipes import callbacks, train
+from kubetune_trainer.recipes.base import finished_summary
 
 from .conftest import losses, read_jsonl
 

@@ -9,9 +9,9 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from kubetune_trainer import storage
+from kubetune_trainer.artifacts.lineage import ADAPTER_WEIGHTS
 from kubetune_trainer.errors import AdapterBaseMismatch, ConfigError
-from kubetune_trainer.recipes.lineage import ADAPTER_WEIGHTS
-from kubetune_trainer.recipes.run import train
+from kubetune_trainer.recipes import train
 
 
 def logits(model, ids):

@@ -1,34 +1,15 @@
-"""The scratch cache of s3:// models follows what S3 holds, not just the URI."""
+"""Base models and chains: the scratch copies of an s3:// base and of a merged true base follow
+what S3 holds, not just the URI."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
-
 from kubetune_trainer import storage
-from kubetune_trainer.errors import BaseModelMissing, StorageError
+from kubetune_trainer.artifacts.lineage import MergedAdapter
 from kubetune_trainer.recipes import modeling
-from kubetune_trainer.recipes.lineage import MergedAdapter
-
-
-def upload_model(uri: str, weights: bytes) -> None:
-    storage.write_text(storage.join(uri, "config.json"), json.dumps({"model_type": "llama"}))
-    storage.write_bytes(storage.join(uri, "model.safetensors"), weights)
-
-
-def count_downloads(monkeypatch) -> list[str]:
-    downloaded: list[str] = []
-    real = storage.download_file
-
-    def download_file(uri: str, local: Path) -> Path:
-        downloaded.append(uri.rsplit("/", 1)[1])
-        return real(uri, local)
-
-    monkeypatch.setattr(storage, "download_file", download_file)
-    return downloaded
+from tests.unit.trainer.artifacts.test_materialize import count_downloads, upload_model
 
 
 def test_an_unchanged_s3_model_is_downloaded_once_and_an_overwritten_one_again(s3_bucket, tmp_path, monkeypatch):
@@ -51,11 +32,6 @@ def test_an_unchanged_s3_model_is_downloaded_once_and_an_overwritten_one_again(s
     assert (second / "model.safetensors").read_bytes() == b"new weights"
     assert sorted(downloaded) == ["config.json", "model.safetensors"]
     assert not first.exists(), "the stale copy is left behind in scratch"
-
-
-def test_an_s3_prefix_with_nothing_under_it_is_a_missing_model(s3_bucket, tmp_path):
-    with pytest.raises(BaseModelMissing, match="start_from: s3://"):
-        modeling.materialize_dir(f"s3://{s3_bucket}/adapters/none", tmp_path, "start_from")
 
 
 def test_the_merged_true_base_is_rebuilt_when_the_s3_base_changes(s3_bucket, tmp_path, monkeypatch):
@@ -95,26 +71,3 @@ def test_the_merged_true_base_is_rebuilt_when_the_s3_base_changes(s3_bucket, tmp
     storage.write_bytes(storage.join(uri, "model.safetensors"), b"new weights")
     assert true_base() == b"new weights"
     assert merged_from == [b"old weights", b"new weights"]
-
-
-def test_replacing_a_stale_copy_leaves_other_models_alone(s3_bucket, tmp_path):
-    cache = tmp_path / "cache"
-    models = {name: f"s3://{s3_bucket}/{name}" for name in ("base", "base@2", "base/sub")}
-    for uri in models.values():
-        upload_model(uri, b"weights")
-    kept = {name: modeling.materialize_dir(uri, cache, "base_model") for name, uri in models.items()}
-    storage.write_bytes(storage.join(models["base"], "model.safetensors"), b"changed")
-    modeling.materialize_dir(models["base"], cache, "base_model")
-    assert not kept["base"].exists()
-    assert all((kept[name] / "model.safetensors").read_bytes() == b"weights" for name in ("base@2", "base/sub"))
-
-
-def test_an_s3_failure_is_a_storage_error_to_retry_not_a_missing_model(tmp_path, monkeypatch):
-    class Unreachable:
-        def get_paginator(self, _):
-            raise ConnectionError("could not connect to the endpoint URL")
-
-    monkeypatch.setattr(storage, "_s3", lambda: Unreachable())
-    with pytest.raises(StorageError, match="could not connect") as raised:
-        modeling.materialize_dir("s3://models/base", tmp_path, "base_model")
-    assert not isinstance(raised.value, BaseModelMissing)

@@ -9,11 +9,11 @@ import yaml
 
 from kubetune_trainer.cli import main
 from kubetune_trainer.errors import BaseModelMissing, NaNLoss, OutOfMemory
-from kubetune_trainer.recipes.run import train
-from kubetune_trainer.recipes.trainers import KubetuneSFTTrainer
+from kubetune_trainer.recipes import train
+from kubetune_trainer.recipes.sft import KubetuneSFTTrainer
+from tests.unit.trainer.prepared import write_prepared
 
-from .conftest import write_prepared
-from .test_data import REFUSES_SYSTEM
+from .test_sft import REFUSES_SYSTEM
 
 
 def run_cli(tmp_path, fields) -> int:
