@@ -10,6 +10,7 @@ whose spec and inputs are unchanged since its last success is skipped.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -30,6 +31,7 @@ from kubetune_operator.errors import UserError, shorten
 from kubetune_operator.exitcodes import reason
 from kubetune_operator.localrun import pod as local_pod
 from kubetune_operator.localrun.locks import Locks
+from kubetune_operator.redact import redact
 
 STATE_VERSION = 1
 # Taken from this machine's environment into every local pod: storage credentials and hub mode,
@@ -401,6 +403,10 @@ class LocalRunner:
             outcome, killed = _stop(process)
         self._forward_progress(resource, progress_file, offset)
         duration = time.monotonic() - started
+        # The trainer keeps credentials out of what it writes; what else a step printed is not trusted to.
+        outcome = dataclasses.replace(
+            outcome, termination_message=redact(outcome.termination_message), log_tail=redact(outcome.log_tail)
+        )
         summary: dict[str, Any] = {}
         if outcome.termination_message:
             with contextlib.suppress(json.JSONDecodeError):
