@@ -27,7 +27,7 @@ from aiohttp import web
 from kmock._internal import dicts, enums, rendering
 
 from kubetune_operator.api import KINDS
-from kubetune_operator.api.common import GROUP, VERSION
+from kubetune_operator.api.resource import GROUP, VERSION
 from kubetune_operator.api.validation import check
 
 # (group/version/plural, Kind, has a status subresource, namespaced). kopf needs namespaces and

@@ -93,7 +93,7 @@ class OwnWrites:
 @dataclass
 class Runtime:
     api: KubeApi
-    builders: OperatorSettings
+    operator_settings: OperatorSettings
     settings: RuntimeSettings
     metrics: OperatorMetrics
     locks: KeyedLocks = field(default_factory=KeyedLocks)

@@ -20,7 +20,7 @@ import aiohttp
 import kopf
 
 from kubetune_operator.api import KINDS
-from kubetune_operator.api.common import GROUP, VERSION
+from kubetune_operator.api.resource import GROUP, VERSION
 
 log = logging.getLogger(__name__)
 

@@ -103,7 +103,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     runtime_settings: RuntimeSettings = getattr(memo, "runtime_settings", None) or RuntimeSettings.from_env()
     runtime = Runtime(
         api=KubeApi(connection_info),
-        builders=OperatorSettings.from_env(),
+        operator_settings=OperatorSettings.from_env(),
         settings=runtime_settings,
         metrics=operator_metrics(),
     )

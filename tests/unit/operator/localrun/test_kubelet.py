@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kubetune_operator.builders.common import failure_policy
+from kubetune_operator.builders.workload import failure_policy
 from kubetune_operator.localrun.kubelet import completed_indexes, policy_action
 
 

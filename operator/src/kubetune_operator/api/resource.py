@@ -1,4 +1,5 @@
-"""Types shared by the three kinds: names, URIs, storage, scheduling, conditions.
+"""What every kind's model is made of: the `Resource` and `Model` bases, metadata, the status every
+kind has with its conditions, and the field types the kinds share (names, URIs, storage, scheduling).
 
 Every field carries a description (it becomes `kubectl explain` text) and every string a bound,
 so that the generated CRDs are structural, cheap for CEL and strict about what reaches a pod's argv.
