@@ -32,7 +32,7 @@ CONTROLLERS = (
     "job-controller", "garbage-collector-controller", "namespace-controller", "serviceaccount-controller",
     "serviceaccount-token-controller", "root-ca-certificate-publisher-controller", "replicaset-controller",
     "deployment-controller", "pod-garbage-collector-controller", "ttl-after-finished-controller",
-    "clusterrole-aggregation-controller", "disruption-controller", "endpointslice-controller",
+    "clusterrole-aggregation-controller", "disruption-controller",
     # Takes the not-ready taint off the nodes once the node agent reports them Ready.
     "node-lifecycle-controller",
 )

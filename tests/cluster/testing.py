@@ -166,10 +166,13 @@ class OperatorPod:
 
 
 def refused(events: list[dict[str, Any]]) -> list[str]:
-    """The requests RBAC refused, as `verb group/resource[/subresource] in namespace`."""
+    """The requests RBAC refused, as `verb group/resource[/subresource] in namespace`. A restarted
+    API server refuses everyone for a moment, until its RBAC cache has the bootstrap roles: those
+    refusals name a missing `system:` role and are not the chart's."""
     found = set()
     for event in events:
-        if (event.get("responseStatus") or {}).get("code") == 403:
+        reason = (event.get("annotations") or {}).get("authorization.k8s.io/reason", "")
+        if (event.get("responseStatus") or {}).get("code") == 403 and '"system:basic-user" not found' not in reason:
             ref = event.get("objectRef") or {}
             what = "/".join(filter(None, [ref.get("apiGroup") or "core", ref.get("resource"), ref.get("subresource")]))
             found.add(f"{event['verb']} {what} in {ref.get('namespace') or '(cluster)'}: {event['requestURI']}")

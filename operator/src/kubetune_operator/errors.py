@@ -13,9 +13,13 @@ class ValidationFailed(UserError):
 SHOWN_CHARS = 80
 
 
-def clip(value: object, limit: int = SHOWN_CHARS) -> str:
-    """A value quoted in a message (repr), cut to `limit` characters with the length it had."""
-    text = repr(value)
+def shorten(text: str, limit: int = SHOWN_CHARS) -> str:
+    """Text cut to `limit` characters, saying how long it was."""
     if len(text) <= limit:
         return text
     return f"{text[: limit - 1]}… ({len(text)} characters)"
+
+
+def clip(value: object, limit: int = SHOWN_CHARS) -> str:
+    """A value quoted in a message (its repr), cut short."""
+    return shorten(repr(value), limit)

@@ -80,3 +80,21 @@ def test_operator_killed_at_random_points_leaves_one_job_each_and_the_right_stat
         assert len(kube.pods(namespace, job)) == 1, job
     assert evalrun["promotion"]["commit"] == r.promotion_summary()["commit"]
     assert operator.starts == starts + 6
+
+
+def test_the_operator_recovers_when_kube_apiserver_restarts_mid_run(kube, kube_cluster, namespace, fake_pods, operator):
+    for secret in r.secrets(namespace):
+        kube.apply(secret)
+    fake_pods.behaviours = {"train": {"*": {"summary": r.train_summary(namespace, "sft"), "seconds": 6}}}
+    kube.apply(r.finetunejob("sft", namespace, "sft", DATA))
+    kube.wait_phase("finetunejobs", namespace, "sft", "Running", timeout=30)
+
+    kube_cluster.control_plane.restart_apiserver()
+
+    # The watches come back: the running job finishes, and a job created after the restart runs.
+    status = kube.wait_phase("finetunejobs", namespace, "sft", {"Succeeded", "Failed"}, timeout=90)
+    assert status["phase"] == "Succeeded", status
+    kube.apply(r.finetunejob("after", namespace, "sft", DATA))
+    assert kube.wait_phase("finetunejobs", namespace, "after", {"Succeeded", "Failed"}, timeout=90)["phase"] == "Succeeded"
+    assert sorted(j["metadata"]["name"] for j in kube.jobs(namespace)) == ["after-train", "sft-train"]
+    assert len(kube.pods(namespace, "sft-train")) == 1

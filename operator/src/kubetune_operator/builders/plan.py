@@ -14,11 +14,15 @@ from typing import Any
 
 import yaml
 
+from kubetune_operator import yaml12
 from kubetune_operator.api import EvalRun, FineTuneJob, PreferenceDataset, Resource
-from kubetune_operator.api.validation import check, validate
+from kubetune_operator.api.validation import parse
 from kubetune_operator.builders import dataset, evaluation, training, workload
 from kubetune_operator.builders.settings import OperatorSettings
-from kubetune_operator.errors import ValidationFailed
+from kubetune_operator.errors import ValidationFailed, shorten
+
+# Errors listed per document: ten thousand unknown fields need not be ten thousand lines.
+MAX_ERRORS_SHOWN = 20
 
 
 @dataclass(frozen=True)
@@ -38,14 +42,15 @@ def load_documents(paths: Iterable[Path]) -> list[Document]:
         except UnicodeDecodeError as exc:
             raise ValidationFailed(f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})") from exc
         try:
-            loaded = list(yaml.safe_load_all(text))
+            for index, (_, body) in enumerate(yaml12.load_all(text)):
+                if body is not None:
+                    documents.append(Document(f"{path}#{index}", body))
+        except yaml12.YamlError as exc:
+            raise ValidationFailed(f"{path}:{exc.line}:{exc.column}: {exc.message}") from exc
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
             raise ValidationFailed(f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from exc
-        for index, body in enumerate(loaded):
-            if body is not None:
-                documents.append(Document(f"{path}#{index}", body))
     if not documents:
         # Nothing to do is never success: an empty file or a wrong glob would look like a finished run.
         raise ValidationFailed(f"no resource documents in {', '.join(map(str, paths))}")
@@ -55,7 +60,7 @@ def load_documents(paths: Iterable[Path]) -> list[Document]:
 def describe(document: Document) -> str:
     body = document.body if isinstance(document.body, dict) else {}
     name = (body.get("metadata") or {}).get("name", "?") if isinstance(body.get("metadata"), dict) else "?"
-    return f"{document.source} ({body.get('kind', '?')} {name})"
+    return f"{document.source} ({shorten(str(body.get('kind', '?')))} {shorten(str(name))})"
 
 
 def validate_all(documents: list[Document]) -> list[Resource]:
@@ -64,11 +69,13 @@ def validate_all(documents: list[Document]) -> list[Resource]:
     resources = []
     first_seen: dict[tuple[str, str, str], str] = {}
     for document in documents:
-        errors = check(document.body)
+        resource, errors = parse(document.body)
         if errors:
-            problems += [f"{describe(document)}: {error}" for error in errors]
+            shown = errors[:MAX_ERRORS_SHOWN]
+            problems += [f"{describe(document)}: {error}" for error in shown]
+            if len(errors) > len(shown):
+                problems.append(f"{describe(document)}: … and {len(errors) - len(shown)} more errors")
             continue
-        resource = validate(document.body)
         if key(resource) in first_seen:
             problems.append(f"{describe(document)}: defined twice (first in {first_seen[key(resource)]})")
         first_seen.setdefault(key(resource), document.source)

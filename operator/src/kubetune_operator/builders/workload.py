@@ -261,11 +261,25 @@ def pod_spec(
         spec["subdomain"] = subdomain
     if scheduling.node_selector:
         spec["nodeSelector"] = dict(scheduling.node_selector)
-    if scheduling.tolerations:
-        spec["tolerations"] = [t.to_wire() for t in scheduling.tolerations]
+    tolerations = extended_resource_tolerations(containers)
+    tolerations += [t for t in (t.to_wire() for t in scheduling.tolerations or []) if t not in tolerations]
+    if tolerations:
+        spec["tolerations"] = tolerations
     if scheduling.priority_class_name:
         spec["priorityClassName"] = scheduling.priority_class_name
     return spec
+
+
+STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage", "hugepages-")
+
+
+def extended_resource_tolerations(containers: list[Manifest]) -> list[Manifest]:
+    """A pod asking for GPUs (any extended resource) tolerates the taint of that name, as GPU node
+    pools carry it (nvidia.com/gpu:NoSchedule) and as the ExtendedResourceToleration admission
+    plugin adds where a cluster enables it; elsewhere the pod would never be scheduled."""
+    names = sorted({name for c in containers for name in ((c.get("resources") or {}).get("limits") or {})
+                    if not name.startswith(STANDARD_RESOURCES)})
+    return [{"key": name, "operator": "Exists", "effect": "NoSchedule"} for name in names]
 
 
 def failure_policy(container_name: str) -> Manifest:

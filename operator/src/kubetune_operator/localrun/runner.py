@@ -26,7 +26,7 @@ from typing import Any
 from kubetune_operator.api import EvalRun, FineTuneJob, PreferenceDataset, Resource
 from kubetune_operator.builders import dataset, evaluation, plan, training, workload
 from kubetune_operator.builders.settings import OperatorSettings
-from kubetune_operator.errors import UserError
+from kubetune_operator.errors import UserError, shorten
 from kubetune_operator.exitcodes import reason
 from kubetune_operator.localrun import pod as local_pod
 from kubetune_operator.localrun.locks import Locks
@@ -166,15 +166,48 @@ def inside(root: Path, *parts: str) -> Path:
     return path
 
 
-def _stop(process: local_pod.LocalContainer) -> local_pod.PodResult:
+def _stop(process: local_pod.LocalContainer) -> tuple[local_pod.PodResult, bool]:
     """SIGTERM, as a preemption: a trainer writes a checkpoint and the next run resumes from it.
-    A second Ctrl-C means the user will not wait for that: SIGKILL. Nothing is left running."""
+    A second Ctrl-C means the user will not wait for that: SIGKILL. Nothing is left running.
+    Returns the result and whether it was killed so."""
     process.signal(signal.SIGTERM)
+    killed = False
     while True:
         try:
-            return process.wait()
+            return process.wait(), killed
         except KeyboardInterrupt:
             process.signal(signal.SIGKILL)
+            killed = True
+
+
+# How much of a step's own error a runner message quotes (the whole is in its summary and log).
+MESSAGE_CHARS = 1000
+
+
+def failure_message(outcome: local_pod.PodResult, summary: dict[str, Any], interrupted: bool, killed: bool) -> str:
+    """Why a step failed, in one line: its own error when it wrote one, else what its exit code says."""
+    code = outcome.exit_code
+    signum = code - 128 if 128 < code < 128 + signal.NSIG else None
+    error = str(summary.get("error") or "")
+    if signum == signal.SIGKILL:
+        label = "Killed"
+        why = "killed by a second interrupt" if killed else "killed by SIGKILL (out of memory?)"
+    elif signum is not None:
+        name = signal.Signals(signum).name if signum in signal.valid_signals() else f"signal {signum}"
+        label = "Terminated" if signum == signal.SIGTERM else f"Killed by {name}"
+        if error:
+            why = error
+        elif summary:
+            why = f"stopped by {name} after it wrote its summary"
+        else:
+            why = f"stopped by {name} before it wrote a summary"
+    else:
+        label = reason(code)
+        # Without a JSON summary the message is the log's tail (FallbackToLogsOnError), which may
+        # start mid-line: its last line says most.
+        lines = [line for line in outcome.termination_message.splitlines() if line.strip()]
+        why = error or (f"last line of its log: {lines[-1].strip()}" if lines and not summary else "no message")
+    return f"{'interrupted; ' if interrupted else ''}{label} (exit {code}): {shorten(why, MESSAGE_CHARS)}"
 
 
 class LocalRunner:
@@ -354,7 +387,7 @@ class LocalRunner:
         started = time.monotonic()
         process = local_pod.LocalContainer(prepared, keep_fds=self.locks.fds)
         offset = 0
-        interrupted = False
+        interrupted = killed = False
         try:
             while True:
                 try:
@@ -365,24 +398,20 @@ class LocalRunner:
         except KeyboardInterrupt:
             # The process runs in a session of its own, so Ctrl-C reached only us: pass it on.
             interrupted = True
-            outcome = _stop(process)
+            outcome, killed = _stop(process)
         self._forward_progress(resource, progress_file, offset)
         duration = time.monotonic() - started
         summary: dict[str, Any] = {}
         if outcome.termination_message:
-            try:
+            with contextlib.suppress(json.JSONDecodeError):
                 summary = json.loads(outcome.termination_message)
-            except json.JSONDecodeError:
+            if not isinstance(summary, dict):
                 summary = {}
         if outcome.exit_code == 0 and summary:
             # Scratch space (model downloads, temp files) is not needed once the outputs are stored.
             shutil.rmtree(step_dir / "volumes", ignore_errors=True)
             return StepResult(resource, "Succeeded", duration, summary, log_tail=outcome.log_tail)
-        why = summary.get("error") or outcome.termination_message or "no message"
-        if interrupted:
-            # The log tail is the startup noise of a process killed mid-way, not a reason.
-            why = summary.get("error") or "stopped before it wrote a summary"
-        message = f"{'interrupted; ' if interrupted else ''}{reason(outcome.exit_code)} (exit {outcome.exit_code}): {why}"
+        message = failure_message(outcome, summary, interrupted, killed)
         return StepResult(resource, "Failed", duration, summary, message, outcome.log_tail, interrupted)
 
     def _forward_progress(self, resource: Resource, path: Path, offset: int) -> int:

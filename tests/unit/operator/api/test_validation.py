@@ -219,3 +219,103 @@ def test_suspend_may_change_on_update_and_an_unchanged_spec_passes():
 
 def test_the_table_is_large_enough():
     assert len(BAD) + len(IMMUTABLE) >= 30
+
+
+HUGE = "x" * 5_000_000
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        setter("spec.baseModel", "file://" + HUGE),
+        setter("spec.method", HUGE),
+        setter("metadata.name", HUGE),
+        setter("metadata.namespace", HUGE),
+        setter("kind", HUGE),
+        setter("apiVersion", HUGE),
+        setter("spec.hyperparameters.learningRate", HUGE),
+        setter("spec.scheduling.nodeSelector", {HUGE: "x"}),
+        setter(f"spec.{HUGE}", 1),
+    ],
+    ids=["pattern", "enum", "name", "namespace", "kind", "apiVersion", "type", "map key", "unknown field"],
+)
+def test_a_huge_value_is_clipped_in_every_message(mutate):
+    from kubetune_operator.builders.plan import Document, validate_all
+
+    document = load(FTJ)
+    mutate(document)
+    with pytest.raises(ValidationFailed) as raised:
+        validate_all([Document("big.yaml#0", document)])
+    assert len(str(raised.value)) < 1000, str(raised.value)[:300]
+    if "x" * 50 in str(raised.value):
+        assert "(5000" in str(raised.value)  # a quoted value says how long it was
+
+
+def test_the_errors_of_one_document_are_listed_up_to_a_limit():
+    from kubetune_operator.builders.plan import Document, validate_all
+
+    document = load(FTJ)
+    document["spec"].update({f"unknown{i}": i for i in range(500)})
+    with pytest.raises(ValidationFailed) as raised:
+        validate_all([Document("many.yaml#0", document)])
+    lines = str(raised.value).splitlines()
+    assert len(lines) == 21 and lines[-1].endswith("… and 480 more errors")
+
+
+def _rule_sites(schema, value):
+    """(rule, value at its place) for every rule the document reaches, as _cel_errors visits them."""
+    for rule in schema.get("x-kubernetes-validations", []):
+        if "oldSelf" not in rule["rule"]:
+            yield rule["rule"], value
+    if isinstance(value, dict) and "properties" in schema:
+        for name, child in schema["properties"].items():
+            if name in value:
+                yield from _rule_sites(child, value[name])
+    elif isinstance(value, dict) and isinstance(schema.get("additionalProperties"), dict):
+        for item in value.values():
+            yield from _rule_sites(schema["additionalProperties"], item)
+    elif isinstance(value, list) and "items" in schema:
+        for item in value:
+            yield from _rule_sites(schema["items"], item)
+
+
+def _celpy(rule, value):
+    import celpy
+
+    from kubetune_operator.api.validation import _program
+
+    try:
+        return bool(_program(rule).evaluate({"self": celpy.json_to_cel(value)}))
+    except celpy.CELEvalError as exc:
+        return f"rule could not be evaluated: {exc.args[0]}"
+
+
+def _documents_for_rules():
+    for document in documents():
+        yield document.values[0]
+    for example, mutate, _ in [*BAD.values(), *((e, m, None) for e, m in GOOD.values())]:
+        document = load(example)
+        mutate(document)
+        yield document
+    names = load(FTJ)
+    for name in ("a" * 48, "a" * 49, "ok-name", "Bad", "x.y", "é" * 10, "a" * 47 + "é"):
+        yield {**names, "metadata": {"name": name}}
+
+
+def test_every_rule_decides_as_celpy_does_however_its_outcome_is_found():
+    """Outcomes are cached by what a rule reads, and a few string rules are decided without celpy:
+    neither may ever answer otherwise than celpy on the whole value."""
+    from kubetune_operator.api.schema import prune_nulls
+    from kubetune_operator.api.validation import _as_cel_types, _evaluate, _schema, apply_defaults
+
+    compared = set()
+    for document in _documents_for_rules():
+        if not isinstance(document.get("kind"), str) or document["kind"] not in ("PreferenceDataset", "FineTuneJob", "EvalRun"):
+            continue
+        schema = _schema(document["kind"])
+        body = _as_cel_types(schema, apply_defaults(schema, prune_nulls(copy.deepcopy(document))))
+        body.pop("status", None)
+        for rule, value in _rule_sites(schema, body):
+            assert _evaluate(rule, value, None) == _celpy(rule, value), (rule, value)
+            compared.add(rule)
+    assert len(compared) >= 40  # the rules the examples and their mutations reach

@@ -236,7 +236,19 @@ def test_scheduling_copies_only_the_allowed_fields():
         scheduling={"nodeSelector": {"gpu": "h100"}, "tolerations": [{"key": "gpu", "operator": "Exists"}]}
     )["Job"]["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"gpu": "h100"}
-    assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists"}]
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+                                  {"key": "gpu", "operator": "Exists"}]
+
+
+def test_a_gpu_pod_tolerates_the_gpu_pools_taint_and_a_cpu_pod_needs_none():
+    # GPU node pools are tainted with the resource's name; a pod that asks for GPUs must tolerate it.
+    def pod(**resources):
+        return train_children(scheduling={}, resources=resources)["Job"]["spec"]["template"]["spec"]
+
+    assert pod(gpusPerNode=8)["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert "tolerations" not in pod(gpusPerNode=0, cpu="2", memory="4Gi")
+    amd = pod(gpusPerNode=8, gpuResourceName="amd.com/gpu")
+    assert amd["tolerations"] == [{"key": "amd.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 
 
 def test_sft_options_reach_the_trainer_config():
@@ -339,7 +351,7 @@ def test_render_cli_names_the_document_and_field_of_a_bad_resource(tmp_path):
 BAD_FILES = {
     "empty file": (b"", "no resource documents in {path}"),
     "only separators": (b"---\n---\n", "no resource documents in {path}"),
-    "broken YAML": (b"kind: FineTuneJob\nspec: [1,\n", "{path}:3:1: not valid YAML: expected the node content"),
+    "broken YAML": (b"kind: FineTuneJob\nspec: [1,\n", "{path}:3:1: not valid YAML: did not find expected node content"),
     "not UTF-8": (b"kind: \xff\n", "{path}: not UTF-8 text (byte 6 is 0xff)"),
 }
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import json
 
 from kubetune_operator.api.preferencedataset import LengthStats
-from kubetune_operator.handlers.job_outcome import JobOutcome, apply_outcome, conform, job_outcome, parse_summary
+from kubetune_operator.handlers.job_outcome import (
+    JobOutcome,
+    apply_outcome,
+    conform,
+    job_outcome,
+    parse_summary,
+)
 from kubetune_operator.runtime.status import StatusDraft
 
 

@@ -253,7 +253,7 @@ def test_a_second_ctrl_c_kills_a_step_that_does_not_stop(fake_trainer):
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     assert len(results) == 1 and results[0].interrupted
-    assert results[0].message == "interrupted; ExitCode137 (exit 137): stopped before it wrote a summary"
+    assert results[0].message == "interrupted; Killed (exit 137): killed by a second interrupt"
 
 
 def test_progress_lines_keep_whole_messages():
@@ -512,3 +512,46 @@ def test_the_running_step_stops_when_kubetune_run_is_killed(kubetune_run):
     # The kernel tells the orphan, as a node would its pods: it stops as on a preemption.
     wait_for(lambda: (tmp_path / "got-sigterm").exists(), "the step to get SIGTERM")
     wait_for(lambda: gone(child), "the step to exit")
+
+
+@pytest.mark.parametrize(
+    "code, termination, interrupted, killed, message",
+    [
+        (137, "", False, False, "Killed (exit 137): killed by SIGKILL (out of memory?)"),
+        # The log tail a killed pod falls back to starts anywhere: it is no reason.
+        (137, "ep 12/40 loss 0.41\nstep 13/40", False, False, "Killed (exit 137): killed by SIGKILL (out of memory?)"),
+        (137, "", True, True, "interrupted; Killed (exit 137): killed by a second interrupt"),
+        (143, '{"kind": "train", "output": "file:///o", "steps": 4}', False, False,
+         "Terminated (exit 143): stopped by SIGTERM after it wrote its summary"),
+        (143, '{"kind": "train", "error": "disk full", "reason": "StorageError"}', True, False,
+         "interrupted; Terminated (exit 143): disk full"),
+        (143, "", True, False, "interrupted; Terminated (exit 143): stopped by SIGTERM before it wrote a summary"),
+        (139, "", False, False, "Killed by SIGSEGV (exit 139): stopped by SIGSEGV before it wrote a summary"),
+        (1, "Traceback (most recent call last):\n  ...\nValueError: boom\n", False, False,
+         "InternalError (exit 1): last line of its log: ValueError: boom"),
+        (1, "", False, False, "InternalError (exit 1): no message"),
+        (1, "[1, 2]", False, False, "InternalError (exit 1): last line of its log: [1, 2]"),
+        (65, '{"kind": "dataset", "error": "' + "x" * 5000 + '"}', False, False,
+         "BadData (exit 65): " + "x" * 999 + "… (5000 characters)"),
+    ],
+)
+def test_a_failed_step_is_described_by_its_exit_and_summary(code, termination, interrupted, killed, message):
+    from kubetune_operator.localrun.pod import PodResult
+    from kubetune_operator.localrun.runner import failure_message
+
+    summary = json.loads(termination) if termination.startswith("{") else {}
+    assert failure_message(PodResult(code, termination, termination), summary, interrupted, killed) == message
+
+
+def test_a_step_killed_by_sigkill_is_said_to_be_killed(fake_trainer):
+    tmp_path, _, resources = fake_trainer
+    (tmp_path / "hang").write_text("wait for SIGTERM")
+
+    def kill_it(resource, event):
+        import os
+        import signal
+
+        os.kill(int((tmp_path / "pid").read_text()), signal.SIGKILL)
+
+    results = LocalRunner(f"file://{tmp_path}/artifacts", tmp_path / "work", gpus=0, on_event=kill_it).run(resources)
+    assert results[0].message == "Killed (exit 137): killed by SIGKILL (out of memory?)"

@@ -95,7 +95,7 @@ def load_prepared(dataset: str, kind: RowKind, expected_fingerprint: str | None 
     try:
         manifest = json.loads(storage.read_text(manifest_uri))
     except StorageError as exc:
-        raise DataError(f"dataset: {manifest_uri}: {exc.message} (is this a prepared dataset?)") from exc
+        raise DataError(f"dataset: {exc.message} (is this a prepared dataset?)") from exc
     except json.JSONDecodeError as exc:
         raise DataError(f"dataset: {manifest_uri}: not JSON ({exc})") from exc
     fingerprint = manifest.get("fingerprint") if isinstance(manifest, dict) else None
