@@ -7,7 +7,7 @@ so that the generated CRDs are structural, cheap for CEL and strict about what r
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -312,3 +312,8 @@ class Resource(Model):
 
     metadata: ObjectMeta
     """Standard object metadata."""
+
+    @classmethod
+    def status_model(cls) -> type[StatusBase]:
+        """The kind's status model (its `status` field's type)."""
+        return next(t for t in get_args(cls.model_fields["status"].annotation) if t is not type(None))

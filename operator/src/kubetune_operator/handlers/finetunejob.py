@@ -6,12 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from kubetune_operator.api import FineTuneJob, PreferenceDataset
-from kubetune_operator.api.finetunejob import TrainArtifacts, TrueBase
+from kubetune_operator.api.finetunejob import FineTuneJobStatus
 from kubetune_operator.builders import training
 from kubetune_operator.builders.workload import output_uri
 from kubetune_operator.handlers.children import ensure_job, job_pods, sync_suspend
 from kubetune_operator.handlers.dependencies import dependency, wait
-from kubetune_operator.handlers.job_outcome import apply_outcome, conform, job_outcome
+from kubetune_operator.handlers.job_outcome import apply_outcome, job_outcome, status_fields
 from kubetune_operator.handlers.kind import Kind
 from kubetune_operator.handlers.watch import register
 from kubetune_operator.observability.metrics import OperatorMetrics
@@ -88,7 +88,8 @@ async def training_inputs(
 
 
 def training_status(summary: dict[str, Any], default_output: str) -> dict[str, Any]:
-    """Status fields from a train summary (contracts §5); misshapen parts are left out."""
+    """Status fields from a train summary (contracts §5), each held against FineTuneJobStatus;
+    misshapen parts are left out."""
     output = str(summary.get("output") or default_output).rstrip("/")
     artifact = summary.get("artifact") if isinstance(summary.get("artifact"), dict) else {}
     artifacts = {
@@ -98,14 +99,12 @@ def training_status(summary: dict[str, Any], default_output: str) -> dict[str, A
         "manifest": f"{output}/manifest.json",
         "sha256": artifact.get("sha256"),
     }
-    best_loss = summary.get("bestEvalLoss")
-    fields = {
-        "artifacts": conform(TrainArtifacts, artifacts, "artifacts"),
-        "trueBase": conform(TrueBase, summary.get("trueBase"), "trueBase"),
-        "bestCheckpoint": summary.get("bestCheckpoint") if isinstance(summary.get("bestCheckpoint"), str) else None,
-        "bestEvalLoss": best_loss if isinstance(best_loss, int | float) and not isinstance(best_loss, bool) else None,
-    }
-    return {key: value for key, value in fields.items() if value is not None}
+    return status_fields(FineTuneJobStatus, {
+        "artifacts": artifacts,
+        "trueBase": summary.get("trueBase"),
+        "bestCheckpoint": summary.get("bestCheckpoint"),
+        "bestEvalLoss": summary.get("bestEvalLoss"),
+    })
 
 
 # Training series describe a running job: gone once it finishes, is suspended or deleted.

@@ -141,7 +141,7 @@ def apply_outcome(draft: StatusDraft, outcome: JobOutcome) -> None:
     draft.set_phase(outcome.state, outcome.message)
 
 
-def conform(model: type[BaseModel], data: Any, what: str) -> dict[str, Any] | None:
+def conform(model: type[BaseModel], data: Any, what: str, strict: bool = False) -> dict[str, Any] | None:
     """`data` as the status schema wants it, or None (logged) when it does not fit.
 
     Summaries come from pods; a field of the wrong shape must not make the status patch fail.
@@ -149,7 +149,19 @@ def conform(model: type[BaseModel], data: Any, what: str) -> dict[str, Any] | No
     if data is None:
         return None
     try:
-        return model.model_validate(data).model_dump(by_alias=True, exclude_none=True, mode="json")
+        return model.model_validate(data, strict=strict).model_dump(by_alias=True, exclude_none=True, mode="json")
     except ValidationError as exc:
         log.warning("%s left out of the status: %s", what, exc)
         return None
+
+
+def status_fields(status: type[BaseModel], fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Those of `fields` (by their wire names) that fit the kind's status model, each checked on its
+    own against its type and bounds, so that one misshapen part of a summary costs only itself. A
+    value of the wrong JSON type is left out, never coerced (`true` is no loss, `"3"` no count)."""
+    kept = {}
+    for key, value in fields.items():
+        checked = conform(status, {key: value}, key, strict=True)
+        if checked is not None and key in checked:
+            kept[key] = checked[key]
+    return kept

@@ -6,16 +6,16 @@ from typing import Any
 
 from kubetune_operator.api import PreferenceDataset
 from kubetune_operator.api.preferencedataset import (
+    STATUS_STRATA_LIMIT,
     STATUS_WARNING_LENGTH,
     STATUS_WARNINGS_LIMIT,
-    LengthStats,
-    SplitCounts,
+    PreferenceDatasetStatus,
     StratumCounts,
 )
 from kubetune_operator.builders import dataset
 from kubetune_operator.builders.workload import output_uri
 from kubetune_operator.handlers.children import ensure_job, job_pods
-from kubetune_operator.handlers.job_outcome import apply_outcome, conform, job_outcome
+from kubetune_operator.handlers.job_outcome import apply_outcome, conform, job_outcome, status_fields
 from kubetune_operator.handlers.kind import Kind
 from kubetune_operator.handlers.watch import register
 from kubetune_operator.runtime.context import Runtime
@@ -44,32 +44,31 @@ async def reconcile(rt: Runtime, pds: PreferenceDataset, body: dict[str, Any], d
 
 
 def dataset_status(summary: dict[str, Any], default_output: str) -> dict[str, Any]:
-    """Status fields from a data-prepare summary (contracts §5); misshapen parts are left out."""
+    """Status fields from a data-prepare summary (contracts §5), each held against
+    PreferenceDatasetStatus; misshapen parts are left out. Strata and warnings are taken one by one
+    (a bad one costs only itself), the strata and warnings past the status's bounds left out and
+    long warnings clipped."""
     output = str(summary.get("output") or default_output).rstrip("/")
     lengths = summary.get("lengths") if isinstance(summary.get("lengths"), dict) else {}
     strata = summary.get("strata") if isinstance(summary.get("strata"), dict) else {}
-    dropped = summary.get("dropped")
     warnings = summary.get("warnings") if isinstance(summary.get("warnings"), list) else []
-    fields = {
-        "format": summary.get("format") if isinstance(summary.get("format"), str) else None,
-        "formatEvidence": summary.get("formatEvidence") if isinstance(summary.get("formatEvidence"), str) else None,
-        "fingerprint": summary.get("fingerprint") if isinstance(summary.get("fingerprint"), str) else None,
-        "counts": conform(SplitCounts, summary.get("counts"), "counts"),
-        "dropped": dropped if isinstance(dropped, dict) and all(
-            isinstance(k, str) and isinstance(v, int) for k, v in dropped.items()
-        ) else None,
+    return status_fields(PreferenceDatasetStatus, {
+        "format": summary.get("format"),
+        "formatEvidence": summary.get("formatEvidence"),
+        "fingerprint": summary.get("fingerprint"),
+        "counts": summary.get("counts"),
+        "dropped": summary.get("dropped"),
         "strata": {
             str(stratum): counts
-            for stratum, raw in list(strata.items())[:256]
-            if (counts := conform(StratumCounts, raw, f"stratum {stratum}")) is not None
+            for stratum, raw in list(strata.items())[:STATUS_STRATA_LIMIT]
+            if (counts := conform(StratumCounts, raw, f"stratum {stratum}", strict=True)) is not None
         } or None,
         "warnings": [clip(w, STATUS_WARNING_LENGTH) for w in warnings if isinstance(w, str)][:STATUS_WARNINGS_LIMIT]
         or None,
-        "promptLength": conform(LengthStats, lengths.get("prompt"), "prompt lengths"),
-        "answerLength": conform(LengthStats, lengths.get("answer"), "answer lengths"),
+        "promptLength": lengths.get("prompt"),
+        "answerLength": lengths.get("answer"),
         "artifacts": {"uri": output, "manifest": f"{output}/manifest.json"},
-    }
-    return {key: value for key, value in fields.items() if value is not None}
+    })
 
 
 register(Kind(PreferenceDataset, reconcile))

@@ -17,8 +17,8 @@ from pydantic import ValidationError
 from kubetune_operator.api import Resource
 from kubetune_operator.handlers.kind import Kind
 from kubetune_operator.handlers.publish import publish
-from kubetune_operator.runtime.context import ResourceKey, Runtime
-from kubetune_operator.runtime.kube import CUSTOM_RESOURCES
+from kubetune_operator.runtime.context import Runtime
+from kubetune_operator.runtime.kube import CUSTOM_RESOURCES, ResourceKey
 from kubetune_operator.runtime.status import StatusDraft
 
 # Every registered kind, by plural (watch.register fills it).

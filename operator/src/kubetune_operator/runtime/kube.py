@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
 
+ResourceKey = tuple[str, str, str]  # (plural, namespace, name)
+
 
 @dataclass(frozen=True)
 class ApiResource:

@@ -425,9 +425,6 @@ def test_merge_patch_removes_what_is_gone():
 
 def test_deleting_a_resource_keeps_the_series_of_other_kinds_with_the_same_name(rt):
     from kubetune_operator.handlers.reconcile import handle_event
-    from kubetune_operator.runtime.progress import ProgressPatcher
-
-    rt.progress = ProgressPatcher(rt)
 
     def series() -> set[str]:
         return {s.name for metric in rt.metrics.training_loss.collect() + rt.metrics.eval_metric.collect()
