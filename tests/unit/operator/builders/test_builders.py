@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from kubetune_operator.api.validation import validate
-from kubetune_operator.builders import common, dataset, evaluation, plan, promotion, training
+from kubetune_operator.builders import dataset, evaluation, plan, promotion, training, workload
 from kubetune_operator.builders.settings import OperatorSettings
 from kubetune_operator.errors import UserError, ValidationFailed
 from kubetune_operator.exitcodes import PERMANENT
@@ -306,13 +306,13 @@ def test_only_the_promote_pod_mounts_the_git_secret():
 
 
 def test_progress_secret_is_written_not_read():
-    secret = common.progress_secret(resource("finetunejob.yaml"), "t0k3n")
+    secret = workload.progress_secret(resource("finetunejob.yaml"), "t0k3n")
     assert secret["stringData"] == {"token": "t0k3n"}
     kubernetes_validate.validate(secret, "1.33", strict=True)
 
 
 def test_a_namesakes_progress_secret_is_never_the_one_a_pod_reads():
-    secret = common.progress_secret(resource("finetunejob.yaml"), "t0k3n")
+    secret = workload.progress_secret(resource("finetunejob.yaml"), "t0k3n")
     assert secret["metadata"]["name"] == f"qwen2-7b-repeater-dpo-progress-{UID}"
     kubernetes_validate.validate(secret, "1.33", strict=True)
 

@@ -174,3 +174,23 @@ def test_column_map_errors(raw, formatting, kind, message):
 def test_column_map_picks_sharegpt_when_it_names_messages():
     attr = llamafactory.from_column_map('{"columns": {"messages": "turns"}}', None, "sft")
     assert attr.formatting == "sharegpt" and attr.messages == "turns" and attr.role_tag == "from"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"d": {"file_name": "a.json"}, "d": {"file_name": "b.json"}}', "key 'd' appears twice in one object"),
+        ('{"d": {"file_name": "a.json", "num_samples": NaN}}', "NaN is not a number JSON can hold"),
+        ('{"d": ' + "[" * 3000 + "]" * 3000 + "}", "nested deeper than 1024 levels"),
+    ],
+    ids=["duplicate entry", "NaN", "deep"],
+)
+def test_dataset_info_that_parsers_read_differently_is_refused_naming_it(tmp_path, text, message):
+    (tmp_path / "dataset_info.json").write_text(text)
+    with pytest.raises(ConfigError, match=rf"--dataset-info .*dataset_info.json: {message}"):
+        llamafactory.load_entry(str(tmp_path / "dataset_info.json"), "d", "sft")
+
+
+def test_a_column_map_with_a_key_twice_is_refused():
+    with pytest.raises(ConfigError, match="--column-map: key 'columns' appears twice in one object"):
+        llamafactory.from_column_map('{"columns": {"prompt": "q"}, "columns": {"prompt": "x"}}', None, "sft")

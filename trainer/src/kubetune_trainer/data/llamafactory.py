@@ -9,14 +9,13 @@ calls (function_call turns) and their results (observation turns) for SFT, a `kt
 
 from __future__ import annotations
 
-import json
 import logging
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from kubetune_trainer import storage
+from kubetune_trainer import storage, strict_json
 from kubetune_trainer.data import validate
 from kubetune_trainer.data.validate import RowError, leftover, message, text
 from kubetune_trainer.errors import ConfigError, KubetuneError
@@ -139,9 +138,9 @@ def from_column_map(raw: str, formatting: str | None, kind: str) -> DatasetAttr:
     """`--column-map '{"columns": {...}, "tags": {...}}'`: an inline dataset_info entry (it may also
     carry formatting and ranking)."""
     try:
-        entry = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"--column-map: not valid JSON ({exc})") from exc
+        entry = strict_json.loads(raw)
+    except strict_json.JSONProblem as problem:
+        raise ConfigError(f"--column-map: {problem.message}") from None
     if not isinstance(entry, dict):
         raise ConfigError("--column-map must be a JSON object with `columns` and/or `tags`")
     unknown = sorted(set(entry) - {"columns", "tags", "formatting", "ranking"})
@@ -187,9 +186,9 @@ def _checked(attr: DatasetAttr, kind: str, where: str) -> DatasetAttr:
 def load_entry(info_uri: str, name: str, kind: str) -> tuple[DatasetAttr, str | None]:
     """The attributes of entry `name` in a dataset_info.json, and the URI its file_name points to."""
     try:
-        info = json.loads(storage.read_text(info_uri))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--dataset-info {info_uri}: not valid JSON ({exc})") from exc
+        info = strict_json.loads(storage.read_bytes(info_uri))
+    except strict_json.JSONProblem as problem:
+        raise ConfigError(f"--dataset-info {info_uri}: {problem.message}") from None
     except KubetuneError as exc:
         raise ConfigError(f"--dataset-info: {exc.message}") from exc
     if not isinstance(info, dict):

@@ -1,4 +1,5 @@
-"""Pieces every child manifest shares: names, labels, owner references, the restricted pod, env."""
+"""The workload every kind runs, as every child manifest shares it: names, labels, owner references,
+the progress Secret, the config map, the env, the restricted pod and the Job."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 import yaml
 
 from kubetune_operator.api import Resource
-from kubetune_operator.api.common import Scheduling, Storage
+from kubetune_operator.api.resource import Scheduling, Storage
 from kubetune_operator.builders.settings import OperatorSettings
 from kubetune_operator.exitcodes import PERMANENT
 
