@@ -10,7 +10,8 @@ INSTALL_HASH := $(shell cat Makefile operator/pyproject.toml trainer/pyproject.t
 STAMP := $(VENV)/.installed-$(INSTALL_HASH)
 PYTEST_ARGS ?=
 
-.PHONY: install test lint demo crds clean system-deps test-vllm-api cluster-binaries cluster-up cluster-down
+.PHONY: install test lint demo crds clean system-deps test-vllm-api cluster-binaries cluster-up cluster-down \
+	images-deps images images-test images-clean
 
 install: $(STAMP)
 
@@ -54,6 +55,28 @@ cluster-up: cluster-binaries
 
 cluster-down:
 	$(BIN)/python -m tests.cluster down
+
+# The three images, built with buildah (vfs storage, chroot isolation: no container engine) from
+# images/*/Dockerfile on a Debian base made by debootstrap, into a per-machine cache
+# (~/.cache/kubetune/containers); a second build rebuilds only what changed (tests/images).
+images-deps:
+	@if ! command -v buildah >/dev/null || ! command -v skopeo >/dev/null || ! command -v debootstrap >/dev/null; then \
+	  echo "==> installing Debian's buildah, skopeo and debootstrap"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	    buildah skopeo debootstrap >/dev/null; \
+	fi
+
+images: install images-deps
+	nice -n 10 $(BIN)/python -m tests.images build
+
+# Each image run for real: entrypoint, user, read-only root with the pods' mounts, a piece of
+# real work, sizes (a table at the end) and an OCI archive export read back by skopeo.
+images-test: images
+	KUBETUNE_IMAGE_TESTS=all nice -n 10 $(BIN)/python -m pytest -p no:cacheprovider tests/images $(PYTEST_ARGS)
+
+images-clean:
+	$(BIN)/python -m tests.images clean
 
 crds: install
 	$(BIN)/kubetune crds

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
 import urllib.error
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
@@ -14,7 +15,7 @@ from urllib.parse import quote, urlencode
 import yaml
 
 from kubetune_operator.api import KINDS
-from kubetune_operator.api.common import GROUP, VERSION
+from kubetune_operator.api.resource import GROUP, VERSION
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,6 +116,29 @@ class Kube:
         events = self.list("events", namespace, fields=f"involvedObject.name={name}")
         return sorted(events, key=lambda e: (e.get("firstTimestamp") or e.get("eventTime") or "",
                                              e["metadata"].get("creationTimestamp") or ""))
+
+    def evict(self, namespace: str, pod: str) -> None:
+        """The Eviction API, as `kubectl drain` and preemption use it: the server marks the pod
+        DisruptionTarget and deletes it gracefully."""
+        self.request("POST", self.path("pods", namespace, pod, "eviction"),
+                     {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": pod, "namespace": namespace}})
+
+    @contextlib.contextmanager
+    def recording(self, kind: str, namespace: str, name: str) -> Iterator[list[dict]]:
+        """Every state of one object while the block runs, from `kubectl get -w`: states a poll
+        could miss, such as a pod's last status before its deletion completes."""
+        watcher = subprocess.Popen(["kubectl", "get", kind, name, "-n", namespace, "-w", "-o", "json"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=self.env)
+        seen: list[dict] = []
+        try:
+            yield seen
+        finally:
+            watcher.terminate()
+            text, _ = watcher.communicate(timeout=30)
+            decoder, at = json.JSONDecoder(), 0
+            while (at := len(text) - len(text[at:].lstrip())) < len(text):
+                obj, at = decoder.raw_decode(text, at)
+                seen.append(obj)
 
     # --- waiting ---------------------------------------------------------------------------------
 

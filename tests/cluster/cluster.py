@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,7 +19,9 @@ from kubetune_operator.runtime.kube import KubeApi
 from tests.cluster import build
 from tests.cluster.control_plane import ControlPlane
 from tests.cluster.node.agent import NodeAgent
+from tests.cluster.node.image import ImageRootfs
 from tests.cluster.node.runtime import HostProcess
+from tests.images.build import Builder
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -30,12 +32,22 @@ class LocalCluster:
     `stop()` ends them. `folder` keeps certificates, data, kubeconfigs, logs and pod folders."""
 
     def __init__(self, folder: Path, api_port: int = 0,
-                 command_map: Callable[[str, list[str]], list[str] | None] | None = None):
+                 command_map: Callable[[str, list[str]], list[str] | None] | None = None,
+                 images: Iterable[str] | None = None):
         self.folder = Path(folder).resolve()
         self.binaries = build.ensure_all(lambda message: print(message, file=sys.stderr))
         self.control_plane = ControlPlane(self.folder, self.binaries, api_port)
-        # The venv's console scripts (kubetune, kubetune-trainer) play the images' commands.
-        self.runtime = HostProcess(extra_path=[Path(sys.executable).parent], command_map=command_map)
+        # The venv's console scripts (kubetune, kubetune-trainer) play the images' commands, except
+        # for the images named (operator, trainer, eval; default $KUBETUNE_CLUSTER_IMAGES): those
+        # are built (or found built) and their pods run from their own root filesystem.
+        if images is None:
+            images = os.environ.get("KUBETUNE_CLUSTER_IMAGES", "").replace(",", " ").split()
+        self.runtime: HostProcess | ImageRootfs = HostProcess(extra_path=[Path(sys.executable).parent],
+                                                              command_map=None if images else command_map)
+        if images:
+            built = Builder(say=lambda message: print(message, file=sys.stderr)).ensure(list(images))
+            self.runtime = ImageRootfs([b.spec.reference for b in built if b.spec.name in images], self.runtime,
+                                       command_map=command_map)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.agent: NodeAgent | None = None
         self._thread: threading.Thread | None = None
@@ -81,3 +93,5 @@ class LocalCluster:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
         self.control_plane.stop()
+        if isinstance(self.runtime, ImageRootfs):
+            self.runtime.close()

@@ -32,12 +32,20 @@ CONTROLLERS = (
     "job-controller", "garbage-collector-controller", "namespace-controller", "serviceaccount-controller",
     "serviceaccount-token-controller", "root-ca-certificate-publisher-controller", "replicaset-controller",
     "deployment-controller", "pod-garbage-collector-controller", "ttl-after-finished-controller",
-    "clusterrole-aggregation-controller", "disruption-controller", "endpointslice-controller",
+    "clusterrole-aggregation-controller", "disruption-controller",
     # Takes the not-ready taint off the nodes once the node agent reports them Ready.
     "node-lifecycle-controller",
 )
 SERVICE_CIDR = "10.0.0.0/24"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
+# Every request of a ServiceAccount of this namespace is written to logs/audit.log: tests hold
+# the operator's against RBAC (a 403 fails them) and read which calls it made.
+AUDITED_NAMESPACE = "kubetune-system"
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+    "rules": [{"level": "Metadata", "userGroups": [f"system:serviceaccounts:{AUDITED_NAMESPACE}"]},
+              {"level": "None"}],
+}
 
 
 def free_port() -> int:
@@ -94,6 +102,10 @@ class ControlPlane:
         return f"https://127.0.0.1:{self.api_port}"
 
     @property
+    def audit_log(self) -> Path:
+        return self.logs / "audit.log"
+
+    @property
     def pki(self) -> certificates.Pki:
         return certificates.Pki(self.folder / "pki")
 
@@ -133,6 +145,8 @@ class ControlPlane:
 
     def _define(self, pki: certificates.Pki) -> None:
         bins = {name: str(path) for name, path in self.binaries.items()}
+        policy = self.folder / "audit-policy.yaml"
+        policy.write_text(yaml.safe_dump(AUDIT_POLICY))
         common = ["--v=1"]
         self.components = {
             "etcd": Component("etcd", [
@@ -160,6 +174,8 @@ class ControlPlane:
                 # The `kubernetes` Service's endpoint would be 127.0.0.1, which an EndpointSlice may not hold.
                 "--endpoint-reconciler-type=none",
                 "--profiling=false",
+                f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}", "--audit-log-format=json",
+                "--audit-log-mode=blocking",
             ], self.logs / "kube-apiserver.log"),
             "kube-controller-manager": Component("kube-controller-manager", [
                 bins["kube-controller-manager"], *common,

@@ -1,9 +1,3 @@
-import sys
-from pathlib import Path
+from tests.cluster.testing import crds, kube, kube_cluster, namespace, operator, release
 
-# The emulated cluster, kubelet and operator runner live in tests/integration/harness.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-
-from harness.fixtures import cluster, namespace, operator
-
-__all__ = ["cluster", "namespace", "operator"]
+__all__ = ["crds", "kube", "kube_cluster", "namespace", "operator", "release"]

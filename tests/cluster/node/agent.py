@@ -156,6 +156,13 @@ class NodeAgent:
         await asyncio.gather(*self._tasks, *waiters, return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def pid(self, namespace: str, name: str) -> int | None:
+        """The process id of a running pod's container (for measurements), None when none runs."""
+        for run in self._pods.values():
+            if (run.namespace, run.name) == (namespace, name) and run.container is not None:
+                return getattr(run.container, "pid", None)
+        return None
+
     def running(self, namespace: str | None = None) -> list[str]:
         """namespace/name of the pods whose container runs now."""
         return [f"{r.namespace}/{r.name}" for r in self._pods.values()
@@ -271,9 +278,19 @@ class NodeAgent:
 
     def _later(self, pod: dict[str, Any], delay: float = RETRY_SECONDS) -> None:
         async def again() -> None:
-            await asyncio.sleep(delay)
-            current = await self.api.request("GET", _path(pod))
-            self._kick(current)
+            while True:
+                await asyncio.sleep(delay)
+                try:
+                    current = await self.api.request("GET", _path(pod))
+                except ApiError as exc:
+                    if exc.status == 404:
+                        await self._forget(pod["metadata"]["uid"], kill=True)
+                        return
+                except (aiohttp.ClientError, TimeoutError, OSError):
+                    continue
+                else:
+                    self._kick(current)
+                    return
 
         task = asyncio.create_task(again())
         self._tasks.add(task)
@@ -398,7 +415,18 @@ class NodeAgent:
         shutil.rmtree(self.workdir / run.namespace / f"{run.name}-{uid[:8]}", ignore_errors=True)
 
     async def _status(self, pod: Mapping[str, Any], status: dict[str, Any]) -> None:
-        await self.api.request("PATCH", _path(pod) + "/status", {"status": status}, content_type=STRATEGIC)
+        """Write the pod's status; like a kubelet, keep trying while the API server is away
+        (restarting, starting up): a lost final status would leave its Job running forever."""
+        while True:
+            try:
+                await self.api.request("PATCH", _path(pod) + "/status", {"status": status}, content_type=STRATEGIC)
+                return
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                log.info("status of pod %s not written (%s); trying again", _path(pod), exc)
+            except ApiError as exc:
+                if exc.status not in (429, 500, 503, 504):
+                    raise
+            await asyncio.sleep(RETRY_SECONDS)
 
 
 def _path(pod: Mapping[str, Any]) -> str:

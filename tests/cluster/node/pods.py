@@ -215,8 +215,17 @@ class PodResolver:
             argv=[expand(str(a), env) for a in command], env=env, mounts=mounts, workdir=workdir,
             termination_message_path=container.get("terminationMessagePath") or "/dev/termination-log",
             fallback_to_logs=container.get("terminationMessagePolicy") == "FallbackToLogsOnError",
-            hosts=await self.hosts(pod), working_dir=container.get("workingDir"),
+            hosts=await self.hosts(pod), working_dir=container.get("workingDir"), **_security(pod, container),
         )
+
+
+def _security(pod: Mapping[str, Any], container: Mapping[str, Any]) -> dict[str, Any]:
+    """The user and root filesystem the securityContexts ask for (the container's over the pod's)."""
+    merged = (pod["spec"].get("securityContext") or {}) | (container.get("securityContext") or {})
+    user = None
+    if merged.get("runAsUser") is not None:
+        user = (int(merged["runAsUser"]), int(merged.get("runAsGroup", merged["runAsUser"])))
+    return {"user": user, "read_only_root": bool(merged.get("readOnlyRootFilesystem"))}
 
 
 def _put(path: Path, text: str) -> None:

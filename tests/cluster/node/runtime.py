@@ -5,8 +5,7 @@ The agent resolves everything a pod spec says (volumes as host folders, env, arg
 with this machine's programs (the venv's `kubetune` and `kubetune-trainer` stand in for the
 images), in a private mount namespace where the pod's `/var/run/secrets/...` and `/etc/hosts`
 are its own; other mount paths in argv and env are rewritten to their host folders, as
-`kubetune run` does. A runtime that starts the image's own root filesystem (chroot) fits the
-same interface.
+`kubetune run` does. `image.ImageRootfs` starts images built here from their own root filesystem.
 """
 
 from __future__ import annotations
@@ -46,6 +45,8 @@ class ContainerSpec:
     fallback_to_logs: bool
     hosts: dict[str, str] = field(default_factory=dict)  # name → address, for /etc/hosts
     working_dir: str | None = None
+    user: tuple[int, int] | None = None  # runAsUser, runAsGroup (else the image's USER)
+    read_only_root: bool = False
 
     @property
     def log_file(self) -> Path:
@@ -123,6 +124,10 @@ class HostContainer:
             # A session of its own, so a signal reaches every process the container started.
             self.process = subprocess.Popen(argv, env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     def signal(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):

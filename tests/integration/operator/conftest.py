@@ -1,9 +1,9 @@
 import sys
 from pathlib import Path
 
-# The harness is shared with tests/e2e; it lives beside this directory.
+# Fake containers and resource documents live in tests/integration/harness.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.fixtures import cluster, fake_pods, kubelet, namespace, operator, operator_env
+from tests.cluster.testing import crds, fake_pods, kube, kube_cluster, namespace, operator, release
 
-__all__ = ["cluster", "fake_pods", "kubelet", "namespace", "operator", "operator_env"]
+__all__ = ["crds", "fake_pods", "kube", "kube_cluster", "namespace", "operator", "release"]

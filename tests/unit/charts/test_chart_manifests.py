@@ -311,7 +311,8 @@ def test_the_operator_gets_the_contract_environment(chart):
     assert env["KUBETUNE_ARTIFACT_ROOT"]["value"] == "s3://models/kubetune"
     assert env["KUBETUNE_TRAINER_IMAGE"]["value"] == "registry.local/trainer:9.9.9"
     assert env["KUBETUNE_EVAL_IMAGE"]["value"] == "registry.local/eval@sha256:" + "a" * 64
-    assert env["KUBETUNE_OPERATOR_IMAGE"]["value"] == "ghcr.io/kubetune/operator:0.1.0"
+    # Its tag is empty in values.yaml: the chart's appVersion.
+    assert env["KUBETUNE_OPERATOR_IMAGE"]["value"] == "ghcr.io/kubetune/operator:" + yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
     assert env["KUBETUNE_PROGRESS_BASE_URL"]["value"] == f"http://kubetune.{NAMESPACE}.svc:8080"
     assert env["KUBETUNE_S3_SECRET"]["value"] == "s3-credentials"
     key_ref = env["KUBETUNE_PROGRESS_KEY"]["valueFrom"]["secretKeyRef"]

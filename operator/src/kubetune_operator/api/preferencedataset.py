@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
-from kubetune_operator.api.common import (
+from kubetune_operator.api.resource import (
     FieldName,
     Model,
     ObjectMeta,
@@ -295,6 +295,7 @@ class DatasetArtifacts(Model):
 # Bounds of status.warnings; the pod's termination summary sends fewer and shorter ones.
 STATUS_WARNINGS_LIMIT = 8
 STATUS_WARNING_LENGTH = 1024
+STATUS_STRATA_LIMIT = 256
 
 
 class PreferenceDatasetStatus(StatusBase):
@@ -312,7 +313,7 @@ class PreferenceDatasetStatus(StatusBase):
     dropped: Annotated[dict[str, int], Field(max_length=64)] | None = None
     """Dropped rows by reason (broken_json, missing_field, empty, chosen_equals_rejected, duplicate, too_long, ...)."""
 
-    strata: Annotated[dict[str, StratumCounts], Field(max_length=256)] | None = None
+    strata: Annotated[dict[str, StratumCounts], Field(max_length=STATUS_STRATA_LIMIT)] | None = None
     """Rows per stratum and split, for stratified splits."""
 
     prompt_length: LengthStats | None = None

@@ -22,8 +22,8 @@ import re2
 from pydantic import ValidationError
 
 from kubetune_operator.api import API_VERSION, KINDS, Resource
-from kubetune_operator.api.common import MAX_NAMESPACE_LENGTH, NAMESPACE_PATTERN
 from kubetune_operator.api.crd import openapi_schema
+from kubetune_operator.api.resource import MAX_NAMESPACE_LENGTH, NAMESPACE_PATTERN
 from kubetune_operator.api.schema import prune_nulls
 from kubetune_operator.errors import ValidationFailed, clip, shorten
 

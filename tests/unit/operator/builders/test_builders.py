@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from kubetune_operator.api.validation import validate
-from kubetune_operator.builders import common, dataset, evaluation, plan, promotion, training
+from kubetune_operator.builders import dataset, evaluation, plan, promotion, training, workload
 from kubetune_operator.builders.settings import OperatorSettings
 from kubetune_operator.errors import UserError, ValidationFailed
 from kubetune_operator.exitcodes import PERMANENT
@@ -236,7 +236,19 @@ def test_scheduling_copies_only_the_allowed_fields():
         scheduling={"nodeSelector": {"gpu": "h100"}, "tolerations": [{"key": "gpu", "operator": "Exists"}]}
     )["Job"]["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"gpu": "h100"}
-    assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists"}]
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+                                  {"key": "gpu", "operator": "Exists"}]
+
+
+def test_a_gpu_pod_tolerates_the_gpu_pools_taint_and_a_cpu_pod_needs_none():
+    # GPU node pools are tainted with the resource's name; a pod that asks for GPUs must tolerate it.
+    def pod(**resources):
+        return train_children(scheduling={}, resources=resources)["Job"]["spec"]["template"]["spec"]
+
+    assert pod(gpusPerNode=8)["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert "tolerations" not in pod(gpusPerNode=0, cpu="2", memory="4Gi")
+    amd = pod(gpusPerNode=8, gpuResourceName="amd.com/gpu")
+    assert amd["tolerations"] == [{"key": "amd.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 
 
 def test_sft_options_reach_the_trainer_config():
@@ -294,13 +306,13 @@ def test_only_the_promote_pod_mounts_the_git_secret():
 
 
 def test_progress_secret_is_written_not_read():
-    secret = common.progress_secret(resource("finetunejob.yaml"), "t0k3n")
+    secret = workload.progress_secret(resource("finetunejob.yaml"), "t0k3n")
     assert secret["stringData"] == {"token": "t0k3n"}
     kubernetes_validate.validate(secret, "1.33", strict=True)
 
 
 def test_a_namesakes_progress_secret_is_never_the_one_a_pod_reads():
-    secret = common.progress_secret(resource("finetunejob.yaml"), "t0k3n")
+    secret = workload.progress_secret(resource("finetunejob.yaml"), "t0k3n")
     assert secret["metadata"]["name"] == f"qwen2-7b-repeater-dpo-progress-{UID}"
     kubernetes_validate.validate(secret, "1.33", strict=True)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kubetune_trainer.eval.candidates import Candidate, TrueBase
+from kubetune_trainer.artifacts.lineage import TrueBase
+from kubetune_trainer.eval.candidates import Candidate
 from kubetune_trainer.eval.config import parse_config
 from kubetune_trainer.eval.engines import Generation
 from kubetune_trainer.eval.report import side_by_side, write_xlsx

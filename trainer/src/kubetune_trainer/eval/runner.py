@@ -21,8 +21,10 @@ from typing import Any
 import numpy as np
 
 from kubetune_trainer import storage
+from kubetune_trainer.artifacts.lineage import normalize_model_uri
+from kubetune_trainer.artifacts.materialize import materialize
 from kubetune_trainer.errors import DataError
-from kubetune_trainer.eval import candidates as lineage
+from kubetune_trainer.eval import candidates
 from kubetune_trainer.eval.config import EvalConfig, RubricMetric
 from kubetune_trainer.eval.engines import (
     EngineFactory,
@@ -119,21 +121,21 @@ def _check_length(example: Example, prompt_ids: list[int], max_model_len: int | 
 def generate_all(
     config: EvalConfig,
     examples: list[Example],
-    resolved: list[lineage.Candidate],
+    resolved: list[candidates.Candidate],
     factory: EngineFactory,
     cache_dir: Path,
     progress: GenerationProgress,
 ) -> dict[str, list[Generation]]:
     options = EngineOptions.from_config(config)
-    groups: dict[str, list[lineage.Candidate]] = {}
+    groups: dict[str, list[candidates.Candidate]] = {}
     for candidate in resolved:
         groups.setdefault(candidate.base.key, []).append(candidate)
     answers: dict[str, list[Generation]] = {}
     for members in groups.values():
         base = members[0].base
         log.info("loading %s for %s", base.describe(), ", ".join(c.name for c in members))
-        model_path = lineage.build_base(base, cache_dir)
-        adapters = {c.name: lineage.materialize(c.adapter, cache_dir) for c in members if c.adapter}
+        model_path = candidates.build_base(base, cache_dir)
+        adapters = {c.name: materialize(c.adapter, cache_dir) for c in members if c.adapter}
         engine = factory(model_path, adapters, options)
         try:
             prompt_ids = [
@@ -175,7 +177,7 @@ def score_all(
             scores[metric.key] = RuleScorer(metric).score(examples, answers)
             continue
         assert metric.judge is not None
-        judge_path = lineage.materialize(lineage.normalize_model_uri(metric.judge.model), cache_dir)
+        judge_path = materialize(normalize_model_uri(metric.judge.model), cache_dir)
         options = replace(
             EngineOptions.from_config(config),
             max_new_tokens=metric.judge.max_new_tokens,
@@ -264,7 +266,7 @@ def run_eval(
         examples = with_system_prompt(
             load_test_set(config.test_set, config.test_split, config.max_samples), config.system_prompt
         )
-        resolved = lineage.resolve_candidates(config.candidates, config.baseline.name)
+        resolved = candidates.resolve_candidates(config.candidates, config.baseline.name)
         phase_done("setup")
 
         total = len(examples) * len(resolved)

@@ -12,11 +12,11 @@ from typing import Any
 from transformers import TrainerCallback
 
 from kubetune_trainer import storage
+from kubetune_trainer.artifacts.lineage import Lineage
 from kubetune_trainer.errors import Preempted
 from kubetune_trainer.progress import ProgressReporter, metrics
 from kubetune_trainer.recipes import checkpoints
 from kubetune_trainer.recipes.distributed import World, any_rank, barrier
-from kubetune_trainer.recipes.lineage import write_lineage
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class CheckpointPublisher(TrainerCallback):
         output: str,
         world: World,
         keep: int,
-        lineage: dict[str, Any],
+        lineage: Lineage,
         run: str,
         reporter: ProgressReporter,
     ):
@@ -123,7 +123,7 @@ class CheckpointPublisher(TrainerCallback):
         uri = checkpoints.checkpoint_uri(self.output, state.global_step)
         if self.world.is_main:
             # Every checkpoint is a usable adapter: it names its true base like final/ does.
-            write_lineage(local, self.lineage)
+            self.lineage.write(local)
         barrier()
         if self.world.is_local_main:
             checkpoints.upload_files(local, uri)
