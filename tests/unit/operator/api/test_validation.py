@@ -111,6 +111,12 @@ BAD = {
     "empty namespace": (PDS, setter("metadata.namespace", ""), "metadata.namespace"),
     "namespace of 64 characters": (PDS, setter("metadata.namespace", "n" * 64), "metadata.namespace"),
     "namespace that is not a string": (FTJ, setter("metadata.namespace", 7), "metadata.namespace"),
+    # Python's `$` also matches before a final newline; the API server's RE2 does not.
+    "URI with a trailing newline": (FTJ, setter("spec.baseModel", "file://./m\n"), "spec.baseModel"),
+    "output URI with a trailing newline": (FTJ, setter("spec.output.uri", "s3://bucket/x\n"), "spec.output.uri"),
+    "namespace with a trailing newline": (PDS, setter("metadata.namespace", "ns\n"), "metadata.namespace"),
+    "name with a trailing newline": (PDS, setter("metadata.name", "data\n"), "metadata.name"),
+    "label value with a trailing newline": (FTJ, setter("metadata.labels", {"team": "a\n"}), "metadata.labels.team"),
     "label value of 64 characters": (FTJ, setter("metadata.labels", {"team": "v" * 64}), "metadata.labels.team"),
     "label key with a space": (FTJ, setter("metadata.labels", {"a b": "x"}), "metadata.labels.a b"),
     "label value that is a number": (PDS, setter("metadata.labels", {"team": 7}), "metadata.labels"),
