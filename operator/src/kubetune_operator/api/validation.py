@@ -74,7 +74,33 @@ def _pattern(validator, pattern: str, instance: Any, schema: dict[str, Any]):
         yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
-_Validator = jsonschema.validators.extend(jsonschema.Draft4Validator, {"pattern": _pattern})
+# Sub-documents found valid, by schema and content: documents repeat most of theirs (the defaults
+# fill in whole blocks), and a subschema's verdict depends on nothing outside it.
+_VALID: set[tuple[int, str]] = set()
+_VALID_LIMIT = 1 << 16
+
+
+def _properties(validator, properties: dict[str, Any], instance: Any, schema: dict[str, Any]):
+    if not validator.is_type(instance, "object"):
+        return
+    for name, subschema in properties.items():
+        if name not in instance:
+            continue
+        value = instance[name]
+        key = (id(subschema), json.dumps(value, sort_keys=True)) if isinstance(value, dict | list) else None
+        if key in _VALID:
+            continue
+        errors = list(validator.descend(value, subschema, path=name, schema_path=name))
+        if key is not None and not errors:
+            if len(_VALID) >= _VALID_LIMIT:
+                _VALID.clear()
+            _VALID.add(key)
+        yield from errors
+
+
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft4Validator, {"pattern": _pattern, "properties": _properties}
+)
 
 
 @cache
