@@ -19,7 +19,9 @@ $(STAMP):
 	@echo "==> installing into $(VENV)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip==26.3
-	# torch first, from the CPU build: any other torch spec pulls gigabytes of CUDA wheels.
+	# torch first, alone: PyPI's only Linux x86_64 build of torch 2.13.0 is the CUDA 13.0 one, which
+	# brings triton and 18 nvidia/CUDA wheels (4.7 GB installed, about 4 minutes with an empty pip
+	# cache) and runs on the CPU where there is no GPU. There is no CPU build on PyPI to pick instead.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e 'operator[test]' -e 'trainer[test]'
 	$(MAKE) --no-print-directory system-deps
