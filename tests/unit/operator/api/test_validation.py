@@ -104,7 +104,7 @@ BAD = {
     "shell metacharacters in referenced name": (EVR, setter("spec.candidates.1.fineTuneJob", "x;reboot"), "spec.candidates[1].fineTuneJob"),
     "over-long resource name": (FTJ, setter("metadata.name", "a" * 49), "metadata.name"),
     "invalid resource name": (FTJ, setter("metadata.name", "Bad_Name"), "metadata.name"),
-    "namespace escaping the artifact root": (FTJ, setter("metadata.namespace", "../../esc"), "metadata.namespace"),
+    "namespace escaping the artifact root": (FTJ, setter("metadata.namespace", "../../esc"), "metadata.namespace"),  # refused input
     "namespace with a slash": (PDS, setter("metadata.namespace", "a/b"), "metadata.namespace"),
     "namespace with uppercase": (EVR, setter("metadata.namespace", "Team"), "metadata.namespace"),
     "namespace with a dot": (PDS, setter("metadata.namespace", "team.a"), "metadata.namespace"),
