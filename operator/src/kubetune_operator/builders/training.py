@@ -159,7 +159,7 @@ def command(ftj: FineTuneJob) -> list[str]:
     return [
         *argv,
         # Expanded by the kubelet from the env var the Job controller gives Indexed pods.
-        "--node-rank=$(JOB_COMPLETION_INDEX)",
+        workload.Expanded("--node-rank=$(JOB_COMPLETION_INDEX)"),
         f"--master-addr={name}-0.{name}",
         f"--master-port={RENDEZVOUS_PORT}",
     ]

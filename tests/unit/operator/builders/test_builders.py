@@ -376,3 +376,69 @@ def test_a_resource_defined_twice_names_both_documents():
     example = ROOT / "examples" / "finetunejob.yaml"
     with pytest.raises(ValidationFailed, match=rf"{example}#0 \(FineTuneJob .*\): defined twice \(first in {example}#0\)"):
         validate_all(load_documents([example, example]))
+
+
+def _string_leaves(node, path=()):
+    if isinstance(node, str):
+        yield path
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from _string_leaves(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _string_leaves(value, (*path, index))
+
+
+def _with(document, path, value):
+    changed = copy.deepcopy(document)
+    node = changed
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    return changed
+
+
+def _containers_of(manifests):
+    for manifest in manifests:
+        if manifest["kind"] == "Job":
+            yield from manifest["spec"]["template"]["spec"]["containers"]
+
+
+EXAMPLE_DOCUMENTS = [
+    document
+    for path in sorted((ROOT / "examples").rglob("*.yaml"))
+    for document in yaml.safe_load_all(path.read_text())
+    if document
+]
+
+
+@pytest.mark.parametrize("text", ["$(HOME)", "x $(HOME) $$(HOME) $$$(HOME) $"])
+def test_no_users_text_is_ever_expanded_by_the_kubelet_in_any_builder(text):
+    """Every string field of every example, given `$(HOME)` where the API lets it through, must reach
+    the process as written: the kubelet expands `$(VAR)` in command, args and env values."""
+    from kubetune_operator.localrun.pod import expand
+
+    reached = set()
+    for document in EXAMPLE_DOCUMENTS:
+        if "promotion" in document["spec"]:
+            document = _with(document, ("spec", "promotion", "author"), "Bot <bot@example.com>")
+        for path in _string_leaves(document["spec"], ("spec",)):
+            written = f"Bot {text} <bot@example.com>" if path[-1] == "author" else text
+            for value in (written, f"a{written}"):
+                changed = _with(document, path, value)
+                try:
+                    resource_ = validate(changed)
+                except ValidationFailed:
+                    continue
+                manifests = plan.render([resource_], SETTINGS)
+                if getattr(resource_.spec, "promotion", None) is not None:
+                    manifests += promotion.build(resource_, SETTINGS, {"schemaVersion": 1})
+                for container in _containers_of(manifests):
+                    env = {"HOME": "EXPANDED", **{e["name"]: "EXPANDED" for e in container["env"]}}
+                    passed = [expand(a, env) for a in container["command"] + container.get("args", [])]
+                    passed += [expand(e["value"], env) for e in container["env"] if "value" in e]
+                    assert not [p for p in passed if "EXPANDED" in p], (path, passed)
+                    if any(text in p for p in passed):
+                        reached.add(path[-1])
+    # The free-text fields that reach a command line: the author, column names, a stratify field...
+    assert "author" in reached, reached
