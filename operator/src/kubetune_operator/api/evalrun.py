@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
-from kubetune_operator.api.common import (
+from kubetune_operator.api.resource import (
     FieldName,
     GpuResourceName,
     ImageRef,

@@ -22,8 +22,8 @@ import re2
 from pydantic import ValidationError
 
 from kubetune_operator.api import API_VERSION, KINDS, Resource
-from kubetune_operator.api.common import MAX_NAMESPACE_LENGTH, NAMESPACE_PATTERN
 from kubetune_operator.api.crd import openapi_schema
+from kubetune_operator.api.resource import LABEL_KEY_PATTERN, MAX_NAMESPACE_LENGTH, NAMESPACE_PATTERN
 from kubetune_operator.api.schema import prune_nulls
 from kubetune_operator.errors import ValidationFailed, clip, shorten
 
@@ -324,7 +324,33 @@ def _metadata_errors(document: Any) -> list[FieldError]:
                 f"starting and ending with a letter or digit (got {clip(namespace)})",
             )
         ]
-    return []
+    return _label_errors(metadata.get("labels"), "metadata.labels", values=True) + _label_errors(
+        metadata.get("annotations"), "metadata.annotations", values=False
+    )
+
+
+LABEL_KEY = re.compile(LABEL_KEY_PATTERN)
+LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+MAX_ANNOTATIONS_BYTES = 256 * 1024
+
+
+def _label_errors(value: Any, where: str, values: bool) -> list[FieldError]:
+    """Labels and annotations as the API server checks them: qualified-name keys, and label values
+    of at most 63 characters or annotations of at most 256 KiB in all."""
+    if value is None:
+        return []
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        return [FieldError(where, "must be a map of strings to strings")]
+    errors = []
+    for key, item in value.items():
+        name = key.rsplit("/", 1)[-1]
+        if not LABEL_KEY.match(key) or len(name) > 63 or len(key) > 253:
+            errors.append(FieldError(f"{where}.{shorten(key)}", "is not a valid key ([prefix/]name, name of at most 63 characters)"))
+        elif values and (len(item) > 63 or not LABEL_VALUE.match(item)):
+            errors.append(FieldError(f"{where}.{shorten(key)}", f"{clip(item)} is not a valid label value (at most 63 characters)"))
+    if not values and sum(len(k.encode()) + len(v.encode()) for k, v in value.items()) > MAX_ANNOTATIONS_BYTES:
+        errors.append(FieldError(where, "may hold at most 256 KiB in all"))
+    return errors
 
 
 def _schema_errors(error: jsonschema.ValidationError) -> list[FieldError]:

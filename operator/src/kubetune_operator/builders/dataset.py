@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from kubetune_operator.api import PreferenceDataset
-from kubetune_operator.builders import common
+from kubetune_operator.builders import workload
 from kubetune_operator.builders.settings import OperatorSettings
 
 
@@ -57,21 +57,21 @@ def command(pds: PreferenceDataset, output: str) -> list[str]:
     return argv
 
 
-def build(pds: PreferenceDataset, settings: OperatorSettings) -> list[common.Manifest]:
+def build(pds: PreferenceDataset, settings: OperatorSettings) -> list[workload.Manifest]:
     spec = pds.spec
-    volumes, mounts = common.scratch_volumes()
-    container = common.container(
+    volumes, mounts = workload.scratch_volumes()
+    container = workload.container(
         name="data",
         image=settings.trainer_image,
-        command=command(pds, common.output_uri(pds, settings)),
-        env=common.pod_env(pds, settings),
-        resources=common.compute_resources(spec.resources.cpu, spec.resources.memory),
+        command=command(pds, workload.output_uri(pds, settings)),
+        env=workload.pod_env(pds, settings),
+        resources=workload.compute_resources(spec.resources.cpu, spec.resources.memory),
         mounts=mounts,
-        ports=common.METRICS_PORTS,
+        ports=workload.METRICS_PORTS,
     )
-    pod = common.pod_spec([container], volumes, spec.scheduling, spec.storage)
+    pod = workload.pod_spec([container], volumes, spec.scheduling, spec.storage)
     return [
-        common.job(
+        workload.job(
             pds,
             job_name(pds),
             "data",

@@ -17,7 +17,7 @@ import yaml
 from kubetune_operator import yaml12
 from kubetune_operator.api import EvalRun, FineTuneJob, PreferenceDataset, Resource
 from kubetune_operator.api.validation import parse
-from kubetune_operator.builders import common, dataset, evaluation, training
+from kubetune_operator.builders import dataset, evaluation, training, workload
 from kubetune_operator.builders.settings import OperatorSettings
 from kubetune_operator.errors import ValidationFailed, shorten
 
@@ -86,12 +86,12 @@ def validate_all(documents: list[Document]) -> list[Resource]:
 
 
 def key(resource: Resource) -> tuple[str, str, str]:
-    return (resource.kind_name, common.namespace_of(resource), resource.metadata.name)
+    return (resource.kind_name, workload.namespace_of(resource), resource.metadata.name)
 
 
 def references(resource: Resource) -> list[tuple[str, str, str]]:
     """The resources this one waits for."""
-    namespace = common.namespace_of(resource)
+    namespace = workload.namespace_of(resource)
     refs: list[tuple[str, str, str]] = []
     if isinstance(resource, FineTuneJob):
         if resource.spec.dataset.preference_dataset:
@@ -117,7 +117,7 @@ def order(resources: list[Resource], require_references: bool = True) -> list[Re
             f"{r.kind_name} {r.metadata.name}: references {kind} {name}, which is not among the documents"
             for r in resources
             for kind, _, name in references(r)
-            if (kind, common.namespace_of(r), name) not in by_key
+            if (kind, workload.namespace_of(r), name) not in by_key
         ]
         if missing:
             raise ValidationFailed("\n".join(missing))
@@ -145,12 +145,12 @@ def order(resources: list[Resource], require_references: bool = True) -> list[Re
 def _output_of(kind: type[Resource], namespace: str, name: str, known: dict, settings: OperatorSettings) -> str:
     resource = known.get((kind.kind_name, namespace, name))
     if resource is not None:
-        return common.output_uri(resource, settings)
+        return workload.output_uri(resource, settings)
     return f"{settings.artifact_root.rstrip('/')}/{namespace}/{kind.plural}/{name}"
 
 
 def training_inputs(ftj: FineTuneJob, known: dict, settings: OperatorSettings) -> training.TrainingInputs:
-    namespace = common.namespace_of(ftj)
+    namespace = workload.namespace_of(ftj)
     spec = ftj.spec
     if spec.dataset.preference_dataset:
         dataset_uri = _output_of(PreferenceDataset, namespace, spec.dataset.preference_dataset, known, settings)
@@ -165,7 +165,7 @@ def training_inputs(ftj: FineTuneJob, known: dict, settings: OperatorSettings) -
 
 
 def eval_inputs(evr: EvalRun, known: dict, settings: OperatorSettings) -> evaluation.EvalInputs:
-    namespace = common.namespace_of(evr)
+    namespace = workload.namespace_of(evr)
     spec = evr.spec
     if spec.test_set.preference_dataset:
         test_set = _output_of(PreferenceDataset, namespace, spec.test_set.preference_dataset, known, settings)
@@ -184,7 +184,7 @@ def eval_inputs(evr: EvalRun, known: dict, settings: OperatorSettings) -> evalua
     return evaluation.EvalInputs(test_set_uri=test_set, candidates=candidates)
 
 
-def build(resource: Resource, known: dict, settings: OperatorSettings) -> list[common.Manifest]:
+def build(resource: Resource, known: dict, settings: OperatorSettings) -> list[workload.Manifest]:
     """The children the operator would create, with inputs predicted from the other documents."""
     if isinstance(resource, PreferenceDataset):
         return dataset.build(resource, settings)
@@ -195,7 +195,7 @@ def build(resource: Resource, known: dict, settings: OperatorSettings) -> list[c
     raise TypeError(f"no builder for {type(resource).__name__}")
 
 
-def render(resources: list[Resource], settings: OperatorSettings) -> list[common.Manifest]:
+def render(resources: list[Resource], settings: OperatorSettings) -> list[workload.Manifest]:
     ordered = order(resources, require_references=False)
     known = {key(r): r for r in ordered}
     return [manifest for resource in ordered for manifest in build(resource, known, settings)]

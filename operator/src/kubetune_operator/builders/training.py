@@ -7,7 +7,7 @@ from typing import Any
 
 from kubetune_operator.api import FineTuneJob
 from kubetune_operator.api.finetunejob import Lora
-from kubetune_operator.builders import common
+from kubetune_operator.builders import workload
 from kubetune_operator.builders.settings import OperatorSettings
 
 RENDEZVOUS_PORT = 29500
@@ -47,7 +47,7 @@ def trainer_config(ftj: FineTuneJob, settings: OperatorSettings, inputs: Trainin
         "base_model": spec.base_model,
         "dataset": inputs.dataset_uri,
         "dataset_fingerprint": inputs.dataset_fingerprint or spec.dataset.fingerprint,
-        "output": common.output_uri(ftj, settings),
+        "output": workload.output_uri(ftj, settings),
         "start_from": inputs.start_from_uri,
         "peft": spec.peft.type,
         "learning_rate": hp.learning_rate,
@@ -104,7 +104,7 @@ def command(ftj: FineTuneJob) -> list[str]:
     launcher itself, so a worker's exit code (docs/contracts.md §2) survives to the pod."""
     nodes = ftj.spec.resources.nodes
     gpus = ftj.spec.resources.gpus_per_node
-    argv = ["kubetune-trainer", "train", "--config", common.CONFIG_FILE]
+    argv = ["kubetune-trainer", "train", "--config", workload.CONFIG_FILE]
     if nodes == 1 and gpus <= 1:
         return argv
     argv += [f"--nnodes={nodes}", f"--nproc-per-node={gpus}"]
@@ -114,18 +114,18 @@ def command(ftj: FineTuneJob) -> list[str]:
     return [
         *argv,
         # Expanded by the kubelet from the env var the Job controller gives Indexed pods.
-        "--node-rank=$(JOB_COMPLETION_INDEX)",
+        workload.Expanded("--node-rank=$(JOB_COMPLETION_INDEX)"),
         f"--master-addr={name}-0.{name}",
         f"--master-port={RENDEZVOUS_PORT}",
     ]
 
 
-def service(ftj: FineTuneJob) -> common.Manifest:
+def service(ftj: FineTuneJob) -> workload.Manifest:
     """Headless Service that gives each indexed pod a stable DNS name for torchrun's rendezvous."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": common.metadata(ftj, job_name(ftj), "train"),
+        "metadata": workload.metadata(ftj, job_name(ftj), "train"),
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
@@ -138,38 +138,38 @@ def service(ftj: FineTuneJob) -> common.Manifest:
     }
 
 
-def build(ftj: FineTuneJob, settings: OperatorSettings, inputs: TrainingInputs) -> list[common.Manifest]:
+def build(ftj: FineTuneJob, settings: OperatorSettings, inputs: TrainingInputs) -> list[workload.Manifest]:
     spec = ftj.spec
     resources = spec.resources
-    config = common.config_map(
+    config = workload.config_map(
         ftj,
         config_map_name(ftj),
         "train",
-        {"config.yaml": common.dump_config(trainer_config(ftj, settings, inputs))},
+        {"config.yaml": workload.dump_config(trainer_config(ftj, settings, inputs))},
     )
-    volumes, mounts = common.scratch_volumes(shared_memory=resources.shared_memory)
-    config_volume, config_mount = common.config_volume(config_map_name(ftj))
-    env = common.pod_env(ftj, settings)
+    volumes, mounts = workload.scratch_volumes(shared_memory=resources.shared_memory)
+    config_volume, config_mount = workload.config_volume(config_map_name(ftj))
+    env = workload.pod_env(ftj, settings)
     if resources.nodes > 1 or resources.gpus_per_node > 1:
         env.append({"name": "NCCL_DEBUG", "value": "WARN"})
-    container = common.container(
+    container = workload.container(
         name="trainer",
         image=resources.image or settings.trainer_image,
         command=command(ftj),
         env=env,
-        resources=common.compute_resources(
+        resources=workload.compute_resources(
             resources.cpu, resources.memory, resources.gpus_per_node, resources.gpu_resource_name
         ),
         mounts=[*mounts, config_mount],
-        ports=[*common.METRICS_PORTS, {"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}],
+        ports=[*workload.METRICS_PORTS, {"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}],
     )
-    pod = common.pod_spec(
+    pod = workload.pod_spec(
         [container], [*volumes, config_volume], spec.scheduling, spec.storage, subdomain=job_name(ftj)
     )
     return [
         config,
         service(ftj),
-        common.job(
+        workload.job(
             ftj,
             job_name(ftj),
             "train",

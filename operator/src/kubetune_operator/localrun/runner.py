@@ -10,6 +10,7 @@ whose spec and inputs are unchanged since its last success is skipped.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -24,12 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from kubetune_operator.api import EvalRun, FineTuneJob, PreferenceDataset, Resource
-from kubetune_operator.builders import common, dataset, evaluation, plan, training
+from kubetune_operator.builders import dataset, evaluation, plan, training, workload
 from kubetune_operator.builders.settings import OperatorSettings
 from kubetune_operator.errors import UserError, shorten
 from kubetune_operator.exitcodes import reason
 from kubetune_operator.localrun import pod as local_pod
 from kubetune_operator.localrun.locks import Locks
+from kubetune_operator.redact import redact
 
 STATE_VERSION = 1
 # Taken from this machine's environment into every local pod: storage credentials and hub mode,
@@ -244,11 +246,11 @@ class LocalRunner:
 
     @staticmethod
     def _state_key(resource: Resource, artifact_root: str) -> str:
-        return f"{artifact_root}|{resource.kind_name}|{common.namespace_of(resource)}|{resource.metadata.name}"
+        return f"{artifact_root}|{resource.kind_name}|{workload.namespace_of(resource)}|{resource.metadata.name}"
 
     # -- inputs, from what earlier steps produced ------------------------------------------------
     def _summary_of(self, kind: str, resource: Resource, name: str) -> dict[str, Any]:
-        result = self.results[(kind, common.namespace_of(resource), name)]
+        result = self.results[(kind, workload.namespace_of(resource), name)]
         return result.summary
 
     def _training_inputs(self, ftj: FineTuneJob) -> training.TrainingInputs:
@@ -320,7 +322,7 @@ class LocalRunner:
 
     # -- running one step ------------------------------------------------------------------------
     def _local_output(self, resource: Resource) -> Path | None:
-        output = common.output_uri(resource, self.settings)
+        output = workload.output_uri(resource, self.settings)
         return Path(output[len("file://") :]) if output.startswith("file://") else None
 
     def _claim_output(self, resource: Resource) -> None:
@@ -332,7 +334,7 @@ class LocalRunner:
             raise UserError(f"{resource.kind_name} {resource.metadata.name}: output {path} is not a directory")
         if not path.exists() or not any(path.iterdir()):
             path.mkdir(parents=True, exist_ok=True)
-            owner = {"kind": resource.kind_name, "namespace": common.namespace_of(resource), "name": resource.metadata.name}
+            owner = {"kind": resource.kind_name, "namespace": workload.namespace_of(resource), "name": resource.metadata.name}
             (path / OUTPUT_MARKER).write_text(json.dumps(owner) + "\n", encoding="utf-8")
         self.locks.take(
             path / OUTPUT_LOCK,
@@ -364,7 +366,7 @@ class LocalRunner:
         # Credentials come from this machine's environment (the standard AWS chain), not Secrets.
         container["env"] = [e for e in container.get("env", []) if "secretKeyRef" not in e.get("valueFrom", {})]
         container["command"] = collapse_launch(container["command"], self.gpus)
-        step_dir = inside(self.workdir, "pods", common.namespace_of(resource), resource.plural, resource.metadata.name)
+        step_dir = inside(self.workdir, "pods", workload.namespace_of(resource), resource.plural, resource.metadata.name)
         shutil.rmtree(step_dir, ignore_errors=True)
         progress_file = step_dir / "progress.jsonl"
         extra_env = {
@@ -380,7 +382,7 @@ class LocalRunner:
             pod_spec,
             workdir=step_dir,
             config_maps=config_maps,
-            fields={"metadata.name": f"{job['metadata']['name']}-local", "metadata.namespace": common.namespace_of(resource)},
+            fields={"metadata.name": f"{job['metadata']['name']}-local", "metadata.namespace": workload.namespace_of(resource)},
             extra_env=extra_env,
             gpus=self.gpus,
         )
@@ -401,6 +403,10 @@ class LocalRunner:
             outcome, killed = _stop(process)
         self._forward_progress(resource, progress_file, offset)
         duration = time.monotonic() - started
+        # The trainer keeps credentials out of what it writes; what else a step printed is not trusted to.
+        outcome = dataclasses.replace(
+            outcome, termination_message=redact(outcome.termination_message), log_tail=redact(outcome.log_tail)
+        )
         summary: dict[str, Any] = {}
         if outcome.termination_message:
             with contextlib.suppress(json.JSONDecodeError):

@@ -111,6 +111,10 @@ BAD = {
     "empty namespace": (PDS, setter("metadata.namespace", ""), "metadata.namespace"),
     "namespace of 64 characters": (PDS, setter("metadata.namespace", "n" * 64), "metadata.namespace"),
     "namespace that is not a string": (FTJ, setter("metadata.namespace", 7), "metadata.namespace"),
+    "label value of 64 characters": (FTJ, setter("metadata.labels", {"team": "v" * 64}), "metadata.labels.team"),
+    "label key with a space": (FTJ, setter("metadata.labels", {"a b": "x"}), "metadata.labels.a b"),
+    "label value that is a number": (PDS, setter("metadata.labels", {"team": 7}), "metadata.labels"),
+    "annotations past 256 KiB": (EVR, setter("metadata.annotations", {"note": "x" * 262_145}), "metadata.annotations"),
     "dots in a resource name (no reference could name it)": (PDS, setter("metadata.name", "repeater.badcases"), "metadata.name"),
     "training name starting with a digit (its Service would be refused)": (FTJ, setter("metadata.name", "7b-dpo"), "metadata.name"),
     "over-long stratify field": (SFT_DATA, setter("spec.split.stratifyBy", "s" * 64), "spec.split.stratifyBy"),
@@ -137,6 +141,9 @@ BAD = {
     "regex metric without pattern": (EVR, setter("spec.metrics.0.type", "regex"), "spec.metrics[0].pattern"),
     "llamafactory format without mapping": (PDS, deleter("spec.llamafactory"), "spec.llamafactory"),
     "sft format on preference data": (PDS, both(setter("spec.format", "defects-raw"), deleter("spec.llamafactory"), setter("spec.sources", [{"uri": "s3://llm-data/x"}])), "spec.kind"),
+    "kto rows from an sft-only format": (PDS, both(setter("spec.kind", "kto"), setter("spec.format", "replay"), deleter("spec.llamafactory"), setter("spec.sources", [{"uri": "s3://llm-data/x"}])), "spec.format"),
+    "tools column on preference data": (PDS, both(deleter("spec.llamafactory.datasetInfo"), deleter("spec.llamafactory.dataset"), setter("spec.llamafactory.columns", {"messages": "conversations", "chosen": "c", "rejected": "r", "tools": "tools"}), setter("spec.sources", [{"uri": "s3://llm-data/x"}])), "spec.llamafactory.columns.tools"),
+    "kto tag on sft data": (SFT_DATA, both(setter("spec.format", "sharegpt"), setter("spec.llamafactory", {"columns": {"messages": "conversations", "ktoTag": "label"}})), "spec.llamafactory.columns.ktoTag"),
     "secret and service account together": (FTJ, setter("spec.storage.serviceAccountName", "trainer"), "spec.storage"),
     "secret value in a spec": (FTJ, setter("spec.storage.accessKey", "AKIA..."), "spec.storage.accessKey"),
     "node selector with a bad key": (FTJ, setter("spec.scheduling.nodeSelector", {"bad key!": "x"}), "spec.scheduling.nodeSelector"),
@@ -169,6 +176,9 @@ GOOD = {
     "learning rate written as an integer": (FTJ, setter("spec.hyperparameters.learningRate", 1)),
     "dataset name starting with a digit": (PDS, setter("metadata.name", "2024-badcases")),
     "namespace of 63 characters starting with a digit": (PDS, setter("metadata.namespace", "1" + "n" * 62)),
+    "labels and annotations as the API server takes them": (FTJ, both(
+        setter("metadata.labels", {"app.kubernetes.io/part-of": "llm-team", "empty": ""}),
+        setter("metadata.annotations", {"kubetune.dev/note": "any text: $(x) <y> ü " * 10}))),
     "toleration of every taint": (FTJ, setter("spec.scheduling.tolerations", [{"operator": "Exists"}])),
 }
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from kubetune_operator.api.validation import validate
-from kubetune_operator.builders import common, dataset, evaluation, plan, promotion, training
+from kubetune_operator.builders import dataset, evaluation, plan, promotion, training, workload
 from kubetune_operator.builders.settings import OperatorSettings
 from kubetune_operator.errors import UserError, ValidationFailed
 from kubetune_operator.exitcodes import PERMANENT
@@ -306,13 +306,13 @@ def test_only_the_promote_pod_mounts_the_git_secret():
 
 
 def test_progress_secret_is_written_not_read():
-    secret = common.progress_secret(resource("finetunejob.yaml"), "t0k3n")
+    secret = workload.progress_secret(resource("finetunejob.yaml"), "t0k3n")
     assert secret["stringData"] == {"token": "t0k3n"}
     kubernetes_validate.validate(secret, "1.33", strict=True)
 
 
 def test_a_namesakes_progress_secret_is_never_the_one_a_pod_reads():
-    secret = common.progress_secret(resource("finetunejob.yaml"), "t0k3n")
+    secret = workload.progress_secret(resource("finetunejob.yaml"), "t0k3n")
     assert secret["metadata"]["name"] == f"qwen2-7b-repeater-dpo-progress-{UID}"
     kubernetes_validate.validate(secret, "1.33", strict=True)
 
@@ -369,3 +369,69 @@ def test_a_resource_defined_twice_names_both_documents():
     example = ROOT / "examples" / "finetunejob.yaml"
     with pytest.raises(ValidationFailed, match=rf"{example}#0 \(FineTuneJob .*\): defined twice \(first in {example}#0\)"):
         plan.validate_all(plan.load_documents([example, example]))
+
+
+def _string_leaves(node, path=()):
+    if isinstance(node, str):
+        yield path
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from _string_leaves(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _string_leaves(value, (*path, index))
+
+
+def _with(document, path, value):
+    changed = copy.deepcopy(document)
+    node = changed
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    return changed
+
+
+def _containers_of(manifests):
+    for manifest in manifests:
+        if manifest["kind"] == "Job":
+            yield from manifest["spec"]["template"]["spec"]["containers"]
+
+
+EXAMPLE_DOCUMENTS = [
+    document
+    for path in sorted((ROOT / "examples").rglob("*.yaml"))
+    for document in yaml.safe_load_all(path.read_text())
+    if document
+]
+
+
+@pytest.mark.parametrize("text", ["$(HOME)", "x $(HOME) $$(HOME) $$$(HOME) $"])
+def test_no_users_text_is_ever_expanded_by_the_kubelet_in_any_builder(text):
+    """Every string field of every example, given `$(HOME)` where the API lets it through, must reach
+    the process as written: the kubelet expands `$(VAR)` in command, args and env values."""
+    from kubetune_operator.localrun.pod import expand
+
+    reached = set()
+    for document in EXAMPLE_DOCUMENTS:
+        if "promotion" in document["spec"]:
+            document = _with(document, ("spec", "promotion", "author"), "Bot <bot@example.com>")
+        for path in _string_leaves(document["spec"], ("spec",)):
+            written = f"Bot {text} <bot@example.com>" if path[-1] == "author" else text
+            for value in (written, f"a{written}"):
+                changed = _with(document, path, value)
+                try:
+                    resource_ = validate(changed)
+                except ValidationFailed:
+                    continue
+                manifests = plan.render([resource_], SETTINGS)
+                if getattr(resource_.spec, "promotion", None) is not None:
+                    manifests += promotion.build(resource_, SETTINGS, {"schemaVersion": 1})
+                for container in _containers_of(manifests):
+                    env = {"HOME": "EXPANDED", **{e["name"]: "EXPANDED" for e in container["env"]}}
+                    passed = [expand(a, env) for a in container["command"] + container.get("args", [])]
+                    passed += [expand(e["value"], env) for e in container["env"] if "value" in e]
+                    assert not [p for p in passed if "EXPANDED" in p], (path, passed)
+                    if any(text in p for p in passed):
+                        reached.add(path[-1])
+    # The free-text fields that reach a command line: the author, column names, a stratify field...
+    assert "author" in reached, reached

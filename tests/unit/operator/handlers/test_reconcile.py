@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 import kubetune_operator.handlers  # noqa: F401  (registers the kinds)
 from kubetune_operator.builders.settings import OperatorSettings
-from kubetune_operator.handlers.common import reconcile
+from kubetune_operator.handlers.reconcile import reconcile
 from kubetune_operator.observability.metrics import OperatorMetrics
 from kubetune_operator.runtime.context import Runtime
 from kubetune_operator.runtime.kube import ApiError
@@ -87,7 +87,7 @@ def api() -> FakeApi:
 
 @pytest.fixture
 def rt(api) -> Runtime:
-    return Runtime(api=api, builders=OperatorSettings(artifact_root="s3://art/root", progress_base_url="http://op:8080"),
+    return Runtime(api=api, operator_settings=OperatorSettings(artifact_root="s3://art/root", progress_base_url="http://op:8080"),
                    settings=RuntimeSettings(progress_key=b"k" * 16), metrics=OperatorMetrics(CollectorRegistry()))
 
 
@@ -424,10 +424,7 @@ def test_merge_patch_removes_what_is_gone():
 
 
 def test_deleting_a_resource_keeps_the_series_of_other_kinds_with_the_same_name(rt):
-    from kubetune_operator.handlers.common import handle_event
-    from kubetune_operator.runtime.progress import ProgressPatcher
-
-    rt.progress = ProgressPatcher(rt)
+    from kubetune_operator.handlers.reconcile import handle_event
 
     def series() -> set[str]:
         return {s.name for metric in rt.metrics.training_loss.collect() + rt.metrics.eval_metric.collect()

@@ -39,6 +39,18 @@ def test_dataset_warnings_are_kept_clipped_and_bounded_leaving_out_non_strings()
     assert "warnings" not in dataset_status({"warnings": "subtype 'a' has no row in train"}, "s3://o")
 
 
+def test_dataset_fields_past_the_status_bounds_or_of_the_wrong_type_are_left_out():
+    """Held against PreferenceDatasetStatus: a value the CRD would refuse would fail the whole patch."""
+    fields = dataset_status({
+        "format": "x" * 65, "formatEvidence": 3, "fingerprint": "sha256:" + "0" * 200,
+        "dropped": {"duplicate": "2"}, "counts": {"train": True, "test": 1}, "lengths": [],
+        "strata": {f"s{i}": {"train": 1, "test": 0} for i in range(300)},
+    }, "s3://o")
+    assert set(fields) == {"strata", "artifacts"}
+    assert len(fields["strata"]) == 256
+    PreferenceDatasetStatus.model_validate(fields)
+
+
 def test_a_dataset_summary_without_output_points_at_the_default_location():
     assert dataset_status({}, "s3://root/ns/preferencedatasets/x")["artifacts"]["uri"] == "s3://root/ns/preferencedatasets/x"
 

@@ -179,12 +179,33 @@ def _formulas_as_text(sheet) -> None:
     """openpyxl stores every string that starts with "=" as a formula; prompts and answers are text.
 
     Otherwise an answer like `==== 分析 ====` makes Excel repair the file, and one like
-    `=HYPERLINK(...)` runs as a formula when the workbook is opened.
+    `=HYPERLINK(...)` runs as a formula when the workbook is opened. Text a spreadsheet would take
+    for a formula (OWASP's list) also gets Excel's quote prefix, so it stays text when edited; the
+    text itself is kept exact.
     """
     for row in sheet.iter_rows():
         for cell in row:
             if cell.data_type == "f":
                 cell.data_type = "s"
+            if cell.data_type == "s" and isinstance(cell.value, str) and cell.value.startswith(FORMULA_STARTS):
+                cell.quotePrefix = True
+
+
+# What makes a spreadsheet read a cell as a formula (OWASP, CSV injection): test data and model
+# answers are text, never formulas.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def formula_safe(value: Any) -> Any:
+    """A CSV cell as OWASP advises: text a spreadsheet would take for a formula gets a leading '."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def write_csv(path: Path, table) -> None:
+    """UTF-8 with a byte-order mark, for Excel; no cell, header included, is read as a formula."""
+    table.map(formula_safe).rename(columns=formula_safe).to_csv(path, index=False, encoding="utf-8-sig")
 
 
 def gate_marks(result: EvalResult) -> list[plots.GateMark]:
@@ -432,7 +453,7 @@ def write_report(result: EvalResult, directory: Path, output: str) -> dict[str, 
         for row in prediction_rows(result):
             handle.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
     table = side_by_side(result)
-    table.to_csv(directory / "results.csv", index=False, encoding="utf-8-sig")
+    write_csv(directory / "results.csv", table)
     write_xlsx(directory / "results.xlsx", result, table)
     plot_files = write_plots(directory / "plots", result)
     summary_data = summary(result, output)

@@ -1,4 +1,5 @@
-"""Types shared by the three kinds: names, URIs, storage, scheduling, conditions.
+"""What every kind's model is made of: the `Resource` and `Model` bases, metadata, the status every
+kind has with its conditions, and the field types the kinds share (names, URIs, storage, scheduling).
 
 Every field carries a description (it becomes `kubectl explain` text) and every string a bound,
 so that the generated CRDs are structural, cheap for CEL and strict about what reaches a pod's argv.
@@ -6,7 +7,7 @@ so that the generated CRDs are structural, cheap for CEL and strict about what r
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -311,3 +312,8 @@ class Resource(Model):
 
     metadata: ObjectMeta
     """Standard object metadata."""
+
+    @classmethod
+    def status_model(cls) -> type[StatusBase]:
+        """The kind's status model (its `status` field's type)."""
+        return next(t for t in get_args(cls.model_fields["status"].annotation) if t is not type(None))
