@@ -29,12 +29,18 @@ $(STAMP):
 	touch $(STAMP)
 
 # promtool (rule and PromQL checks) and prometheus (scraped in the integration run) come from
-# Debian's prometheus package; git serves the promotion tests. Installed only when missing.
+# Debian's prometheus package; chromium renders the evaluation report as a person sees it; git
+# serves the promotion tests. Installed only when missing.
 system-deps:
 	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then \
 	  echo "==> installing Debian's prometheus package (promtool)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	fi
+	@if ! command -v chromium >/dev/null; then \
+	  echo "==> installing Debian's chromium (the report's rendering test)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
 	fi
 
 lint: install

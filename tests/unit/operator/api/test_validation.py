@@ -250,7 +250,7 @@ HUGE = "x" * 5_000_000
     ids=["pattern", "enum", "name", "namespace", "kind", "apiVersion", "type", "map key", "unknown field"],
 )
 def test_a_huge_value_is_clipped_in_every_message(mutate):
-    from kubetune_operator.builders.plan import Document, validate_all
+    from kubetune_operator.cli.documents import Document, validate_all
 
     document = load(FTJ)
     mutate(document)
@@ -262,7 +262,7 @@ def test_a_huge_value_is_clipped_in_every_message(mutate):
 
 
 def test_the_errors_of_one_document_are_listed_up_to_a_limit():
-    from kubetune_operator.builders.plan import Document, validate_all
+    from kubetune_operator.cli.documents import Document, validate_all
 
     document = load(FTJ)
     document["spec"].update({f"unknown{i}": i for i in range(500)})

@@ -11,7 +11,7 @@ import yaml
 from kubetune_operator.api.validation import validate
 from kubetune_operator.errors import UserError
 from kubetune_operator.localrun import runner as runner_module
-from kubetune_operator.localrun.runner import LocalRunner, absolute_file_uris, collapse_launch, final_artifact
+from kubetune_operator.localrun.runner import LocalRunner, absolute_file_uris, collapse_launch
 
 # The fake_trainer fixture points sys.executable at its fake; processes this test starts need the real one.
 PYTHON = sys.executable
@@ -53,11 +53,6 @@ def test_relative_file_uris_become_absolute_under_the_working_directory(tmp_path
 def test_an_unusable_absolute_path_is_named(tmp_path):
     with pytest.raises(UserError, match="relative file:// URI"):
         absolute_file_uris(validate(ftj()), tmp_path / "has space")
-
-
-def test_a_truncated_training_summary_still_locates_the_artifact():
-    assert final_artifact({"output": "s3://b/x"}) == {"uri": "s3://b/x/final"}
-    assert final_artifact({"output": "s3://b/x", "artifact": {"uri": "s3://b/x/final", "type": "full"}})["type"] == "full"
 
 
 FAKE_TRAINER = textwrap.dedent(
