@@ -2,8 +2,8 @@
 
 A file of small documents (by default 355,000 of them, about 50 MB: PreferenceDatasets, each with
 its own name and source URI, and every fifth a FineTuneJob on the one before) is read
-(`plan.load_documents`: YAML 1.2, duplicate keys, alias budget), validated against the CRD schemas
-and their CEL rules (`plan.validate_all`) and ordered by references (`plan.order`). The same is done
+(`cli.documents.load_documents`: YAML 1.2, duplicate keys, alias budget), validated against the CRD schemas
+and their CEL rules (`validate_all`) and ordered by references (`plan.order`). The same is done
 on the file's first 1/8, 1/4 and 1/2: a flat documents/s down the table is a linear reader.
 
 Peers, in the same run: PyYAML's pure-Python `safe_load_all` (the former reader, YAML 1.1) on the
@@ -61,6 +61,7 @@ def peak_rss_mib() -> float:
 
 def worker(mode: str, path: Path) -> dict:
     from kubetune_operator.builders import plan
+    from kubetune_operator.cli.documents import load_documents, validate_all
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -70,7 +71,7 @@ def worker(mode: str, path: Path) -> dict:
         count = sum(1 for body in yaml.safe_load_all(path.read_text(encoding="utf-8")) if body is not None)
         timings["read"] = time.perf_counter() - started
         return {"documents": count, **timings, "rss": peak_rss_mib()}
-    documents = plan.load_documents([path])
+    documents = load_documents([path])
     timings["read"] = time.perf_counter() - started
     if mode == "celpy":
         import celpy
@@ -86,7 +87,7 @@ def worker(mode: str, path: Path) -> dict:
         validation._evaluate = every_rule_by_celpy
         documents = documents[:PEER_SAMPLE]
     mark = time.perf_counter()
-    resources = plan.validate_all(documents)
+    resources = validate_all(documents)
     timings["validate"] = time.perf_counter() - mark
     mark = time.perf_counter()
     plan.order(resources, require_references=mode != "celpy")

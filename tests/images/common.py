@@ -14,7 +14,7 @@ import yaml
 
 from kubetune_operator.builders.workload import POD_SECURITY
 from tests.images.build import app_version
-from tests.images.conftest import SIZES, InImage
+from tests.images.harness import SIZES, InImage
 from tests.unit.charts.chart_render import CHART, manifests, render_templates
 
 # Uncompressed, as the image store holds them: a change that doubles an image fails here first.

@@ -104,7 +104,7 @@ BAD = {
     "shell metacharacters in referenced name": (EVR, setter("spec.candidates.1.fineTuneJob", "x;reboot"), "spec.candidates[1].fineTuneJob"),
     "over-long resource name": (FTJ, setter("metadata.name", "a" * 49), "metadata.name"),
     "invalid resource name": (FTJ, setter("metadata.name", "Bad_Name"), "metadata.name"),
-    "namespace escaping the artifact root": (FTJ, setter("metadata.namespace", "../../esc"), "metadata.namespace"),
+    "namespace escaping the artifact root": (FTJ, setter("metadata.namespace", "../../esc"), "metadata.namespace"),  # refused input
     "namespace with a slash": (PDS, setter("metadata.namespace", "a/b"), "metadata.namespace"),
     "namespace with uppercase": (EVR, setter("metadata.namespace", "Team"), "metadata.namespace"),
     "namespace with a dot": (PDS, setter("metadata.namespace", "team.a"), "metadata.namespace"),
@@ -147,6 +147,9 @@ BAD = {
     "regex metric without pattern": (EVR, setter("spec.metrics.0.type", "regex"), "spec.metrics[0].pattern"),
     "llamafactory format without mapping": (PDS, deleter("spec.llamafactory"), "spec.llamafactory"),
     "sft format on preference data": (PDS, both(setter("spec.format", "defects-raw"), deleter("spec.llamafactory"), setter("spec.sources", [{"uri": "s3://llm-data/x"}])), "spec.kind"),
+    "kto rows from an sft-only format": (PDS, both(setter("spec.kind", "kto"), setter("spec.format", "replay"), deleter("spec.llamafactory"), setter("spec.sources", [{"uri": "s3://llm-data/x"}])), "spec.format"),
+    "tools column on preference data": (PDS, both(deleter("spec.llamafactory.datasetInfo"), deleter("spec.llamafactory.dataset"), setter("spec.llamafactory.columns", {"messages": "conversations", "chosen": "c", "rejected": "r", "tools": "tools"}), setter("spec.sources", [{"uri": "s3://llm-data/x"}])), "spec.llamafactory.columns.tools"),
+    "kto tag on sft data": (SFT_DATA, both(setter("spec.format", "sharegpt"), setter("spec.llamafactory", {"columns": {"messages": "conversations", "ktoTag": "label"}})), "spec.llamafactory.columns.ktoTag"),
     "secret and service account together": (FTJ, setter("spec.storage.serviceAccountName", "trainer"), "spec.storage"),
     "secret value in a spec": (FTJ, setter("spec.storage.accessKey", "AKIA..."), "spec.storage.accessKey"),
     "node selector with a bad key": (FTJ, setter("spec.scheduling.nodeSelector", {"bad key!": "x"}), "spec.scheduling.nodeSelector"),
@@ -253,7 +256,7 @@ HUGE = "x" * 5_000_000
     ids=["pattern", "enum", "name", "namespace", "kind", "apiVersion", "type", "map key", "unknown field"],
 )
 def test_a_huge_value_is_clipped_in_every_message(mutate):
-    from kubetune_operator.builders.plan import Document, validate_all
+    from kubetune_operator.cli.documents import Document, validate_all
 
     document = load(FTJ)
     mutate(document)
@@ -265,7 +268,7 @@ def test_a_huge_value_is_clipped_in_every_message(mutate):
 
 
 def test_the_errors_of_one_document_are_listed_up_to_a_limit():
-    from kubetune_operator.builders.plan import Document, validate_all
+    from kubetune_operator.cli.documents import Document, validate_all
 
     document = load(FTJ)
     document["spec"].update({f"unknown{i}": i for i in range(500)})

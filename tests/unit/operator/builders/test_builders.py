@@ -11,6 +11,7 @@ import yaml
 from kubetune_operator.api.validation import validate
 from kubetune_operator.builders import dataset, evaluation, plan, promotion, training, workload
 from kubetune_operator.builders.settings import OperatorSettings
+from kubetune_operator.cli.documents import load_documents, validate_all
 from kubetune_operator.errors import UserError, ValidationFailed
 from kubetune_operator.exitcodes import PERMANENT
 
@@ -40,7 +41,7 @@ def resource(name: str, **spec_changes):
 
 
 def all_manifests():
-    resources = plan.validate_all(plan.load_documents(sorted((ROOT / "examples").rglob("*.yaml"))))
+    resources = validate_all(load_documents(sorted((ROOT / "examples").rglob("*.yaml"))))
     for r in resources:
         r.metadata.uid = UID
     manifests = plan.render(resources, SETTINGS)
@@ -258,11 +259,17 @@ def test_sft_options_reach_the_trainer_config():
     assert config["completion_only_loss"] is True and "beta" not in config
 
 
+def test_a_truncated_training_summary_still_locates_the_artifact():
+    assert training.summary_artifacts({"output": "s3://b/x"}).uri == "s3://b/x/final"
+    full = training.summary_artifacts({"output": "s3://b/x", "artifact": {"uri": "s3://b/x/final", "type": "full"}})
+    assert (full.uri, full.type, full.merged_uri) == ("s3://b/x/final", "full", None)
+
+
 def test_chained_dpo_starts_from_the_sft_jobs_final_adapter():
-    resources = plan.validate_all(plan.load_documents(sorted((ROOT / "examples" / "pipeline").glob("*.yaml"))))
+    resources = validate_all(load_documents(sorted((ROOT / "examples" / "pipeline").glob("*.yaml"))))
     known = {plan.key(r): r for r in resources}
     dpo = next(r for r in resources if r.metadata.name == "qwen25-1-5b-safety-dpo")
-    inputs = plan.training_inputs(dpo, known, SETTINGS)
+    inputs = training.resolve_inputs(dpo, plan.predicted(dpo, known, SETTINGS))
     assert inputs.start_from_uri == "s3://artifacts/kubetune/llm-team/finetunejobs/qwen25-1-5b-defects-sft/final"
     assert inputs.dataset_uri == "s3://artifacts/kubetune/llm-team/preferencedatasets/safety-prefs"
     ordered = [r.metadata.name for r in plan.order(resources)]
@@ -327,7 +334,7 @@ def test_settings_come_from_the_environment():
 
 
 def test_render_refuses_unknown_references_only_when_asked():
-    resources = plan.validate_all(plan.load_documents([ROOT / "examples" / "finetunejob.yaml"]))
+    resources = validate_all(load_documents([ROOT / "examples" / "finetunejob.yaml"]))
     assert plan.render(resources, SETTINGS)
     with pytest.raises(Exception, match="references PreferenceDataset repeater-badcases"):
         plan.order(resources)
@@ -361,14 +368,14 @@ def test_a_bad_file_is_one_error_naming_it(tmp_path, content, message):
     path = tmp_path / "resources.yaml"
     path.write_bytes(content)
     with pytest.raises(ValidationFailed) as error:
-        plan.load_documents([path])
+        load_documents([path])
     assert str(error.value).startswith(message.format(path=path))
 
 
 def test_a_resource_defined_twice_names_both_documents():
     example = ROOT / "examples" / "finetunejob.yaml"
     with pytest.raises(ValidationFailed, match=rf"{example}#0 \(FineTuneJob .*\): defined twice \(first in {example}#0\)"):
-        plan.validate_all(plan.load_documents([example, example]))
+        validate_all(load_documents([example, example]))
 
 
 def _string_leaves(node, path=()):

@@ -8,7 +8,7 @@ import pytest
 
 from kubetune_trainer.data import llamafactory
 from kubetune_trainer.data.llamafactory import DatasetAttr
-from kubetune_trainer.data.validate import RowError
+from kubetune_trainer.data.validate import RowError, check_preference
 from kubetune_trainer.errors import ConfigError
 
 
@@ -80,9 +80,11 @@ def test_sharegpt_ranking_needs_a_user_turn_last_and_assistant_answers():
            "chosen": {"from": "gpt", "value": "a"}, "rejected": {"from": "gpt", "value": "b"}}
     content, _ = convert(row)
     assert content["rejected"] == [{"role": "assistant", "content": "b"}]
-    with pytest.raises(RowError, match="tool turn") as caught:
-        convert(row | {"conversations": [{"from": "observation", "value": "42"}]})
-    assert caught.value.reason == "unknown_role"
+    # A tool result reads as such, and preference rows refuse tool calling (SFT only).
+    content, _ = convert(row | {"conversations": [{"from": "observation", "value": "42"}]})
+    assert content["prompt"] == [{"role": "tool", "content": "42"}]
+    with pytest.raises(RowError, match=r"prompt\[0\] is a tool result: tool calling is read for SFT rows only"):
+        check_preference(content["prompt"], content["chosen"], content["rejected"])
     with pytest.raises(RowError, match=r"chosen\.from is human, expected gpt"):
         convert(row | {"chosen": {"from": "human", "value": "a"}})
 

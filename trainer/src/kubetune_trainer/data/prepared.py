@@ -18,7 +18,8 @@ from kubetune_trainer.errors import DataError, FingerprintMismatch, StorageError
 ROLES = ("system", "user", "assistant", "tool")
 SPLITS = ("train", "test")
 # Which canonical rows a method trains on (docs/contracts.md §6).
-RowKind = Literal["sft", "preference"]
+RowKind = Literal["sft", "preference", "kto"]
+ROW_KEYS = {"sft": ("messages",), "preference": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completion")}
 
 
 @dataclass
@@ -29,20 +30,49 @@ class PreparedDataset:
     test: list[dict[str, Any]]
 
 
-def _messages(value: Any, where: str, key: str) -> list[dict[str, str]]:
+def _messages(value: Any, where: str, key: str) -> list[dict[str, Any]]:
+    """Messages as data prepare writes them: role and content, an assistant's tool_calls and loss_weight,
+    a tool result's name and tool_call_id."""
     if not isinstance(value, list) or not value:
         raise DataError(f"{where}: {key}: must be a non-empty list of messages")
     messages = []
     for index, message in enumerate(value):
+        at = f"{where}: {key}[{index}]"
         if not isinstance(message, dict):
-            raise DataError(f"{where}: {key}[{index}]: must be an object with role and content")
+            raise DataError(f"{at}: must be an object with role and content")
         role, content = message.get("role"), message.get("content")
         if role not in ROLES:
-            raise DataError(f"{where}: {key}[{index}].role: must be one of {', '.join(ROLES)}, got {role!r}")
+            raise DataError(f"{at}.role: must be one of {', '.join(ROLES)}, got {role!r}")
         if not isinstance(content, str):
-            raise DataError(f"{where}: {key}[{index}].content: must be a string")
-        messages.append({"role": role, "content": content})
+            raise DataError(f"{at}.content: must be a string")
+        parsed: dict[str, Any] = {"role": role, "content": content}
+        calls = message.get("tool_calls")
+        if calls is not None:
+            if role != "assistant" or not isinstance(calls, list) or not all(
+                isinstance(c, dict) and isinstance(c.get("function"), dict) for c in calls
+            ):
+                raise DataError(f"{at}.tool_calls: must be an assistant's list of {{type, function}} calls")
+            parsed["tool_calls"] = calls
+        for name in ("name", "tool_call_id"):
+            if message.get(name) is not None:
+                if role != "tool" or not isinstance(message[name], str):
+                    raise DataError(f"{at}.{name}: must be a string on a tool message")
+                parsed[name] = message[name]
+        weight = message.get("loss_weight")
+        if weight is not None:
+            if role != "assistant" or isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
+                raise DataError(f"{at}.loss_weight: must be a number of 0 or more on an assistant message")
+            parsed["loss_weight"] = float(weight)
+        messages.append(parsed)
     return messages
+
+
+def _tools(value: Any, where: str) -> list[dict[str, Any]] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise DataError(f"{where}: tools: must be a list of tool definitions")
+    return value
 
 
 def _source(row: dict[str, Any], where: str) -> str:
@@ -56,17 +86,26 @@ def parse_row(row: Any, kind: RowKind, where: str) -> dict[str, Any]:
     """A canonical row reduced to what the trainer reads, plus its `source` for messages."""
     if not isinstance(row, dict):
         raise DataError(f"{where}: must be a JSON object")
+    missing = [key for key in ROW_KEYS[kind] if key not in row]
+    if missing:
+        holds = next((k for k, keys in ROW_KEYS.items() if all(key in row for key in keys)), None)
+        also = f" (it holds {holds} rows: train them with a method that reads those)" if holds else ""
+        raise DataError(f"{where}: {missing[0]}: missing; a {kind} row needs {', '.join(ROW_KEYS[kind])}{also}")
     if kind == "sft":
         messages = _messages(row.get("messages"), where, "messages")
         if not any(m["role"] == "assistant" for m in messages):
             raise DataError(f"{where}: messages: has no assistant message to learn from")
-        return {"messages": messages, "source": _source(row, where)}
-    parsed: dict[str, Any] = {
-        key: _messages(row.get(key), where, key) for key in ("prompt", "chosen", "rejected")
-    }
-    for key in ("chosen", "rejected"):
+        parsed = {"messages": messages, "source": _source(row, where)}
+        tools = _tools(row.get("tools"), where)
+        return parsed | {"tools": tools} if tools else parsed
+    parsed: dict[str, Any] = {key: _messages(row.get(key), where, key) for key in ROW_KEYS[kind]}
+    for key in ROW_KEYS[kind][1:]:
         if parsed[key][-1]["role"] != "assistant":
             raise DataError(f"{where}: {key}: must end with an assistant message")
+    if kind == "kto":
+        if not isinstance(row.get("label"), bool):
+            raise DataError(f"{where}: label: must be true (desirable) or false (undesirable)")
+        parsed["label"] = row["label"]
     return parsed | {"source": _source(row, where)}
 
 

@@ -1,8 +1,10 @@
 """SFT: conversations tokenised with the base model's chat template, loss on the assistant turns.
 
-Rows become input_ids, labels (assistant turns only, by default) and, with key_token_patterns,
+Rows become input_ids, labels (assistant turns only, by default: tool calls are assistant turns, tool
+results are not) and, with key_token_patterns or answers whose loss_weight is neither 0 nor 1,
 per-token loss weights, which `WeightedCollator` lays out like the labels and `KubetuneSFTTrainer`
-applies. TRL's own dataset preparation is skipped: the rows arrive tokenised (and packed).
+applies; an answer of loss_weight 0 is not trained. A row's tools go to the chat template. TRL's own
+dataset preparation is skipped: the rows arrive tokenised (and packed).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class SFTRecipe(Recipe):
 
         config = self.config
         encoder = SFTTokenizer(state.tokenizer, config)
+        encoder.weighted |= weighted_answers(state.dataset.train + state.dataset.test)
         stats = {"train": TokenizeStats(), "test": TokenizeStats()}
         train = encoder.dataset(state.dataset.train, stats["train"], config.packing)
         test = (
@@ -89,8 +92,11 @@ def _shared_prefix(a: str, b: str) -> int:
     return next((i for i in range(length) if a[i] != b[i]), length)
 
 
-def assistant_spans(tokenizer, messages: list[dict[str, str]], text: str) -> list[tuple[int, int]]:
-    """Character spans of the assistant turns in `text`, each through its end-of-turn token.
+def assistant_spans(
+    tokenizer, messages: list[dict[str, Any]], text: str, tools: list[dict[str, Any]] | None = None
+) -> list[tuple[int, int, float]]:
+    """Character spans of the assistant turns in `text`, each through its end-of-turn token, with the
+    turn's loss weight.
 
     Found by rendering each prefix of the conversation with the tokenizer's own template, so that
     it works for templates without `{% generation %}` markers (Qwen2.5's among them).
@@ -99,20 +105,30 @@ def assistant_spans(tokenizer, messages: list[dict[str, str]], text: str) -> lis
     for index, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        start = _shared_prefix(render(tokenizer, messages[:index], True), text)
-        end = _shared_prefix(render(tokenizer, messages[: index + 1]), text)
+        start = _shared_prefix(render(tokenizer, messages[:index], True, tools), text)
+        end = _shared_prefix(render(tokenizer, messages[: index + 1], tools=tools), text)
         end = start + len(text[start:end].rstrip())
         if end > start:
-            spans.append((start, end))
+            spans.append((start, end, message.get("loss_weight", 1.0)))
     return spans
 
 
 def _overlaps(token: tuple[int, int], spans: list[tuple[int, int]]) -> bool:
-    return any(token[0] < end and token[1] > start for start, end in spans)
+    return any(token[0] < span[1] and token[1] > span[0] for span in spans)
+
+
+def _weight_of(token: tuple[int, int], spans: list[tuple[int, int, float]]) -> float:
+    return next((span[2] for span in spans if token[0] < span[1] and token[1] > span[0]), 1.0)
+
+
+def weighted_answers(rows: list[dict[str, Any]]) -> bool:
+    """Whether some answer counts neither fully nor not at all, which needs per-token weights."""
+    return any(m.get("loss_weight", 1.0) not in (0.0, 1.0) for row in rows for m in row["messages"])
 
 
 class SFTTokenizer:
-    """Turns conversations into input_ids, labels and (with key_token_patterns) token_weights."""
+    """Turns conversations into input_ids, labels and (with key_token_patterns or weighted answers)
+    token_weights."""
 
     def __init__(self, tokenizer, config: TrainConfig):
         self.tokenizer = tokenizer
@@ -120,20 +136,29 @@ class SFTTokenizer:
         self.completion_only = config.completion_only_loss
         self.patterns = [re.compile(p) for p in config.key_token_patterns]
         self.key_weight = config.key_token_weight
+        self.weighted = bool(self.patterns)
 
-    def encode(self, messages: list[dict[str, str]]) -> tuple[dict[str, list], int]:
+    def encode(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> tuple[dict[str, list], int]:
         """The trainer row, cut to cutoff_len, and the length before the cut."""
-        text = render(self.tokenizer, messages)
+        text = render(self.tokenizer, messages, tools=tools)
         encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
-        trainable = (
-            assistant_spans(self.tokenizer, messages, text) if self.completion_only else [(0, len(text))]
-        )
-        labels = [t if _overlaps(o, trainable) else -100 for t, o in zip(ids, offsets, strict=True)]
+        spans = assistant_spans(self.tokenizer, messages, text, tools)
+        answers = [span for span in spans if span[2] > 0]
+        masked = [span for span in spans if span[2] == 0]
+        if self.completion_only:
+            labels = [t if _overlaps(o, answers) else -100 for t, o in zip(ids, offsets, strict=True)]
+        else:
+            # Every token is trained but the answers weighted 0.
+            labels = [-100 if _overlaps(o, masked) else t for t, o in zip(ids, offsets, strict=True)]
         row: dict[str, list] = {"input_ids": ids[: self.cutoff_len], "labels": labels[: self.cutoff_len]}
-        if self.patterns:
+        if self.weighted:
             keys = [m.span() for p in self.patterns for m in p.finditer(text) if m.end() > m.start()]
-            weights = [self.key_weight if _overlaps(o, keys) else 1.0 for o in offsets]
+            weights = [
+                (self.key_weight if _overlaps(o, keys) else 1.0) * _weight_of(o, answers) for o in offsets
+            ]
             row["token_weights"] = weights[: self.cutoff_len]
         return row, len(ids)
 
@@ -146,7 +171,7 @@ class SFTTokenizer:
         for row in rows:
             stats.rows += 1
             try:
-                item, full_length = self.encode(row["messages"])
+                item, full_length = self.encode(row["messages"], row.get("tools"))
             except TemplateError as exc:
                 raise refused_by_template(row["source"], exc) from exc
             if full_length > self.cutoff_len:
