@@ -218,6 +218,19 @@ def test_progress_token_and_s3_credentials_come_by_reference():
     assert all("value" not in e or "AWS_SECRET" not in e["name"] for e in env.values())
 
 
+def test_tracking_reaches_the_config_and_its_server_comes_from_the_secret():
+    children = train_children(tracking={"reportTo": ["mlflow", "tensorboard"], "project": "repeater", "secretName": "mlflow"})
+    config = yaml.safe_load(children["ConfigMap"]["data"]["config.yaml"])
+    assert config["report_to"] == ["mlflow", "tensorboard"]
+    assert config["tracking_project"] == "repeater" and config["run_name"] == "qwen2-7b-repeater-dpo"
+    env = {e["name"]: e for e in trainer_container(children)["env"]}
+    uri = env["MLFLOW_TRACKING_URI"]["valueFrom"]["secretKeyRef"]
+    assert uri == {"name": "mlflow", "key": "MLFLOW_TRACKING_URI"}  # required: no server, no start
+    assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    assert not [name for name in env if name.startswith("WANDB_")]
+    assert "MLFLOW" not in children["ConfigMap"]["data"]["config.yaml"]
+
+
 def test_irsa_uses_the_service_account_and_no_secret():
     children = train_children(storage={"serviceAccountName": "trainer-irsa"})
     pod = children["Job"]["spec"]["template"]["spec"]
