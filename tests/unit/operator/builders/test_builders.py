@@ -8,6 +8,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from kubetune_operator.api.evalrun import PullRequest
 from kubetune_operator.api.validation import validate
 from kubetune_operator.builders import dataset, evaluation, plan, promotion, training, workload
 from kubetune_operator.builders.settings import OperatorSettings
@@ -323,6 +324,17 @@ def test_only_the_promote_pod_mounts_the_git_secret():
     assert argv[argv.index("--repo") + 1] == "https://git.example.com/platform/llm-serving.git"
     assert pod["containers"][0]["image"] == SETTINGS.operator_image
     assert not [e for e in pod["containers"][0]["env"] if e["name"].startswith("AWS_")]
+
+
+def test_a_promotion_by_pull_request_passes_the_forge_to_a_command_the_cli_takes():
+    from kubetune_operator.cli import build_parser
+
+    evr = resource("evalrun.yaml")
+    evr.spec.promotion.pull_request = PullRequest(provider="github", api_url="https://github.example.com/api/v3")
+    _, job = promotion.build(evr, SETTINGS, {"schemaVersion": 1})
+    argv = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    args = build_parser().parse_args(argv[1:])
+    assert (args.pull_request, args.api_url, args.branch) == ("github", "https://github.example.com/api/v3", "main")
 
 
 def test_progress_secret_is_written_not_read():
