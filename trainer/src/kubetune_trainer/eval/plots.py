@@ -243,7 +243,7 @@ def plot_gates(path: Path, gates: Sequence[GateView], confidence: float) -> None
     from matplotlib.figure import Figure
 
     shown = sorted(gates, key=lambda g: g.passed)[:MAX_GATES_PLOTTED]
-    with _style():
+    with plot_style():
         figure = Figure(figsize=(9.0, 0.6 + 1.05 * len(shown)))
         rows = figure.subplots(len(shown), 1, squeeze=False)[:, 0]
         for axes, gate in zip(rows, shown, strict=True):
