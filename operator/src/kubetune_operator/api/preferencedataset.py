@@ -30,6 +30,10 @@ ColumnValue = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Z
 class LlamaFactoryColumns(Model):
     """LLaMA-Factory's `columns` map: which input field holds each part of a sample."""
 
+    cel_rules: ClassVar = [
+        cel("!has(self.tools)", "datasets with tool definitions are not supported", field_path=".tools")
+    ]
+
     prompt: ColumnValue | None = None
     """Field with the instruction (alpaca)."""
 
@@ -49,7 +53,7 @@ class LlamaFactoryColumns(Model):
     """Field with the system prompt."""
 
     tools: ColumnValue | None = None
-    """Field with tool descriptions (kept in metadata)."""
+    """Field with tool descriptions: refused, as data prepare does not read tool calls."""
 
     chosen: ColumnValue | None = None
     """Field with the preferred answer (ranking data)."""
@@ -60,6 +64,14 @@ class LlamaFactoryColumns(Model):
 
 class LlamaFactoryTags(Model):
     """LLaMA-Factory's `tags` map for sharegpt messages."""
+
+    cel_rules: ClassVar = [
+        cel(
+            "has(self.roleTag) && has(self.contentTag) && has(self.userTag) && has(self.assistantTag)",
+            "a tags map sets roleTag, contentTag, userTag and assistantTag: LLaMA-Factory unsets every tag "
+            "the map leaves out",
+        )
+    ]
 
     role_tag: ColumnValue | None = None
     """Key holding a message's role (default `from`)."""
@@ -92,6 +104,10 @@ class LlamaFactory(Model):
             "set either datasetInfo (with dataset) or an inline columns map",
         ),
         cel("!has(self.datasetInfo) || has(self.dataset)", "datasetInfo needs dataset: the entry to use"),
+        cel(
+            "has(self.columns) || !(has(self.formatting) || has(self.ranking) || has(self.tags))",
+            "formatting, ranking and tags go with an inline columns map; a datasetInfo entry holds its own",
+        ),
     ]
 
     dataset_info: Uri | None = None
@@ -194,6 +210,24 @@ class PreferenceDatasetSpec(Model):
             "self.kind == 'preference' || self.format != 'cvalues'",
             "format cvalues holds preference pairs: set kind preference",
             field_path=".kind",
+        ),
+        cel(
+            "!has(self.llamafactory) || !has(self.llamafactory.ranking) || "
+            "self.llamafactory.ranking == (self.kind == 'preference')",
+            "llamafactory.ranking must be true for kind preference and false for kind sft",
+            field_path=".llamafactory.ranking",
+        ),
+        cel(
+            "self.kind != 'preference' || !has(self.llamafactory) || !has(self.llamafactory.columns) || "
+            "(has(self.llamafactory.columns.chosen) && has(self.llamafactory.columns.rejected))",
+            "preference pairs need llamafactory.columns.chosen and llamafactory.columns.rejected",
+            field_path=".llamafactory.columns",
+        ),
+        cel(
+            "!has(self.llamafactory) || !has(self.llamafactory.formatting) || "
+            "!(self.format in ['alpaca', 'sharegpt']) || self.format == self.llamafactory.formatting",
+            "llamafactory.formatting must agree with format",
+            field_path=".llamafactory.formatting",
         ),
         cel(
             "size(self.sources) > 0 || (has(self.llamafactory) && has(self.llamafactory.datasetInfo))",
