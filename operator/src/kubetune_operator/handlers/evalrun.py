@@ -9,9 +9,10 @@ from kubetune_operator.api import EvalRun, FineTuneJob, PreferenceDataset
 from kubetune_operator.api.evalrun import STATUS_GATES_LIMIT, CandidateResult, GateResult, PromotionStatus
 from kubetune_operator.api.finetunejob import Lora
 from kubetune_operator.builders import evaluation, promotion
+from kubetune_operator.builders.inputs import InputRefused
 from kubetune_operator.builders.workload import output_uri
 from kubetune_operator.handlers.children import ensure_job, job_pods
-from kubetune_operator.handlers.dependencies import dependency, wait
+from kubetune_operator.handlers.dependencies import Inputs, dependency, wait
 from kubetune_operator.handlers.job_outcome import JobOutcome, apply_outcome, conform, job_outcome
 from kubetune_operator.handlers.kind import Kind
 from kubetune_operator.handlers.watch import register
@@ -72,46 +73,32 @@ async def reconcile(rt: Runtime, evr: EvalRun, body: dict[str, Any], draft: Stat
 
 
 async def eval_inputs(rt: Runtime, evr: EvalRun, namespace: str, draft: StatusDraft) -> evaluation.EvalInputs | None:
+    """The test set and candidates from other resources' statuses; None (and Waiting) until all are
+    ready, or (and Failed) when one can never serve."""
     spec = evr.spec
-    blocking = []
-    test_set = spec.test_set.uri
+    inputs = Inputs()
     if spec.test_set.preference_dataset:
-        data = await dependency(rt, PreferenceDataset, namespace, spec.test_set.preference_dataset, "TestSet")
+        data = await inputs.check(rt, PreferenceDataset, namespace, spec.test_set.preference_dataset, "TestSet")
         draft.condition("TestSetReady", data.ready, data.reason, data.message)
-        if data.ready:
-            test_set = (data.status.get("artifacts") or {}).get("uri")
-        else:
-            blocking.append(data)
-    candidates: dict[str, evaluation.CandidateArtifacts] = {}
     waiting = []
     for candidate in spec.candidates:
-        if not candidate.fine_tune_job:
-            continue
-        job = await dependency(rt, FineTuneJob, namespace, candidate.fine_tune_job, "Candidate")
-        if not job.ready:
-            waiting.append(job)
-            continue
-        artifacts = job.status.get("artifacts") or {}
-        resolved = evaluation.trained_candidate(
-            candidate.use_merged, artifacts.get("type"), artifacts.get("uri"), artifacts.get("mergedUri")
-        )
-        if resolved is None:
-            draft.fail(
-                "NoMergedModel",
-                f"candidate {candidate.name}: useMerged is set but FineTuneJob {candidate.fine_tune_job} wrote "
-                "no merged model (set its output.mergeAdapter)",
-            )
-            return None
-        candidates[candidate.name] = resolved
+        if candidate.fine_tune_job:
+            job = await inputs.check(rt, FineTuneJob, namespace, candidate.fine_tune_job, "Candidate")
+            if not job.ready:
+                waiting.append(job)
+    try:
+        resolved = evaluation.resolve_inputs(evr, inputs.artifacts_of)
+    except InputRefused as refused:
+        draft.fail(refused.reason, refused.message)
+        return None
     if waiting:
         draft.condition("CandidatesReady", False, waiting[0].reason, "; ".join(w.message for w in waiting))
-        blocking += waiting
     else:
         draft.condition("CandidatesReady", True, "CandidatesReady", f"{len(spec.candidates)} candidates ready")
-    if blocking:
-        wait(draft, blocking)
+    if inputs.blocking:
+        wait(draft, inputs.blocking)
         return None
-    return evaluation.EvalInputs(test_set_uri=test_set, candidates=candidates)
+    return resolved
 
 
 def eval_status(evr: EvalRun, summary: dict[str, Any], default_output: str) -> dict[str, Any]:

@@ -104,13 +104,19 @@ BAD = {
     "shell metacharacters in referenced name": (EVR, setter("spec.candidates.1.fineTuneJob", "x;reboot"), "spec.candidates[1].fineTuneJob"),
     "over-long resource name": (FTJ, setter("metadata.name", "a" * 49), "metadata.name"),
     "invalid resource name": (FTJ, setter("metadata.name", "Bad_Name"), "metadata.name"),
-    "namespace escaping the artifact root": (FTJ, setter("metadata.namespace", "../../esc"), "metadata.namespace"),
+    "namespace escaping the artifact root": (FTJ, setter("metadata.namespace", "../../esc"), "metadata.namespace"),  # refused input
     "namespace with a slash": (PDS, setter("metadata.namespace", "a/b"), "metadata.namespace"),
     "namespace with uppercase": (EVR, setter("metadata.namespace", "Team"), "metadata.namespace"),
     "namespace with a dot": (PDS, setter("metadata.namespace", "team.a"), "metadata.namespace"),
     "empty namespace": (PDS, setter("metadata.namespace", ""), "metadata.namespace"),
     "namespace of 64 characters": (PDS, setter("metadata.namespace", "n" * 64), "metadata.namespace"),
     "namespace that is not a string": (FTJ, setter("metadata.namespace", 7), "metadata.namespace"),
+    # Python's `$` also matches before a final newline; the API server's RE2 does not.
+    "URI with a trailing newline": (FTJ, setter("spec.baseModel", "file://./m\n"), "spec.baseModel"),
+    "output URI with a trailing newline": (FTJ, setter("spec.output.uri", "s3://bucket/x\n"), "spec.output.uri"),
+    "namespace with a trailing newline": (PDS, setter("metadata.namespace", "ns\n"), "metadata.namespace"),
+    "name with a trailing newline": (PDS, setter("metadata.name", "data\n"), "metadata.name"),
+    "label value with a trailing newline": (FTJ, setter("metadata.labels", {"team": "a\n"}), "metadata.labels.team"),
     "label value of 64 characters": (FTJ, setter("metadata.labels", {"team": "v" * 64}), "metadata.labels.team"),
     "label key with a space": (FTJ, setter("metadata.labels", {"a b": "x"}), "metadata.labels.a b"),
     "label value that is a number": (PDS, setter("metadata.labels", {"team": 7}), "metadata.labels"),
@@ -131,6 +137,13 @@ BAD = {
     "dataset with both name and uri": (FTJ, setter("spec.dataset.uri", "s3://llm-data/prepared"), "spec.dataset"),
     "dataset with neither": (FTJ, deleter("spec.dataset.preferenceDataset"), "spec.dataset"),
     "dpo options on sft": (FTJ, setter("spec.method", "sft"), "spec.dpo"),
+    "orpo options on dpo": (FTJ, setter("spec.orpo", {"beta": 0.2}), "spec.orpo"),
+    "kto options on simpo": (FTJ, both(setter("spec.method", "simpo"), deleter("spec.dpo"), setter("spec.kto", {})), "spec.kto"),
+    "unknown dpo loss": (FTJ, setter("spec.dpo.lossType", "kto"), "spec.dpo.lossType"),
+    "exo_pair without label smoothing": (FTJ, setter("spec.dpo.lossType", "exo_pair"), "spec.dpo.labelSmoothing"),
+    "label smoothing on ipo": (FTJ, both(setter("spec.dpo.lossType", "ipo"), setter("spec.dpo.labelSmoothing", 0.1)), "spec.dpo.labelSmoothing"),
+    "label smoothing of one half": (FTJ, both(setter("spec.dpo.lossType", "robust"), setter("spec.dpo.labelSmoothing", 0.5)), "spec.dpo.labelSmoothing"),
+    "kto with batches of one": (FTJ, both(setter("spec.method", "kto"), deleter("spec.dpo")), "spec.hyperparameters.batchSize"),
     "offload params without stage 3": (FTJ, both(setter("spec.resources.deepspeed.stage", 2), setter("spec.resources.deepspeed.offloadParams", True)), "spec.resources.deepspeed.offloadParams"),
     "qlora on CPU": (FTJ, both(setter("spec.peft.type", "qlora"), setter("spec.resources.gpusPerNode", 0), deleter("spec.resources.deepspeed")), "spec.peft.type"),
     "lora block with full": (FTJ, setter("spec.peft.type", "full"), "spec.peft.lora"),
@@ -147,6 +160,10 @@ BAD = {
     "kto rows from an sft-only format": (PDS, both(setter("spec.kind", "kto"), setter("spec.format", "replay"), deleter("spec.llamafactory"), setter("spec.sources", [{"uri": "s3://llm-data/x"}])), "spec.format"),
     "tools column on preference data": (PDS, both(deleter("spec.llamafactory.datasetInfo"), deleter("spec.llamafactory.dataset"), setter("spec.llamafactory.columns", {"messages": "conversations", "chosen": "c", "rejected": "r", "tools": "tools"}), setter("spec.sources", [{"uri": "s3://llm-data/x"}])), "spec.llamafactory.columns.tools"),
     "kto tag on sft data": (SFT_DATA, both(setter("spec.format", "sharegpt"), setter("spec.llamafactory", {"columns": {"messages": "conversations", "ktoTag": "label"}})), "spec.llamafactory.columns.ktoTag"),
+    "mlflow without its secret": (FTJ, setter("spec.tracking", {"reportTo": ["mlflow"]}), "spec.tracking.secretName"),
+    "a tracker named twice": (FTJ, setter("spec.tracking", {"reportTo": ["tensorboard", "tensorboard"]}), "spec.tracking.reportTo"),
+    "an unknown tracker": (FTJ, setter("spec.tracking", {"reportTo": ["comet"]}), "spec.tracking.reportTo[0]"),
+    "a tracking server in the spec": (FTJ, setter("spec.tracking", {"reportTo": ["mlflow"], "secretName": "t", "trackingUri": "http://x"}), "spec.tracking.trackingUri"),
     "secret and service account together": (FTJ, setter("spec.storage.serviceAccountName", "trainer"), "spec.storage"),
     "secret value in a spec": (FTJ, setter("spec.storage.accessKey", "AKIA..."), "spec.storage.accessKey"),
     "node selector with a bad key": (FTJ, setter("spec.scheduling.nodeSelector", {"bad key!": "x"}), "spec.scheduling.nodeSelector"),
@@ -183,6 +200,9 @@ GOOD = {
         setter("metadata.labels", {"app.kubernetes.io/part-of": "llm-team", "empty": ""}),
         setter("metadata.annotations", {"kubetune.dev/note": "any text: $(x) <y> ü " * 10}))),
     "toleration of every taint": (FTJ, setter("spec.scheduling.tolerations", [{"operator": "Exists"}])),
+    "unpaired APO with batches of one": (FTJ, both(setter("spec.method", "kto"), deleter("spec.dpo"), setter("spec.kto", {"lossType": "apo_zero_unpaired"}))),
+    "tensorboard needs no secret": (FTJ, setter("spec.tracking", {"reportTo": ["tensorboard"]})),
+    "robust DPO with label smoothing": (FTJ, both(setter("spec.dpo.lossType", "robust"), setter("spec.dpo.labelSmoothing", 0.1))),
 }
 
 
@@ -253,7 +273,7 @@ HUGE = "x" * 5_000_000
     ids=["pattern", "enum", "name", "namespace", "kind", "apiVersion", "type", "map key", "unknown field"],
 )
 def test_a_huge_value_is_clipped_in_every_message(mutate):
-    from kubetune_operator.builders.plan import Document, validate_all
+    from kubetune_operator.cli.documents import Document, validate_all
 
     document = load(FTJ)
     mutate(document)
@@ -265,7 +285,7 @@ def test_a_huge_value_is_clipped_in_every_message(mutate):
 
 
 def test_the_errors_of_one_document_are_listed_up_to_a_limit():
-    from kubetune_operator.builders.plan import Document, validate_all
+    from kubetune_operator.cli.documents import Document, validate_all
 
     document = load(FTJ)
     document["spec"].update({f"unknown{i}": i for i in range(500)})

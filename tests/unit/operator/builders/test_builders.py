@@ -12,6 +12,7 @@ from kubetune_operator.api.evalrun import PullRequest
 from kubetune_operator.api.validation import validate
 from kubetune_operator.builders import dataset, evaluation, plan, promotion, training, workload
 from kubetune_operator.builders.settings import OperatorSettings
+from kubetune_operator.cli.documents import load_documents, validate_all
 from kubetune_operator.errors import UserError, ValidationFailed
 from kubetune_operator.exitcodes import PERMANENT
 
@@ -41,7 +42,7 @@ def resource(name: str, **spec_changes):
 
 
 def all_manifests():
-    resources = plan.validate_all(plan.load_documents(sorted((ROOT / "examples").rglob("*.yaml"))))
+    resources = validate_all(load_documents(sorted((ROOT / "examples").rglob("*.yaml"))))
     for r in resources:
         r.metadata.uid = UID
     manifests = plan.render(resources, SETTINGS)
@@ -218,6 +219,19 @@ def test_progress_token_and_s3_credentials_come_by_reference():
     assert all("value" not in e or "AWS_SECRET" not in e["name"] for e in env.values())
 
 
+def test_tracking_reaches_the_config_and_its_server_comes_from_the_secret():
+    children = train_children(tracking={"reportTo": ["mlflow", "tensorboard"], "project": "repeater", "secretName": "mlflow"})
+    config = yaml.safe_load(children["ConfigMap"]["data"]["config.yaml"])
+    assert config["report_to"] == ["mlflow", "tensorboard"]
+    assert config["tracking_project"] == "repeater" and config["run_name"] == "qwen2-7b-repeater-dpo"
+    env = {e["name"]: e for e in trainer_container(children)["env"]}
+    uri = env["MLFLOW_TRACKING_URI"]["valueFrom"]["secretKeyRef"]
+    assert uri == {"name": "mlflow", "key": "MLFLOW_TRACKING_URI"}  # required: no server, no start
+    assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    assert not [name for name in env if name.startswith("WANDB_")]
+    assert "MLFLOW" not in children["ConfigMap"]["data"]["config.yaml"]
+
+
 def test_irsa_uses_the_service_account_and_no_secret():
     children = train_children(storage={"serviceAccountName": "trainer-irsa"})
     pod = children["Job"]["spec"]["template"]["spec"]
@@ -259,11 +273,17 @@ def test_sft_options_reach_the_trainer_config():
     assert config["completion_only_loss"] is True and "beta" not in config
 
 
+def test_a_truncated_training_summary_still_locates_the_artifact():
+    assert training.summary_artifacts({"output": "s3://b/x"}).uri == "s3://b/x/final"
+    full = training.summary_artifacts({"output": "s3://b/x", "artifact": {"uri": "s3://b/x/final", "type": "full"}})
+    assert (full.uri, full.type, full.merged_uri) == ("s3://b/x/final", "full", None)
+
+
 def test_chained_dpo_starts_from_the_sft_jobs_final_adapter():
-    resources = plan.validate_all(plan.load_documents(sorted((ROOT / "examples" / "pipeline").glob("*.yaml"))))
+    resources = validate_all(load_documents(sorted((ROOT / "examples" / "pipeline").glob("*.yaml"))))
     known = {plan.key(r): r for r in resources}
     dpo = next(r for r in resources if r.metadata.name == "qwen25-1-5b-safety-dpo")
-    inputs = plan.training_inputs(dpo, known, SETTINGS)
+    inputs = training.resolve_inputs(dpo, plan.predicted(dpo, known, SETTINGS))
     assert inputs.start_from_uri == "s3://artifacts/kubetune/llm-team/finetunejobs/qwen25-1-5b-defects-sft/final"
     assert inputs.dataset_uri == "s3://artifacts/kubetune/llm-team/preferencedatasets/safety-prefs"
     ordered = [r.metadata.name for r in plan.order(resources)]
@@ -339,7 +359,7 @@ def test_settings_come_from_the_environment():
 
 
 def test_render_refuses_unknown_references_only_when_asked():
-    resources = plan.validate_all(plan.load_documents([ROOT / "examples" / "finetunejob.yaml"]))
+    resources = validate_all(load_documents([ROOT / "examples" / "finetunejob.yaml"]))
     assert plan.render(resources, SETTINGS)
     with pytest.raises(Exception, match="references PreferenceDataset repeater-badcases"):
         plan.order(resources)
@@ -373,14 +393,14 @@ def test_a_bad_file_is_one_error_naming_it(tmp_path, content, message):
     path = tmp_path / "resources.yaml"
     path.write_bytes(content)
     with pytest.raises(ValidationFailed) as error:
-        plan.load_documents([path])
+        load_documents([path])
     assert str(error.value).startswith(message.format(path=path))
 
 
 def test_a_resource_defined_twice_names_both_documents():
     example = ROOT / "examples" / "finetunejob.yaml"
     with pytest.raises(ValidationFailed, match=rf"{example}#0 \(FineTuneJob .*\): defined twice \(first in {example}#0\)"):
-        plan.validate_all(plan.load_documents([example, example]))
+        validate_all(load_documents([example, example]))
 
 
 def _string_leaves(node, path=()):
