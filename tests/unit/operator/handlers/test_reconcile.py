@@ -85,10 +85,14 @@ def api() -> FakeApi:
     return FakeApi()
 
 
-@pytest.fixture
-def rt(api) -> Runtime:
+def runtime(api: FakeApi) -> Runtime:
     return Runtime(api=api, operator_settings=OperatorSettings(artifact_root="s3://art/root", progress_base_url="http://op:8080"),
                    settings=RuntimeSettings(progress_key=b"k" * 16), metrics=OperatorMetrics(CollectorRegistry()))
+
+
+@pytest.fixture
+def rt(api) -> Runtime:
+    return runtime(api)
 
 
 def resource(kind: str, name: str, spec: dict, status: dict | None = None) -> dict:
@@ -121,6 +125,23 @@ def test_a_job_waits_for_a_dataset_that_does_not_exist(rt, api):
     assert (ready["type"], ready["status"], ready["reason"]) == ("DatasetReady", "False", "DatasetNotFound")
     assert {kind for kind, _ in api.created} == {"Event"}
     assert sorted(api.events()) == ["DatasetNotFound", "Waiting"]
+
+
+def test_a_job_whose_dataset_failed_is_stalled_until_the_dataset_is_fixed(rt, api):
+    api.put("preferencedatasets", resource("PreferenceDataset", "data", {"kind": "sft"},
+                                           {"phase": "Failed", "message": "BadData: line 3"}))
+    api.put("finetunejobs", resource("FineTuneJob", "sft", ftj_spec()))
+    run(rt, "finetunejobs", "sft")
+    status = api.status("finetunejobs", "sft")
+    conditions = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+    assert status["phase"] == "Waiting"
+    assert (conditions["Ready"], conditions["Reconciling"], conditions["Stalled"]) == (
+        ("False", "DatasetFailed"), ("False", "DatasetFailed"), ("True", "DatasetFailed"))
+
+    api.put("preferencedatasets", resource("PreferenceDataset", "data", {"kind": "sft"}, {"phase": "Running"}))
+    run(rt, "finetunejobs", "sft")
+    conditions = {c["type"]: c["status"] for c in api.status("finetunejobs", "sft")["conditions"]}
+    assert (conditions["Reconciling"], conditions["Stalled"]) == ("True", "False")
 
 
 def test_a_ready_dataset_starts_the_children_in_order_with_its_fingerprint(rt, api):
@@ -213,9 +234,13 @@ def test_a_start_point_that_wrote_a_full_model_fails_the_chain(rt, api):
 
 
 def test_finished_resources_are_left_alone(rt, api):
+    # Finished under an operator that wrote no kstatus conditions: they are added once, nothing else.
     api.put("finetunejobs", resource("FineTuneJob", "sft", ftj_spec(), succeeded(observedGeneration=1)))
     run(rt, "finetunejobs", "sft")
-    assert api.created == [] and api.status_patches == 0
+    assert {c["type"]: c["status"] for c in api.status("finetunejobs", "sft")["conditions"]} == {
+        "Ready": "True", "Reconciling": "False", "Stalled": "False"}
+    run(rt, "finetunejobs", "sft")
+    assert api.created == [] and api.status_patches == 1
 
 
 def test_a_spec_this_operator_refuses_fails_an_unfinished_resource_only(rt, api):
