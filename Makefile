@@ -10,7 +10,8 @@ INSTALL_HASH := $(shell cat Makefile operator/pyproject.toml trainer/pyproject.t
 STAMP := $(VENV)/.installed-$(INSTALL_HASH)
 PYTEST_ARGS ?=
 
-.PHONY: install test lint demo crds clean system-deps test-vllm-api
+.PHONY: install test lint demo crds clean system-deps test-vllm-api cluster-binaries cluster-up cluster-down \
+	images-deps images images-test images-cluster-test images-clean
 
 install: $(STAMP)
 
@@ -18,7 +19,9 @@ $(STAMP):
 	@echo "==> installing into $(VENV)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip==26.3
-	# torch first, from the CPU build: any other torch spec pulls gigabytes of CUDA wheels.
+	# torch first, alone: PyPI's only Linux x86_64 build of torch 2.13.0 is the CUDA 13.0 one, which
+	# brings triton and 18 nvidia/CUDA wheels (4.7 GB installed, about 4 minutes with an empty pip
+	# cache) and runs on the CPU where there is no GPU. There is no CPU build on PyPI to pick instead.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e 'operator[test]' -e 'trainer[test]'
 	$(MAKE) --no-print-directory system-deps
@@ -26,20 +29,72 @@ $(STAMP):
 	touch $(STAMP)
 
 # promtool (rule and PromQL checks) and prometheus (scraped in the integration run) come from
-# Debian's prometheus package; git serves the promotion tests. Installed only when missing.
+# Debian's prometheus package; chromium renders the evaluation report as a person sees it; git
+# serves the promotion tests. Installed only when missing.
 system-deps:
 	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then \
 	  echo "==> installing Debian's prometheus package (promtool)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	fi
+	@if ! command -v chromium >/dev/null; then \
+	  echo "==> installing Debian's chromium (the report's rendering test)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	fi
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
-test: install lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# The test cluster runs the chart's operator pod from the operator image (built, or found built,
+# by tests/images: about 3 minutes on a fresh machine), and tests/images checks that image;
+# CLUSTER_IMAGES= runs it from .venv instead. The trainer and eval images: make images-test.
+CLUSTER_IMAGES ?= operator
+test: install lint cluster-binaries images-deps
+	KUBETUNE_CLUSTER_IMAGES="$(CLUSTER_IMAGES)" KUBETUNE_IMAGE_TESTS="$(CLUSTER_IMAGES)" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The test control plane (tests/cluster): kube-apiserver, kube-controller-manager, kube-scheduler,
+# kubectl, etcd and helm, built with Go from the pins in tests/cluster/go/*/go.mod into a
+# per-machine cache (~/.cache/kubetune/cluster); a second build finds them there.
+cluster-binaries: install
+	$(BIN)/python -m tests.cluster build
+
+# A cluster on 127.0.0.1 in the background, with fake GPU nodes whose pods run as local processes
+# (docs/development.md); `source .cluster/env` gives KUBECONFIG and PATH with kubectl and helm.
+cluster-up: cluster-binaries
+	$(BIN)/python -m tests.cluster up
+
+cluster-down:
+	$(BIN)/python -m tests.cluster down
+
+# The three images, built with buildah (vfs storage, chroot isolation: no container engine) from
+# images/*/Dockerfile on a Debian base made by debootstrap, into a per-machine cache
+# (~/.cache/kubetune/containers); a second build rebuilds only what changed (tests/images).
+images-deps:
+	@if ! command -v buildah >/dev/null || ! command -v skopeo >/dev/null || ! command -v debootstrap >/dev/null; then \
+	  echo "==> installing Debian's buildah, skopeo and debootstrap"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	    buildah skopeo debootstrap >/dev/null; \
+	fi
+
+images: install images-deps
+	nice -n 10 $(BIN)/python -m tests.images build
+
+# Each image run for real: entrypoint, user, read-only root with the pods' mounts, a piece of
+# real work, sizes (a table at the end) and an OCI archive export read back by skopeo.
+images-test: images
+	KUBETUNE_IMAGE_TESTS=all nice -n 10 $(BIN)/python -m pytest -p no:cacheprovider tests/images $(PYTEST_ARGS)
+
+# The chart and operator suites on the test cluster with every pod of the three images run from
+# its image (fakes aside): what users run, at the cost of the trainer and eval images.
+images-cluster-test: images cluster-binaries
+	KUBETUNE_CLUSTER_IMAGES="operator trainer eval" nice -n 10 $(BIN)/python -m pytest -p no:cacheprovider \
+	  tests/integration/kube tests/integration/operator $(PYTEST_ARGS)
+
+images-clean:
+	$(BIN)/python -m tests.images clean
 
 crds: install
 	$(BIN)/kubetune crds
@@ -73,4 +128,4 @@ test-vllm-api: install
 	PYTHONPATH=operator/src:trainer/src $(VLLM_VENV)/bin/python -m pytest -p no:cacheprovider -rs tests/unit/trainer/eval/test_eval_vllm.py
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) .kubetune demo-artifacts
+	rm -rf $(VENV) $(VLLM_VENV) .kubetune demo-artifacts .cluster

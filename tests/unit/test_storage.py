@@ -58,3 +58,20 @@ def test_names_with_hash_and_question_mark_round_trip(tmp_path, s3_bucket):
     storage.write_text(key_uri, "y")
     assert storage.parse(key_uri).path == "p/v1#final?.txt"
     assert storage.list_files(f"s3://{s3_bucket}/p") == [key_uri]
+
+
+@pytest.mark.parametrize("root", ["file:///srv/out", "s3://bucket/out"])
+@pytest.mark.parametrize("part", ["..", "../x", "a/../../x", "/../x"])  # refused input
+def test_a_part_that_climbs_out_of_its_root_is_refused(root, part):
+    with pytest.raises(StorageError, match="would leave this location"):
+        storage.join(root, part)
+    assert storage.join(root, "a..b", "x") == f"{root}/a..b/x"
+
+
+def test_an_s3_key_with_dot_dot_is_not_downloaded_outside_the_target(tmp_path, s3_bucket):
+    import boto3
+
+    boto3.client("s3").put_object(Bucket=s3_bucket, Key="model/../../../escaped.txt", Body=b"x")
+    with pytest.raises(StorageError, match="outside"):
+        storage.download_dir(f"s3://{s3_bucket}/model", tmp_path / "a" / "b" / "target")
+    assert not list(tmp_path.rglob("escaped.txt"))

@@ -37,12 +37,13 @@ app.kubernetes.io/part-of: kubetune
 {{- end }}
 {{- end }}
 
-{{/* repository:tag, or the bare repository when it carries a digest or the tag is empty. */}}
+{{/* repository:tag, the tag defaulting to the chart's appVersion; the bare repository when it
+carries a digest. Call with (dict "image" .Values.images.NAME "root" $). */}}
 {{- define "kubetune.image" -}}
-{{- if or (not .tag) (contains "@" .repository) }}
-{{- .repository }}
+{{- if contains "@" .image.repository }}
+{{- .image.repository }}
 {{- else }}
-{{- printf "%s:%s" .repository .tag }}
+{{- printf "%s:%s" .image.repository (.image.tag | default .root.Chart.AppVersion) }}
 {{- end }}
 {{- end }}
 
@@ -64,7 +65,8 @@ the feature's own list, else the watched namespaces. Call with (dict "root" $ "l
 
 {{/* The operator's rules in one namespace; cluster mode adds CRD and namespace discovery. */}}
 {{- define "kubetune.operatorRules" -}}
-# Exactly what the operator calls (the integration tests hold every request against these rules).
+# Exactly what the operator calls: the integration tests run it under these rules on kube-apiserver,
+# and any request RBAC refuses fails them.
 # Its handlers react to events and keep no state on the resources: status is the only write.
 - apiGroups: ["kubetune.dev"]
   resources: ["preferencedatasets", "finetunejobs", "evalruns"]

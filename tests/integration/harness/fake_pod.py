@@ -6,6 +6,7 @@ The pod picks its behaviour by KUBETUNE_NAME (the resource it works for), else "
 {"summary": {...}, "exit": 0, "progress": [event, ...],
             "hold": true (wait for SIGTERM: write a checkpoint, exit 75 like a preempted trainer),
             "state": DIR (checkpoints survive the pod here; a pod that finds one resumes from it),
+            "checkpoint_seconds": N (writing the checkpoint on SIGTERM takes this long),
             "seconds": N (run this long before finishing)}
 It uses the trainer's own progress channel and summary writer, so the operator sees real traffic.
 """
@@ -17,6 +18,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from kubetune_trainer.progress import ProgressReporter, write_termination_summary
@@ -42,6 +44,7 @@ def main() -> int:
     elif behaviour.get("seconds"):
         stopped.wait(behaviour["seconds"])
     if stopped.is_set():
+        time.sleep(behaviour.get("checkpoint_seconds", 0))
         if checkpoint is not None:
             checkpoint.write_text("s3://checkpoints/checkpoint-000002")
         write_termination_summary({"kind": summary.get("kind"), "error": "preempted; checkpoint written",

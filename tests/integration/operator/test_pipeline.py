@@ -1,11 +1,10 @@
 """The chained pipeline (dataset → SFT → DPO → eval → promotion) through the real operator, the
-emulated API server and the local kubelet, with fake containers that speak the trainer's contracts."""
+real API server, Job controller and node agent, with fake containers that speak the trainer's contracts."""
 
 from __future__ import annotations
 
 import yaml
 from harness import resources as r
-from harness.rbac import permission
 
 PLURALS = {"PreferenceDataset": "preferencedatasets", "FineTuneJob": "finetunejobs", "EvalRun": "evalruns"}
 
@@ -34,21 +33,21 @@ def behave(fake_pods, namespace: str) -> None:
     }
 
 
-def test_chain_runs_in_dependency_order_and_fills_every_status(cluster, namespace, kubelet, fake_pods, operator):
+def test_chain_runs_in_dependency_order_and_fills_every_status(kube, namespace, fake_pods, operator):
     behave(fake_pods, namespace)
     for secret in r.secrets(namespace):
-        cluster.apply(secret)
+        kube.apply(secret)
     # Applied in reverse: everything waits for what it needs, whatever the order of arrival.
     for document in reversed(chain(namespace)):
-        cluster.apply(document)
+        kube.apply(document)
 
-    evalrun = cluster.wait_phase("evalruns", namespace, "chain-eval", {"Succeeded", "Failed"}, timeout=60)
+    evalrun = kube.wait_phase("evalruns", namespace, "chain-eval", {"Succeeded", "Failed"}, timeout=60)
     assert evalrun["phase"] == "Succeeded", evalrun
 
-    jobs = sorted(job["metadata"]["name"] for job in cluster.jobs(namespace))
+    jobs = sorted(job["metadata"]["name"] for job in kube.jobs(namespace))
     assert jobs == ["chain-eval-eval", "chain-eval-promote", "dpo-data-data", "dpo-train", "sft-data-data", "sft-train"]
 
-    data = cluster.status("preferencedatasets", namespace, "sft-data")
+    data = kube.status("preferencedatasets", namespace, "sft-data")
     assert data["phase"] == "Succeeded"
     assert data["fingerprint"] == r.FINGERPRINT
     assert data["counts"] == {"train": 9, "test": 1}
@@ -57,7 +56,7 @@ def test_chain_runs_in_dependency_order_and_fills_every_status(cluster, namespac
     assert data["promptLength"]["p95"] == 20
     assert data["artifacts"]["manifest"] == f"{r.output(namespace, 'preferencedatasets', 'sft-data')}/manifest.json"
 
-    sft = cluster.status("finetunejobs", namespace, "sft")
+    sft = kube.status("finetunejobs", namespace, "sft")
     assert sft["artifacts"]["uri"] == f"{r.output(namespace, 'finetunejobs', 'sft')}/final"
     assert sft["artifacts"]["type"] == "adapter"
     assert sft["datasetFingerprint"] == r.FINGERPRINT
@@ -69,11 +68,11 @@ def test_chain_runs_in_dependency_order_and_fills_every_status(cluster, namespac
     }.items()
 
     # The DPO job started from the SFT adapter, with the dataset's fingerprint pinned.
-    config = yaml.safe_load(cluster.get("configmaps", namespace, "dpo-train-config")["data"]["config.yaml"])
+    config = yaml.safe_load(kube.get("configmaps", namespace, "dpo-train-config")["data"]["config.yaml"])
     assert config["start_from"] == sft["artifacts"]["uri"]
     assert config["dataset"] == r.output(namespace, "preferencedatasets", "dpo-data")
     assert config["dataset_fingerprint"] == r.FINGERPRINT
-    dpo = cluster.status("finetunejobs", namespace, "dpo")
+    dpo = kube.status("finetunejobs", namespace, "dpo")
     assert dpo["trueBase"]["mergedAdapters"][0]["uri"] == sft["artifacts"]["uri"]
     assert {c["type"]: c["reason"] for c in dpo["conditions"]}["StartPointReady"] == "StartPointReady"
 
@@ -86,17 +85,18 @@ def test_chain_runs_in_dependency_order_and_fills_every_status(cluster, namespac
     assert conditions["Promoted"]["status"] == "True"
 
     # The promote Job carries the record built from the statuses: the adapter with its true base.
-    record = yaml.safe_load(cluster.get("configmaps", namespace, "chain-eval-promote-record")["data"]["record.json"])
+    record = yaml.safe_load(kube.get("configmaps", namespace, "chain-eval-promote-record")["data"]["record.json"])
     assert record["adapter"]["uri"] == dpo["artifacts"]["uri"]
     assert record["adapter"]["trueBase"]["mergedAdapters"][0]["uri"] == sft["artifacts"]["uri"]
     assert record["evalRun"]["candidate"] == "dpo"
 
     # Applied before its dataset, the SFT job waited first; Events tell its story in order.
-    reasons = [event["reason"] for event in cluster.events(namespace, "sft")]
+    reasons = [event["reason"] for event in kube.events(namespace, "sft")]
     assert reasons.index("Waiting") < reasons.index("DatasetReady") < reasons.index("Succeeded")
-    assert "Succeeded" in [event["reason"] for event in cluster.events(namespace, "chain-eval")]
+    assert "Succeeded" in [event["reason"] for event in kube.events(namespace, "chain-eval")]
 
     # The operator fixture holds every request against the chart's RBAC; it sees them all.
-    made = {permission(*request) for request in cluster.emulator.operator_requests if f"/{namespace}/" in request[1]}
+    made = {((e["objectRef"].get("apiGroup") or ""), "/".join(filter(None, [e["objectRef"]["resource"], e["objectRef"].get("subresource")])),
+             e["verb"]) for e in operator.requests() if (e.get("objectRef") or {}).get("namespace") == namespace}
     assert {("", "secrets", "create"), ("batch", "jobs", "create"), ("kubetune.dev", "evalruns/status", "patch")} <= made
     assert not {verb for group, resource, verb in made if resource == "secrets"} - {"create"}

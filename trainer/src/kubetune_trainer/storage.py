@@ -63,8 +63,12 @@ def parse(uri: str | os.PathLike) -> Location:
 
 
 def join(uri: str, *parts: str) -> str:
+    """`uri`/parts...; a part that would climb out of `uri` (a `..` segment) is refused, so that no
+    name from a config or a listing reaches a path outside the root it was meant for."""
     loc = parse(uri)
     tail = "/".join(p.strip("/") for p in parts if p)
+    if ".." in tail.split("/"):
+        raise StorageError(f"{uri}: {tail!r} would leave this location ('..' is not allowed)")
     if loc.scheme == "s3":
         key = f"{loc.path.rstrip('/')}/{tail}" if loc.path else tail
         return f"s3://{loc.bucket}/{key}"
@@ -301,8 +305,13 @@ def download_dir(uri: str, local_dir: Path) -> Path:
     files = list_files(uri)
     if not files:
         raise StorageError(f"{uri}: no objects under this prefix")
+    root = local_dir.resolve()
     for file_uri in files:
-        download_file(file_uri, local_dir / relative(uri, file_uri))
+        # S3 keys may hold `..`: such an object must not land outside the target directory.
+        target = local_dir / relative(uri, file_uri)
+        if not target.resolve().is_relative_to(root):
+            raise StorageError(f"{file_uri}: its key would be written outside {local_dir}")
+        download_file(file_uri, target)
     return local_dir
 
 
@@ -325,7 +334,10 @@ def delete_tree(uri: str) -> None:
         return
     for file_uri in list_files(uri):
         item = parse(file_uri)
-        _s3().delete_object(Bucket=item.bucket, Key=item.path)
+        try:
+            _s3().delete_object(Bucket=item.bucket, Key=item.path)
+        except Exception as exc:
+            raise _s3_error(file_uri, exc) from exc
 
 
 def sha256_file(path: Path) -> str:

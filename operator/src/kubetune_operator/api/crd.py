@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from kubetune_operator.api import KINDS
-from kubetune_operator.api.common import GROUP, VERSION, Resource
+from kubetune_operator.api.resource import GROUP, VERSION, Resource
 from kubetune_operator.api.schema import structural_schema
 
 CATEGORIES = ["kubetune"]
@@ -22,8 +22,9 @@ def crd_filename(model: type[Resource]) -> str:
 def openapi_schema(model: type[Resource]) -> dict[str, Any]:
     schema = structural_schema(model)
     properties = schema["properties"]
-    # The API server owns metadata; its schema may only say it is an object.
-    properties["metadata"] = {"type": "object", "description": "Standard object metadata."}
+    # The API server owns metadata; its schema may only say it is an object (kube-apiserver refuses
+    # a CRD whose metadata schema holds anything but name and generateName, a description included).
+    properties["metadata"] = {"type": "object"}
     properties["apiVersion"] = {
         "type": "string",
         "description": "APIVersion defines the versioned schema of this representation of an object.",

@@ -8,6 +8,7 @@ defaults apply. This module rewrites pydantic's output into that shape; nothing 
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 from pydantic import BaseModel
@@ -29,6 +30,13 @@ def _key_rule(names: dict[str, Any]) -> dict[str, str]:
     if "maxLength" in names:
         clauses.append(f"size(k) <= {names['maxLength']}")
     return {"rule": f"self.all(k, {' && '.join(clauses)})", "message": "invalid map key"}
+
+
+def unwrap(text: str) -> str:
+    """A docstring's lines joined into paragraphs: `kubectl explain` wraps descriptions itself and
+    would keep the source's line breaks mid-sentence."""
+    paragraphs = re.split(r"\n\s*\n", text.strip())
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
 
 
 def prune_nulls(value: Any) -> Any:
@@ -64,6 +72,8 @@ def _convert(node: Any, defs: dict[str, Any], path: str) -> Any:
         node = inner
     if node.get("default", "absent") is None:
         node.pop("default")
+    if isinstance(node.get("description"), str):
+        node["description"] = unwrap(node["description"])
     for key in _DROP:
         node.pop(key, None)
     if "const" in node:
@@ -99,8 +109,10 @@ def _convert(node: Any, defs: dict[str, Any], path: str) -> Any:
             }
             node.pop("additionalProperties", None)
             if "default" in node:
-                # Nested defaults fill in once the parent exists; an explicit copy would drift.
-                node["default"] = {}
+                # The object with its fields' own defaults, generated here from the same schema (so
+                # it cannot drift): kube-apiserver evaluates the object's CEL rules on the default
+                # as written, and `default: {}` fails every rule that reads a defaulted field.
+                node["default"] = filled_default(node)
         elif isinstance(node.get("additionalProperties"), dict):
             node["additionalProperties"] = _convert(node["additionalProperties"], defs, f"{path}[*]")
     if node["type"] == "array" and "items" in node:
@@ -108,6 +120,16 @@ def _convert(node: Any, defs: dict[str, Any], path: str) -> Any:
     if "required" in node and not node["required"]:
         node.pop("required")
     return node
+
+
+def filled_default(node: dict[str, Any]) -> dict[str, Any]:
+    """What the API server makes of `{}` for an object node: each field with a default, recursively."""
+    filled = {}
+    for name, child in node.get("properties", {}).items():
+        if "default" in child:
+            filled[name] = filled_default(child) if child.get("type") == "object" and "properties" in child \
+                else copy.deepcopy(child["default"])
+    return filled
 
 
 def structural_schema(model: type[BaseModel]) -> dict[str, Any]:

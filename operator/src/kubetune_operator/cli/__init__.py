@@ -43,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"kubetune {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as exc:
+        # 128 + the signal, as a shell reports it: SIGINT (Ctrl-C) or a stop signal a command turned into this.
+        return 128 + getattr(exc, "signum", 2)
 
 
 if __name__ == "__main__":

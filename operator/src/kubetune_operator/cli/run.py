@@ -5,14 +5,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from kubetune_operator.errors import UserError
+
 EXIT_FAILED = 1
 EXIT_GATES_FAILED = 3
 EXIT_INTERRUPTED = 130
+# Signals that stop a run as Ctrl-C does: `timeout`, a CI cancel, a closed terminal.
+STOP_SIGNALS = ("SIGTERM", "SIGHUP")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,24 +32,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=(
             f"exit status: 0 every step succeeded or was up to date; {EXIT_FAILED} a step failed (the steps "
             f"waiting for it did not run); 2 a document or option is invalid; {EXIT_GATES_FAILED} "
-            f"an EvalRun's gates failed; {EXIT_INTERRUPTED} interrupted by Ctrl-C"
+            f"an EvalRun's gates failed; {EXIT_INTERRUPTED} interrupted by Ctrl-C (128 + the signal's number "
+            "for SIGTERM and SIGHUP, which stop the running step the same way)"
         ),
     )
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="YAML with kubetune resources")
     parser.add_argument(
         "--artifacts",
+        type=artifact_root,
         default=".kubetune/artifacts",
         help="artifact root: a directory or s3://bucket/prefix (default: .kubetune/artifacts)",
     )
     parser.add_argument(
         "--force",
         action="store_true",
-        help="run every step, even those that are up to date; a FineTuneJob's local output is deleted first so "
-        "it trains from scratch (a finished run in S3 is reused by the trainer: delete it to train again)",
+        help="run every step, even those that are up to date; a FineTuneJob trains from scratch: once its dataset "
+        "and base model resolve, the trainer drops the finished run and checkpoints in its output (a local output "
+        "only when kubetune created it, marked .kubetune-output)",
     )
     parser.add_argument("--gpus", type=gpu_count, default=None, help="GPUs to use (default: the visible ones)")
     parser.add_argument(
         "--workdir", type=Path, default=Path(".kubetune"), help="pod scratch, logs and run state (default: .kubetune)"
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "json"),
+        default="table",
+        help="table: progress and tables on stdout (default); json: one JSON document on stdout with each "
+        "resource's phase, key metrics, gates and artifact URIs, everything else on stderr",
     )
     parser.set_defaults(func=run)
 
@@ -58,6 +74,11 @@ def gpu_count(value: str) -> int:
 
 def artifact_root(value: str) -> str:
     """An absolute URI: pods run in their own scratch directories, where `file://./x` would land."""
+    from kubetune_operator.builders.settings import artifact_root_problem
+
+    problem = artifact_root_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     if value.startswith("s3://"):
         return value.rstrip("/")
     path = value[len("file://") :] if value.startswith("file://") else value
@@ -65,31 +86,76 @@ def artifact_root(value: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.output != "json":
+        return _run(args, sys.stdout)
+    try:
+        return _run(args, sys.stderr)
+    except UserError as exc:
+        # A script reads stdout: it gets a document saying why nothing ran (stderr says it too).
+        print(json.dumps(run_document([], exc.exit_code, args.artifacts, error=str(exc)), indent=2))
+        raise
+
+
+def _run(args: argparse.Namespace, stream) -> int:
     from rich.console import Console
 
     from kubetune_operator.builders import plan
+    from kubetune_operator.cli.documents import load_documents, validate_all
     from kubetune_operator.localrun.runner import LocalRunner
 
     # Off a terminal (CI logs, `make demo | tee`) rich would fold tables to 80 columns.
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
-    resources = plan.validate_all(plan.load_documents(args.files))
+    console = Console(file=stream, highlight=False, width=None if stream.isatty() else 140)
+    resources = validate_all(load_documents(args.files))
     display = ProgressDisplay(console)
     runner = LocalRunner(
-        artifact_root(args.artifacts), args.workdir.resolve(), force=args.force, gpus=args.gpus,
+        args.artifacts, args.workdir.resolve(), force=args.force, gpus=args.gpus,
         on_event=display.event,
     )
     plan.order(resources, require_references=True)
-    with display:
+    with display, stop_signals() as stopped:
         results = runner.run(resources, on_step=display.step_done)
     print_results(console, results)
+    code = exit_code(results, stopped)
     if any(r.interrupted for r in results):
-        console.print("interrupted: the steps after it did not run")
-        return EXIT_INTERRUPTED
+        console.print(f"interrupted{f' by {stopped[-1].name}' if stopped else ''}: the steps after it did not run")
+    if args.output == "json":
+        print(json.dumps(run_document(results, code, args.artifacts), indent=2, ensure_ascii=False))
+    return code
+
+
+def exit_code(results, stopped: list[signal.Signals]) -> int:
+    if any(r.interrupted for r in results):
+        return 128 + stopped[-1] if stopped else EXIT_INTERRUPTED
     if any(not r.ok for r in results):
         return EXIT_FAILED
     if any(r.summary.get("kind") == "eval" and r.summary.get("passed") is False for r in results):
         return EXIT_GATES_FAILED
     return 0
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal other than SIGINT, handled as Ctrl-C is: the running step is stopped and awaited."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """SIGTERM and SIGHUP raise Stopped (a KeyboardInterrupt) while the run goes on; yields the signals seen."""
+    seen: list[signal.Signals] = []
+
+    def stop(signum, frame):
+        seen.append(signal.Signals(signum))
+        raise Stopped(signum)
+
+    previous = {name: signal.signal(getattr(signal, name), stop) for name in STOP_SIGNALS if hasattr(signal, name)}
+    try:
+        yield seen
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
 
 
 class ProgressDisplay:
@@ -307,3 +373,99 @@ def print_comparison(console, result) -> None:
             f"{gate.get('comparator')} {gate.get('threshold')} → {mark}"
         )
     console.print(f"report: {_display_path(summary.get('report', ''))}")
+
+
+# --- `--output json` --------------------------------------------------------------------------------
+
+# What each kind's summary (contracts §5) holds of numbers, and of where things were written.
+_METRIC_KEYS = {
+    "dataset": ("counts", "dropped", "strata"),
+    "train": ("steps", "finalLoss", "bestEvalLoss"),
+}
+_ARTIFACT_KEYS = {
+    "dataset": {"output": "output"},
+    "train": {"output": "output", "merged": "merged", "bestCheckpoint": "bestCheckpoint", "resumedFrom": "resumedFrom"},
+    "eval": {"output": "output", "report": "report"},
+}
+
+
+def _eval_metrics(summary: dict[str, Any]) -> dict[str, Any]:
+    """candidate → metric → value and interval, with the delta against the baseline where there is one."""
+    deltas = summary.get("deltas") or {}
+    metrics: dict[str, Any] = {}
+    for candidate, per_metric in (summary.get("metrics") or {}).items():
+        metrics[candidate] = {}
+        for name, entry in per_metric.items():
+            merged = {k: entry.get(k) for k in ("value", "ciLow", "ciHigh") if k in entry}
+            delta = (deltas.get(candidate) or {}).get(name)
+            if delta:
+                merged |= {"delta": delta.get("value"), "deltaCiLow": delta.get("ciLow"), "deltaCiHigh": delta.get("ciHigh")}
+            metrics[candidate][name] = merged
+    return metrics
+
+
+def resource_document(result) -> dict[str, Any]:
+    """One step of a run as scripts read it: phase, key metrics, gates and artifact URIs."""
+    resource = result.resource
+    summary = result.summary
+    kind = summary.get("kind")
+    entry: dict[str, Any] = {
+        "kind": resource.kind_name,
+        "namespace": resource.metadata.namespace or "default",
+        "name": resource.metadata.name,
+        "phase": result.phase,
+        "durationSeconds": round(result.duration, 3),
+    }
+    if result.message:
+        entry["message"] = result.message
+    if not result.ok:
+        if summary.get("reason"):
+            entry["reason"] = summary["reason"]
+        if result.interrupted:
+            entry["interrupted"] = True
+        return entry
+    if kind == "eval":
+        full = _local_summary(result)
+        entry["metrics"] = _eval_metrics(full)
+        entry["baseline"] = full.get("baseline")
+        entry["passed"] = summary.get("passed")
+        entry["gates"] = full.get("gates") or summary.get("gates") or []
+        if summary.get("gateTally"):
+            entry["gateTally"] = summary["gateTally"]
+    else:
+        entry["metrics"] = {key: summary[key] for key in _METRIC_KEYS.get(kind, ()) if summary.get(key) is not None}
+    artifacts = {name: summary[key] for name, key in _ARTIFACT_KEYS.get(kind, {}).items() if summary.get(key)}
+    if kind == "train":
+        from kubetune_operator.builders.training import summary_artifacts
+
+        artifact = summary_artifacts(summary)
+        artifacts["final"] = artifact.uri
+        if artifact.type:
+            entry["artifactType"] = artifact.type
+        if summary.get("trueBase"):
+            entry["trueBase"] = summary["trueBase"]
+    if kind == "dataset" and summary.get("fingerprint"):
+        entry["fingerprint"] = summary["fingerprint"]
+    entry["artifacts"] = artifacts
+    if summary.get("warnings"):
+        entry["warnings"] = list(summary["warnings"])
+    return entry
+
+
+RESULTS = {0: "Succeeded", EXIT_FAILED: "Failed", EXIT_GATES_FAILED: "GatesFailed"}
+
+
+def run_document(results, code: int, artifact_root: str, error: str | None = None) -> dict[str, Any]:
+    """The whole run as one JSON document (`kubetune run --output json`)."""
+    document: dict[str, Any] = {
+        "apiVersion": "kubetune.dev/v1alpha1",
+        "kind": "LocalRun",
+        # Invalid: nothing ran (a document or option was refused); Interrupted: a stop signal ended it.
+        "result": "Invalid" if error is not None else RESULTS.get(code, "Interrupted"),
+        "exitCode": code,
+        "artifactRoot": artifact_root,
+        "resources": [resource_document(r) for r in results],
+    }
+    if error is not None:
+        document["error"] = error
+    return document

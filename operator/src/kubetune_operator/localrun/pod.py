@@ -244,10 +244,47 @@ def prepare(
     )
 
 
+def _libc_prctl():
+    """prctl(2) where there is one (Linux); None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+PR_SET_PDEATHSIG = 1
+_prctl = _libc_prctl()
+
+
+def _stop_with_parent(parent: int):
+    """A preexec_fn: SIGTERM this process when its parent dies, as a pod is stopped with its node.
+
+    A runner killed outright (SIGKILL, OOM) cannot pass anything on, so the kernel does: the
+    process stops as on a preemption (a trainer writes a checkpoint) instead of training on alone.
+    Resolved before the fork: the child only makes the call.
+    """
+    prctl = _prctl
+
+    def preexec() -> None:
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:
+            # The parent died before prctl took effect: stop now, as it would have asked.
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
 class LocalContainer:
     """A started container process: signal it, wait for it, read its result."""
 
-    def __init__(self, prepared: PreparedContainer):
+    def __init__(self, prepared: PreparedContainer, keep_fds: tuple[int, ...] = ()):
+        """`keep_fds` stay open in the process (locks it must hold while it runs)."""
         self.prepared = prepared
         with open(prepared.log_file, "ab") as log:
             # A session of its own, so a signal reaches torchrun's workers too.
@@ -259,6 +296,8 @@ class LocalContainer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                pass_fds=keep_fds,
+                preexec_fn=_stop_with_parent(os.getpid()),
             )
 
     def signal(self, signum: int = signal.SIGTERM) -> None:

@@ -10,6 +10,7 @@ whose spec and inputs are unchanged since its last success is skipped.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -24,20 +25,35 @@ from pathlib import Path
 from typing import Any
 
 from kubetune_operator.api import EvalRun, FineTuneJob, PreferenceDataset, Resource
-from kubetune_operator.builders import common, dataset, evaluation, plan, training
+from kubetune_operator.builders import dataset, evaluation, plan, training, workload
+from kubetune_operator.builders.inputs import Artifacts, InputRefused, Lookup
 from kubetune_operator.builders.settings import OperatorSettings
-from kubetune_operator.errors import UserError
+from kubetune_operator.errors import UserError, shorten
 from kubetune_operator.exitcodes import reason
 from kubetune_operator.localrun import pod as local_pod
+from kubetune_operator.localrun.locks import Locks
+from kubetune_operator.redact import redact
 
 STATE_VERSION = 1
 # Taken from this machine's environment into every local pod: storage credentials and hub mode,
 # the GPUs to use, and how the CPU's numeric libraries run (ATen's kernel ISA, MKL's code path,
 # OpenMP/oneDNN threads), which on a cluster the node and the image decide.
 HOST_ENV_PREFIXES = (
-    "AWS_", "HF_HUB_OFFLINE", "CUDA_VISIBLE",
+    # Credentials come from this machine's environment, as a pod gets them from Secrets: S3, trackers.
+    "AWS_", "MLFLOW_", "WANDB_", "HF_HUB_OFFLINE", "CUDA_VISIBLE",
     "ATEN_CPU_CAPABILITY", "MKL_", "OMP_", "KMP_", "DNNL_", "ONEDNN_", "OPENBLAS_",
 )
+# Written into a local output that `kubetune run` creates: only such a folder may `--force` retrain into
+# (the trainer then replaces what is there); a folder kubetune did not create is never touched.
+OUTPUT_MARKER = ".kubetune-output"
+# Tells the trainer to reuse neither a finished run nor checkpoints (contracts §3); the trainer drops
+# them only once its dataset and base model resolve.
+AFRESH_ENV = "KUBETUNE_TRAIN_AFRESH"
+OUTPUT_LOCK = ".kubetune-lock"
+# kubetune's own files in an output: not part of its content (the lock holds a PID).
+CONTROL_FILES = (OUTPUT_MARKER, OUTPUT_LOCK)
+# What each kind that others take as input produced, from its step's summary.
+PRODUCED = {PreferenceDataset: dataset.summary_artifacts, FineTuneJob: training.summary_artifacts}
 # Launcher flags that only make sense across several nodes; locally everything is one node.
 _MULTI_NODE_FLAGS = ("--node-rank", "--master-addr", "--master-port")
 
@@ -77,12 +93,6 @@ def collapse_launch(argv: list[str], gpus: int) -> list[str]:
     return kept
 
 
-def final_artifact(train_summary: dict[str, Any]) -> dict[str, Any]:
-    """The final adapter or model of a training summary; the summary drops its details when it is
-    too long for a termination message, but the layout (docs/contracts.md §6) still says where it is."""
-    return train_summary.get("artifact") or {"uri": f"{train_summary['output']}/final"}
-
-
 def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -103,7 +113,7 @@ def _file_fingerprint(uri: str) -> Any:
         target = Path(match)
         candidates = sorted(p for p in target.rglob("*") if p.is_file()) if target.is_dir() else [target]
         for item in candidates:
-            if item.is_file():
+            if item.is_file() and item.name not in CONTROL_FILES:
                 files.append((str(item), hashlib.sha256(item.read_bytes()).hexdigest()))
     return files
 
@@ -115,7 +125,11 @@ def _model_fingerprint(uri: str) -> Any:
     root = Path(uri[len("file://") :])
     if not root.is_dir():
         return uri
-    return [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()]
+    return [
+        (str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name not in CONTROL_FILES
+    ]
 
 
 def absolute_file_uris(resource: Resource, base: Path) -> Resource:
@@ -143,15 +157,57 @@ def absolute_file_uris(resource: Resource, base: Path) -> Resource:
         ) from exc
 
 
-def _stop(process: local_pod.LocalContainer) -> local_pod.PodResult:
+def inside(root: Path, *parts: str) -> Path:
+    """root/parts..., refused unless it stays under root: names are validated DNS labels, and this
+    keeps a path built from one from ever reaching outside `--workdir` should that slip."""
+    path = Path(os.path.normpath(root.joinpath(*parts)))
+    if any(not part or part in (".", "..") or "/" in part for part in parts) or not path.is_relative_to(root):
+        raise UserError(f"{'/'.join(parts)!r} would leave {root}: names must be DNS-1123 labels")
+    return path
+
+
+def _stop(process: local_pod.LocalContainer) -> tuple[local_pod.PodResult, bool]:
     """SIGTERM, as a preemption: a trainer writes a checkpoint and the next run resumes from it.
-    A second Ctrl-C means the user will not wait for that: SIGKILL. Nothing is left running."""
+    A second Ctrl-C means the user will not wait for that: SIGKILL. Nothing is left running.
+    Returns the result and whether it was killed so."""
     process.signal(signal.SIGTERM)
+    killed = False
     while True:
         try:
-            return process.wait()
+            return process.wait(), killed
         except KeyboardInterrupt:
             process.signal(signal.SIGKILL)
+            killed = True
+
+
+# How much of a step's own error a runner message quotes (the whole is in its summary and log).
+MESSAGE_CHARS = 1000
+
+
+def failure_message(outcome: local_pod.PodResult, summary: dict[str, Any], interrupted: bool, killed: bool) -> str:
+    """Why a step failed, in one line: its own error when it wrote one, else what its exit code says."""
+    code = outcome.exit_code
+    signum = code - 128 if 128 < code < 128 + signal.NSIG else None
+    error = str(summary.get("error") or "")
+    if signum == signal.SIGKILL:
+        label = "Killed"
+        why = "killed by a second interrupt" if killed else "killed by SIGKILL (out of memory?)"
+    elif signum is not None:
+        name = signal.Signals(signum).name if signum in signal.valid_signals() else f"signal {signum}"
+        label = "Terminated" if signum == signal.SIGTERM else f"Killed by {name}"
+        if error:
+            why = error
+        elif summary:
+            why = f"stopped by {name} after it wrote its summary"
+        else:
+            why = f"stopped by {name} before it wrote a summary"
+    else:
+        label = reason(code)
+        # Without a JSON summary the message is the log's tail (FallbackToLogsOnError), which may
+        # start mid-line: its last line says most.
+        lines = [line for line in outcome.termination_message.splitlines() if line.strip()]
+        why = error or (f"last line of its log: {lines[-1].strip()}" if lines and not summary else "no message")
+    return f"{'interrupted; ' if interrupted else ''}{label} (exit {code}): {shorten(why, MESSAGE_CHARS)}"
 
 
 class LocalRunner:
@@ -170,6 +226,7 @@ class LocalRunner:
         self.on_event = on_event or (lambda resource, event: None)
         self.state_file = workdir / "state.json"
         self.results: dict[tuple, StepResult] = {}
+        self.locks = Locks()
 
     # -- state: what succeeded, with which inputs ------------------------------------------------
     def _load_state(self) -> dict[str, Any]:
@@ -187,49 +244,27 @@ class LocalRunner:
 
     @staticmethod
     def _state_key(resource: Resource, artifact_root: str) -> str:
-        return f"{artifact_root}|{resource.kind_name}|{common.namespace_of(resource)}|{resource.metadata.name}"
+        return f"{artifact_root}|{resource.kind_name}|{workload.namespace_of(resource)}|{resource.metadata.name}"
 
     # -- inputs, from what earlier steps produced ------------------------------------------------
     def _summary_of(self, kind: str, resource: Resource, name: str) -> dict[str, Any]:
-        result = self.results[(kind, common.namespace_of(resource), name)]
+        result = self.results[(kind, workload.namespace_of(resource), name)]
         return result.summary
 
-    def _training_inputs(self, ftj: FineTuneJob) -> training.TrainingInputs:
-        spec = ftj.spec
-        if spec.dataset.preference_dataset:
-            data = self._summary_of("PreferenceDataset", ftj, spec.dataset.preference_dataset)
-            dataset_uri, fingerprint = data["output"], data.get("fingerprint")
-        else:
-            dataset_uri, fingerprint = spec.dataset.uri, spec.dataset.fingerprint
-        start_from = None
-        if spec.start_from and spec.start_from.fine_tune_job:
-            start_from = final_artifact(self._summary_of("FineTuneJob", ftj, spec.start_from.fine_tune_job))["uri"]
-        elif spec.start_from:
-            start_from = spec.start_from.adapter_uri
-        return training.TrainingInputs(dataset_uri, fingerprint, start_from)
+    def _artifacts_of(self, resource: Resource) -> Lookup:
+        """The lookup for the input resolvers: what the earlier steps' summaries say they produced."""
 
-    def _eval_inputs(self, evr: EvalRun) -> evaluation.EvalInputs:
-        spec = evr.spec
-        if spec.test_set.preference_dataset:
-            test_set = self._summary_of("PreferenceDataset", evr, spec.test_set.preference_dataset)["output"]
-        else:
-            test_set = spec.test_set.uri
-        candidates = {}
-        for candidate in spec.candidates:
-            if not candidate.fine_tune_job:
-                continue
-            trained = self._summary_of("FineTuneJob", evr, candidate.fine_tune_job)
-            artifact = final_artifact(trained)
-            resolved = evaluation.trained_candidate(
-                candidate.use_merged, artifact.get("type"), artifact["uri"], trained.get("merged")
-            )
-            if resolved is None:
-                raise UserError(
-                    f"EvalRun {evr.metadata.name}: candidate {candidate.name} uses the merged model of "
-                    f"FineTuneJob {candidate.fine_tune_job}, which has output.mergeAdapter off"
-                )
-            candidates[candidate.name] = resolved
-        return evaluation.EvalInputs(test_set_uri=test_set, candidates=candidates)
+        def artifacts_of(kind: type[Resource], name: str) -> Artifacts:
+            return PRODUCED[kind](self._summary_of(kind.kind_name, resource, name))
+
+        return artifacts_of
+
+    def _inputs(self, resource: FineTuneJob | EvalRun) -> Any:
+        resolve = training.resolve_inputs if isinstance(resource, FineTuneJob) else evaluation.resolve_inputs
+        try:
+            return resolve(resource, self._artifacts_of(resource))
+        except InputRefused as refused:
+            raise UserError(f"{resource.kind_name} {resource.metadata.name}: {refused.message}") from refused
 
     def _children(self, resource: Resource) -> tuple[list[dict[str, Any]], Any]:
         """The manifests to run and the inputs that decide whether they must run again."""
@@ -240,7 +275,7 @@ class LocalRunner:
                 sources.append(info.rsplit("/", 1)[0] if not resource.spec.sources else info)
             return dataset.build(resource, self.settings), [_file_fingerprint(s) for s in sources]
         if isinstance(resource, FineTuneJob):
-            inputs = self._training_inputs(resource)
+            inputs = self._inputs(resource)
             upstream = [
                 self._summary_of(kind, resource, name) for kind, _, name in plan.references(resource)
             ]
@@ -250,7 +285,7 @@ class LocalRunner:
                 [u.get("fingerprint") or u.get("artifact") for u in upstream],
             ]
         if isinstance(resource, EvalRun):
-            inputs = self._eval_inputs(resource)
+            inputs = self._inputs(resource)
             upstream = [self._summary_of(kind, resource, name) for kind, _, name in plan.references(resource)]
             models = [_model_fingerprint(c.model) for c in resource.spec.candidates if c.model]
             return evaluation.build(resource, self.settings, inputs), [
@@ -262,7 +297,44 @@ class LocalRunner:
         raise TypeError(type(resource).__name__)
 
     # -- running one step ------------------------------------------------------------------------
-    def _run_job(self, resource: Resource, manifests: list[dict[str, Any]]) -> StepResult:
+    def _local_output(self, resource: Resource) -> Path | None:
+        output = workload.output_uri(resource, self.settings)
+        return Path(output[len("file://") :]) if output.startswith("file://") else None
+
+    def _claim_output(self, resource: Resource) -> None:
+        """Mark a local output that kubetune creates now (it is missing or empty) as kubetune's own, and lock it."""
+        path = self._local_output(resource)
+        if path is None:
+            return
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{resource.kind_name} {resource.metadata.name}: output {path} is not a directory")
+        if not path.exists() or not any(path.iterdir()):
+            path.mkdir(parents=True, exist_ok=True)
+            owner = {"kind": resource.kind_name, "namespace": workload.namespace_of(resource), "name": resource.metadata.name}
+            (path / OUTPUT_MARKER).write_text(json.dumps(owner) + "\n", encoding="utf-8")
+        self.locks.take(
+            path / OUTPUT_LOCK,
+            f"output {path} of {resource.kind_name} {resource.metadata.name}",
+            "two runs writing one output would mix their files: wait for it, or give this one another --artifacts",
+        )
+
+    def _refusal(self, resource: Resource) -> str | None:
+        """Why `--force` may not retrain into this output: a non-empty local folder kubetune did not create."""
+        if not (self.force and isinstance(resource, FineTuneJob)):
+            return None
+        path = self._local_output(resource)
+        if path is None or not path.exists() or (path / OUTPUT_MARKER).is_file():
+            return None
+        if path.is_dir() and not any(path.iterdir()):
+            return None
+        return (
+            f"--force: {path} was not created by kubetune (it has no {OUTPUT_MARKER} marker), so it is left "
+            "alone; delete it yourself or give spec.output.uri a new or empty folder"
+        )
+
+    def _run_job(
+        self, resource: Resource, manifests: list[dict[str, Any]], env: dict[str, str] | None = None
+    ) -> StepResult:
         config_maps = {m["metadata"]["name"]: m["data"] for m in manifests if m["kind"] == "ConfigMap"}
         (job,) = [m for m in manifests if m["kind"] == "Job"]
         pod_spec = json.loads(json.dumps(job["spec"]["template"]["spec"]))
@@ -270,7 +342,7 @@ class LocalRunner:
         # Credentials come from this machine's environment (the standard AWS chain), not Secrets.
         container["env"] = [e for e in container.get("env", []) if "secretKeyRef" not in e.get("valueFrom", {})]
         container["command"] = collapse_launch(container["command"], self.gpus)
-        step_dir = self.workdir / "pods" / common.namespace_of(resource) / resource.plural / resource.metadata.name
+        step_dir = inside(self.workdir, "pods", workload.namespace_of(resource), resource.plural, resource.metadata.name)
         shutil.rmtree(step_dir, ignore_errors=True)
         progress_file = step_dir / "progress.jsonl"
         extra_env = {
@@ -280,19 +352,20 @@ class LocalRunner:
             "KUBETUNE_METRICS_PORT": "0",
             "JOB_COMPLETION_INDEX": "0",
             **{k: v for k, v in os.environ.items() if k.startswith(HOST_ENV_PREFIXES)},
+            **(env or {}),
         }
         prepared = local_pod.prepare(
             pod_spec,
             workdir=step_dir,
             config_maps=config_maps,
-            fields={"metadata.name": f"{job['metadata']['name']}-local", "metadata.namespace": common.namespace_of(resource)},
+            fields={"metadata.name": f"{job['metadata']['name']}-local", "metadata.namespace": workload.namespace_of(resource)},
             extra_env=extra_env,
             gpus=self.gpus,
         )
         started = time.monotonic()
-        process = local_pod.LocalContainer(prepared)
+        process = local_pod.LocalContainer(prepared, keep_fds=self.locks.fds)
         offset = 0
-        interrupted = False
+        interrupted = killed = False
         try:
             while True:
                 try:
@@ -303,24 +376,24 @@ class LocalRunner:
         except KeyboardInterrupt:
             # The process runs in a session of its own, so Ctrl-C reached only us: pass it on.
             interrupted = True
-            outcome = _stop(process)
+            outcome, killed = _stop(process)
         self._forward_progress(resource, progress_file, offset)
         duration = time.monotonic() - started
+        # The trainer keeps credentials out of what it writes; what else a step printed is not trusted to.
+        outcome = dataclasses.replace(
+            outcome, termination_message=redact(outcome.termination_message), log_tail=redact(outcome.log_tail)
+        )
         summary: dict[str, Any] = {}
         if outcome.termination_message:
-            try:
+            with contextlib.suppress(json.JSONDecodeError):
                 summary = json.loads(outcome.termination_message)
-            except json.JSONDecodeError:
+            if not isinstance(summary, dict):
                 summary = {}
         if outcome.exit_code == 0 and summary:
             # Scratch space (model downloads, temp files) is not needed once the outputs are stored.
             shutil.rmtree(step_dir / "volumes", ignore_errors=True)
             return StepResult(resource, "Succeeded", duration, summary, log_tail=outcome.log_tail)
-        why = summary.get("error") or outcome.termination_message or "no message"
-        if interrupted:
-            # The log tail is the startup noise of a process killed mid-way, not a reason.
-            why = summary.get("error") or "stopped before it wrote a summary"
-        message = f"{'interrupted; ' if interrupted else ''}{reason(outcome.exit_code)} (exit {outcome.exit_code}): {why}"
+        message = failure_message(outcome, summary, interrupted, killed)
         return StepResult(resource, "Failed", duration, summary, message, outcome.log_tail, interrupted)
 
     def _forward_progress(self, resource: Resource, path: Path, offset: int) -> int:
@@ -339,6 +412,18 @@ class LocalRunner:
     def run(self, resources: list[Resource], on_step: Callable[[StepResult], None] | None = None) -> list[StepResult]:
         cwd = Path.cwd()
         ordered = plan.order([absolute_file_uris(r, cwd) for r in resources], require_references=True)
+        with self.locks:
+            # Before anything is read or written: another run's state, pod folders and outputs are its own.
+            self.locks.take(
+                self.workdir / "lock", f"work folder {self.workdir}", "wait for it, or give this one another --workdir"
+            )
+            for resource in ordered:
+                # A folder --force refuses stays untouched: no marker, no lock file.
+                if self._refusal(resource) is None:
+                    self._claim_output(resource)
+            return self._run_all(ordered, on_step)
+
+    def _run_all(self, ordered: list[Resource], on_step: Callable[[StepResult], None] | None) -> list[StepResult]:
         steps_state = self._load_state()
         results = []
         for resource in ordered:
@@ -366,13 +451,16 @@ class LocalRunner:
         previous = steps_state.get(state_key)
         if not self.force and previous and previous.get("fingerprint") == fingerprint and self._outputs_exist(previous):
             return StepResult(resource, "Skipped", 0.0, previous["summary"], "up to date")
+        env = {}
         if self.force and isinstance(resource, FineTuneJob):
             # The trainer reuses a finished run found in its output (a restarted pod must not train
-            # again); --force means train again, so a local output goes first.
-            output = common.output_uri(resource, self.settings)
-            if output.startswith("file://"):
-                shutil.rmtree(output[len("file://") :], ignore_errors=True)
-        result = self._run_job(resource, manifests)
+            # again); --force means train again. The trainer drops the old run itself, once its inputs
+            # resolve, and only in an output kubetune created.
+            refusal = self._refusal(resource)
+            if refusal:
+                return StepResult(resource, "Failed", message=refusal)
+            env[AFRESH_ENV] = "1"
+        result = self._run_job(resource, manifests, env)
         if result.phase == "Succeeded":
             steps_state[state_key] = {"fingerprint": fingerprint, "summary": result.summary}
         else:

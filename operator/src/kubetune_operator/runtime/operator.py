@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
+from pathlib import Path
 
 import kopf
 import yaml
@@ -19,7 +21,7 @@ from kubetune_operator.builders.settings import OperatorSettings
 from kubetune_operator.observability.metrics import operator_metrics
 from kubetune_operator.runtime.context import Runtime
 from kubetune_operator.runtime.kube import KubeApi
-from kubetune_operator.runtime.progress import ProgressPatcher, progress_app
+from kubetune_operator.runtime.progress import progress_app
 from kubetune_operator.runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
@@ -33,11 +35,36 @@ CONNECT_TIMEOUT = 10
 REQUEST_TIMEOUT = 60
 
 
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+def in_cluster(env: Mapping[str, str] | None = None, folder: Path = SERVICE_ACCOUNT_DIR) -> kopf.ConnectionInfo | None:
+    """The pod's service account, found as client-go's InClusterConfig finds it: the API server at
+    KUBERNETES_SERVICE_HOST:KUBERNETES_SERVICE_PORT (which the kubelet always sets), the token and
+    CA in the service account folder. kopf's own login goes to https://kubernetes.default.svc
+    instead, which needs cluster DNS and port 443: a pod on the host network or with another DNS
+    policy cannot resolve it. None outside a pod."""
+    env = os.environ if env is None else env
+    host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT")
+    token = folder / "token"
+    if not host or not port or not token.exists():
+        return None
+    namespace = folder / "namespace"
+    ca = folder / "ca.crt"
+    return kopf.ConnectionInfo(
+        server=f"https://{f'[{host}]' if ':' in host else host}:{port}",
+        ca_path=str(ca) if ca.exists() else None,
+        # Read at each login: kopf logs in again on a 401, and the kubelet rotates bound tokens.
+        token=token.read_text(encoding="utf-8").strip() or None,
+        default_namespace=namespace.read_text(encoding="utf-8").strip() if namespace.exists() else None,
+    )
+
+
 def connection_info() -> kopf.ConnectionInfo:
     """In a pod: the service account; elsewhere: the kubeconfig (KUBECONFIG or ~/.kube/config)."""
     settings = kopf.OperatorSettings()
     try:
-        info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+        info = in_cluster() or kopf.login_with_kubeconfig(settings=settings)
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
         # kopf reads the file itself and lets these through; say which file, without a traceback.
         where = os.environ.get("KUBECONFIG") or "~/.kube/config"
@@ -76,14 +103,13 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     runtime_settings: RuntimeSettings = getattr(memo, "runtime_settings", None) or RuntimeSettings.from_env()
     runtime = Runtime(
         api=KubeApi(connection_info),
-        builders=OperatorSettings.from_env(),
+        operator_settings=OperatorSettings.from_env(),
         settings=runtime_settings,
         metrics=operator_metrics(),
     )
-    runtime.progress = ProgressPatcher(runtime)
     memo.runtime = runtime
     memo.servers = [
-        await _serve(progress_app(runtime, runtime.progress), runtime_settings.progress_port),
+        await _serve(progress_app(runtime.api, runtime_settings.progress_key, runtime.progress), runtime_settings.progress_port),
         await _serve(metrics_app(), runtime_settings.metrics_port),
     ]
 
