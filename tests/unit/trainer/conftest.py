@@ -39,3 +39,17 @@ def sft_dataset(tmp_path_factory, sft_rows) -> Path:
 @pytest.fixture(scope="session")
 def dpo_dataset(tmp_path_factory, preference_rows) -> Path:
     return write_prepared(tmp_path_factory.mktemp("dpo-dataset"), preference_rows, test_rows=2)
+
+
+@pytest.fixture(scope="session")
+def kto_rows(sample_data) -> list[dict]:
+    lines = (sample_data / "kto" / "trl_unpaired.jsonl").read_text(encoding="utf-8").splitlines()
+    return [
+        dict(json.loads(line), metadata={"source": f"trl_unpaired.jsonl:{n}"})
+        for n, line in enumerate(lines, start=1)
+    ]
+
+
+@pytest.fixture(scope="session")
+def kto_dataset(tmp_path_factory, kto_rows) -> Path:
+    return write_prepared(tmp_path_factory.mktemp("kto-dataset"), kto_rows, test_rows=4)

@@ -211,8 +211,9 @@ class Scheduling(Model):
 class Condition(Model):
     """A status condition, as metav1.Condition."""
 
-    type: Annotated[str, Field(max_length=64)]
-    """Condition type, e.g. Ready, DatasetReady, Running, Succeeded, Failed."""
+    type: Annotated[str, Field(min_length=1, max_length=64)]
+    """Condition type: Ready, Reconciling and Stalled (kstatus: done, under way, stuck until the spec or an input
+    changes), and the kind's own, e.g. DatasetReady, JobCreated, Suspended, Succeeded, Failed, GatesPassed."""
 
     status: Literal["True", "False", "Unknown"]
     """Whether the condition holds."""
@@ -265,8 +266,14 @@ class StatusBase(Model):
     phase: Phase | None = None
     """Pending (accepted), Waiting (for inputs), Suspended, Running, Succeeded or Failed."""
 
-    conditions: Annotated[list[Condition], Field(max_length=16)] | None = None
-    """Latest observations of the resource's state."""
+    conditions: Annotated[
+        list[Condition],
+        # One entry per type, merged by type under server-side apply.
+        Field(max_length=16, json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}),
+    ] | None = None
+    """Latest observations of the resource's state, one per type. Ready is True once the work succeeded
+    (`kubectl wait --for=condition=Ready`); Reconciling is True while it is under way; Stalled is True when it
+    failed or waits for an input that failed."""
 
     observed_generation: int | None = None
     """metadata.generation the status was computed for."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubetune_operator.api import FineTuneJob, PreferenceDataset
-from kubetune_operator.api.finetunejob import Lora
+from kubetune_operator.api.finetunejob import FineTuneJobSpec, Kto, Lora, Orpo, Simpo
 from kubetune_operator.builders import workload
 from kubetune_operator.builders.inputs import Artifacts, InputRefused, Lookup
 from kubetune_operator.builders.settings import OperatorSettings
@@ -133,15 +133,66 @@ def trainer_config(ftj: FineTuneJob, settings: OperatorSettings, inputs: Trainin
                 "key_token_patterns": list(spec.sft.key_tokens.patterns),
                 "key_token_weight": spec.sft.key_tokens.weight,
             }
-    if spec.method == "dpo" and spec.dpo is not None:
+    config |= method_options(spec)
+    if spec.tracking is not None:
         config |= {
+            "report_to": list(spec.tracking.report_to),
+            "run_name": spec.tracking.run_name or ftj.metadata.name,
+            "tracking_project": spec.tracking.project,
+        }
+    return {key: value for key, value in config.items() if value is not None}
+
+
+def method_options(spec: FineTuneJobSpec) -> dict[str, Any]:
+    """The TrainConfig fields of the method's own block (docs/training.md names them)."""
+    if spec.method == "dpo" and spec.dpo is not None:
+        return {
             "beta": spec.dpo.beta,
             "loss_type": spec.dpo.loss_type,
+            "label_smoothing": spec.dpo.label_smoothing,
             "sft_loss_weight": spec.dpo.sft_loss_weight,
             "precompute_ref_log_probs": spec.dpo.precompute_ref_log_probs,
             "padding_free": spec.dpo.padding_free,
         }
-    return {key: value for key, value in config.items() if value is not None}
+    if spec.method == "orpo":
+        return {"beta": (spec.orpo or Orpo()).beta}
+    if spec.method == "simpo":
+        simpo = spec.simpo or Simpo()
+        return {"beta": simpo.beta, "simpo_gamma": simpo.gamma, "sft_loss_weight": simpo.sft_loss_weight}
+    if spec.method == "kto":
+        kto = spec.kto or Kto()
+        return {
+            "beta": kto.beta,
+            "kto_loss_type": kto.loss_type,
+            "desirable_weight": kto.desirable_weight,
+            "undesirable_weight": kto.undesirable_weight,
+            "precompute_ref_log_probs": kto.precompute_ref_log_probs,
+        }
+    return {}
+
+
+# The keys a tracking Secret may hold, per tracker, and whether the tracker needs the key.
+TRACKING_KEYS = {
+    "mlflow": {
+        "MLFLOW_TRACKING_URI": True,
+        "MLFLOW_TRACKING_USERNAME": False,
+        "MLFLOW_TRACKING_PASSWORD": False,
+        "MLFLOW_TRACKING_TOKEN": False,
+    },
+    "wandb": {"WANDB_API_KEY": True, "WANDB_BASE_URL": False, "WANDB_ENTITY": False, "WANDB_MODE": False},
+}
+
+
+def tracking_env(spec: FineTuneJobSpec) -> list[dict[str, Any]]:
+    """The trackers' servers and credentials, by reference to the tracking Secret (never by value)."""
+    tracking = spec.tracking
+    if tracking is None or not tracking.secret_name:
+        return []
+    return [
+        workload.secret_env(key, tracking.secret_name, key, optional=not required)
+        for tracker in tracking.report_to
+        for key, required in TRACKING_KEYS.get(tracker, {}).items()
+    ]
 
 
 def command(ftj: FineTuneJob) -> list[str]:
@@ -194,7 +245,7 @@ def build(ftj: FineTuneJob, settings: OperatorSettings, inputs: TrainingInputs) 
     )
     volumes, mounts = workload.scratch_volumes(shared_memory=resources.shared_memory)
     config_volume, config_mount = workload.config_volume(config_map_name(ftj))
-    env = workload.pod_env(ftj, settings)
+    env = workload.pod_env(ftj, settings) + tracking_env(spec)
     if resources.nodes > 1 or resources.gpus_per_node > 1:
         env.append({"name": "NCCL_DEBUG", "value": "WARN"})
     container = workload.container(

@@ -110,7 +110,7 @@ def _env(name: str, value: str) -> dict[str, Any]:
     return {"name": name, "value": value}
 
 
-def _secret_env(name: str, secret: str, key: str, optional: bool = False) -> dict[str, Any]:
+def secret_env(name: str, secret: str, key: str, optional: bool = False) -> dict[str, Any]:
     ref: dict[str, Any] = {"name": secret, "key": key}
     if optional:
         ref["optional"] = True
@@ -123,10 +123,10 @@ def storage_env(storage: Storage, settings: OperatorSettings) -> list[dict[str, 
     secret = storage.secret_name or (None if storage.service_account_name else settings.s3_secret)
     if secret:
         env += [
-            _secret_env("AWS_ACCESS_KEY_ID", secret, "AWS_ACCESS_KEY_ID"),
-            _secret_env("AWS_SECRET_ACCESS_KEY", secret, "AWS_SECRET_ACCESS_KEY"),
-            _secret_env("AWS_SESSION_TOKEN", secret, "AWS_SESSION_TOKEN", optional=True),
-            _secret_env("AWS_DEFAULT_REGION", secret, "AWS_DEFAULT_REGION", optional=True),
+            secret_env("AWS_ACCESS_KEY_ID", secret, "AWS_ACCESS_KEY_ID"),
+            secret_env("AWS_SECRET_ACCESS_KEY", secret, "AWS_SECRET_ACCESS_KEY"),
+            secret_env("AWS_SESSION_TOKEN", secret, "AWS_SESSION_TOKEN", optional=True),
+            secret_env("AWS_DEFAULT_REGION", secret, "AWS_DEFAULT_REGION", optional=True),
         ]
     if storage.endpoint_url:
         env.append(_env("AWS_ENDPOINT_URL", storage.endpoint_url))
@@ -155,7 +155,7 @@ def pod_env(resource: Resource, settings: OperatorSettings) -> list[dict[str, An
                 "KUBETUNE_PROGRESS_URL",
                 f"{base}/progress/{namespace_of(resource)}/{resource.plural}/{resource.metadata.name}",
             ),
-            _secret_env("KUBETUNE_PROGRESS_TOKEN", progress_secret_name(resource), "token", optional=True),
+            secret_env("KUBETUNE_PROGRESS_TOKEN", progress_secret_name(resource), "token", optional=True),
         ]
     return env + storage_env(resource.spec.storage, settings)
 

@@ -199,11 +199,20 @@ async def promote(rt: Runtime, evr: EvalRun, body: dict[str, Any], draft: Status
     outcome = job_outcome(job, await job_pods(rt, job), "promotion")
     if outcome.state == "Succeeded":
         summary = outcome.summary or {}
-        record = conform(PromotionStatus, {k: summary.get(k) for k in ("repository", "branch", "path", "commit")},
-                                "promotion")
+        pull = summary.get("pullRequest") if isinstance(summary.get("pullRequest"), dict) else None
+        landed = {k: summary.get(k) for k in ("repository", "branch", "path", "commit", "baseBranch")}
+        record = conform(PromotionStatus, landed | {"pullRequest": (pull or {}).get("url")}, "promotion")
         draft.set(promotion=record)
-        draft.condition("Promoted", True, "Promoted", f"committed {summary.get('commit') or '(unknown commit)'} "
-                        f"to {summary.get('repository')} {summary.get('branch')}")
+        committed = f"committed {summary.get('commit') or '(unknown commit)'} to {summary.get('repository')} " \
+                    f"{summary.get('branch')}"
+        if pull is None:
+            draft.condition("Promoted", True, "Promoted", committed)
+        else:
+            # The commit serves once a reviewer merges the request; the operator does not watch the forge.
+            state = pull.get("state")
+            draft.condition("Promoted", True, "PullRequestMerged" if state == "merged" else "PullRequestOpened",
+                            f"{committed}; pull request #{pull.get('number')} into {summary.get('baseBranch')} "
+                            f"({state}): {pull.get('url')}" + ("" if state == "merged" else "; merge it to serve the adapter"))
         apply_outcome(draft, JobOutcome("Succeeded", "Completed", "evaluation and promotion finished"))
     elif outcome.state == "Failed":
         draft.condition("Promoted", False, outcome.reason, outcome.message)

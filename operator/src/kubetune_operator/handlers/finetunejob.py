@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic.alias_generators import to_camel
+
 from kubetune_operator.api import FineTuneJob, PreferenceDataset
 from kubetune_operator.api.finetunejob import FineTuneJobStatus
 from kubetune_operator.builders import training
@@ -87,11 +89,15 @@ def training_status(summary: dict[str, Any], default_output: str) -> dict[str, A
         "manifest": f"{output}/manifest.json",
         "sha256": artifact.get("sha256"),
     }
+    plots = summary.get("plots") if isinstance(summary.get("plots"), dict) else {}
+    if plots:
+        artifacts["plots"] = {to_camel(name): uri for name, uri in plots.items()}
     return status_fields(FineTuneJobStatus, {
         "artifacts": artifacts,
         "trueBase": summary.get("trueBase"),
         "bestCheckpoint": summary.get("bestCheckpoint"),
         "bestEvalLoss": summary.get("bestEvalLoss"),
+        "tracking": summary.get("tracking") or None,
     })
 
 

@@ -39,7 +39,8 @@ STATE_VERSION = 1
 # the GPUs to use, and how the CPU's numeric libraries run (ATen's kernel ISA, MKL's code path,
 # OpenMP/oneDNN threads), which on a cluster the node and the image decide.
 HOST_ENV_PREFIXES = (
-    "AWS_", "HF_HUB_OFFLINE", "CUDA_VISIBLE",
+    # Credentials come from this machine's environment, as a pod gets them from Secrets: S3, trackers.
+    "AWS_", "MLFLOW_", "WANDB_", "HF_HUB_OFFLINE", "CUDA_VISIBLE",
     "ATEN_CPU_CAPABILITY", "MKL_", "OMP_", "KMP_", "DNNL_", "ONEDNN_", "OPENBLAS_",
 )
 # Written into a local output that `kubetune run` creates: only such a folder may `--force` retrain into

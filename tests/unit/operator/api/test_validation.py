@@ -1,6 +1,7 @@
 """Examples validate; a table of bad objects is rejected by the schema or the CEL rules, naming the field."""
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,13 @@ def both(*mutations):
 
 
 PDS, FTJ, EVR = "preferencedataset.yaml", "finetunejob.yaml", "evalrun.yaml"
+# An inline LLaMA-Factory column map (the example reads a dataset_info.json instead).
+INLINE = {
+    "kind": "preference",
+    "format": "alpaca",
+    "sources": [{"uri": "s3://llm-data/pairs.json"}],
+    "llamafactory": {"columns": {"prompt": "q", "chosen": "good", "rejected": "bad"}},
+}
 SFT_DATA = "pipeline/01-sft-data.yaml"
 
 # (example, mutation, the field the error must name)
@@ -111,6 +119,12 @@ BAD = {
     "empty namespace": (PDS, setter("metadata.namespace", ""), "metadata.namespace"),
     "namespace of 64 characters": (PDS, setter("metadata.namespace", "n" * 64), "metadata.namespace"),
     "namespace that is not a string": (FTJ, setter("metadata.namespace", 7), "metadata.namespace"),
+    # Python's `$` also matches before a final newline; the API server's RE2 does not.
+    "URI with a trailing newline": (FTJ, setter("spec.baseModel", "file://./m\n"), "spec.baseModel"),
+    "output URI with a trailing newline": (FTJ, setter("spec.output.uri", "s3://bucket/x\n"), "spec.output.uri"),
+    "namespace with a trailing newline": (PDS, setter("metadata.namespace", "ns\n"), "metadata.namespace"),
+    "name with a trailing newline": (PDS, setter("metadata.name", "data\n"), "metadata.name"),
+    "label value with a trailing newline": (FTJ, setter("metadata.labels", {"team": "a\n"}), "metadata.labels.team"),
     "label value of 64 characters": (FTJ, setter("metadata.labels", {"team": "v" * 64}), "metadata.labels.team"),
     "label key with a space": (FTJ, setter("metadata.labels", {"a b": "x"}), "metadata.labels.a b"),
     "label value that is a number": (PDS, setter("metadata.labels", {"team": 7}), "metadata.labels"),
@@ -119,6 +133,9 @@ BAD = {
     "training name starting with a digit (its Service would be refused)": (FTJ, setter("metadata.name", "7b-dpo"), "metadata.name"),
     "over-long stratify field": (SFT_DATA, setter("spec.split.stratifyBy", "s" * 64), "spec.split.stratifyBy"),
     "over-long system prompt": (EVR, setter("spec.testSet.systemPrompt", "x" * 20000), "spec.testSet.systemPrompt"),
+    "pull request on a repository without an owner": (EVR, setter("spec.promotion.repository", "https://git.example.com/gitops.git"), "spec.promotion.pullRequest"),
+    "pull request on an unknown forge": (EVR, setter("spec.promotion.pullRequest.provider", "bitbucket"), "spec.promotion.pullRequest.provider"),
+    "pull request API root that is not http": (EVR, setter("spec.promotion.pullRequest.apiUrl", "ftp://api"), "spec.promotion.pullRequest.apiUrl"),
     "missing method": (FTJ, deleter("spec.method"), "spec.method"),
     "missing base model": (FTJ, deleter("spec.baseModel"), "spec.baseModel"),
     "missing spec": (FTJ, deleter("spec"), "spec"),
@@ -128,6 +145,13 @@ BAD = {
     "dataset with both name and uri": (FTJ, setter("spec.dataset.uri", "s3://llm-data/prepared"), "spec.dataset"),
     "dataset with neither": (FTJ, deleter("spec.dataset.preferenceDataset"), "spec.dataset"),
     "dpo options on sft": (FTJ, setter("spec.method", "sft"), "spec.dpo"),
+    "orpo options on dpo": (FTJ, setter("spec.orpo", {"beta": 0.2}), "spec.orpo"),
+    "kto options on simpo": (FTJ, both(setter("spec.method", "simpo"), deleter("spec.dpo"), setter("spec.kto", {})), "spec.kto"),
+    "unknown dpo loss": (FTJ, setter("spec.dpo.lossType", "kto"), "spec.dpo.lossType"),
+    "exo_pair without label smoothing": (FTJ, setter("spec.dpo.lossType", "exo_pair"), "spec.dpo.labelSmoothing"),
+    "label smoothing on ipo": (FTJ, both(setter("spec.dpo.lossType", "ipo"), setter("spec.dpo.labelSmoothing", 0.1)), "spec.dpo.labelSmoothing"),
+    "label smoothing of one half": (FTJ, both(setter("spec.dpo.lossType", "robust"), setter("spec.dpo.labelSmoothing", 0.5)), "spec.dpo.labelSmoothing"),
+    "kto with batches of one": (FTJ, both(setter("spec.method", "kto"), deleter("spec.dpo")), "spec.hyperparameters.batchSize"),
     "offload params without stage 3": (FTJ, both(setter("spec.resources.deepspeed.stage", 2), setter("spec.resources.deepspeed.offloadParams", True)), "spec.resources.deepspeed.offloadParams"),
     "qlora on CPU": (FTJ, both(setter("spec.peft.type", "qlora"), setter("spec.resources.gpusPerNode", 0), deleter("spec.resources.deepspeed")), "spec.peft.type"),
     "lora block with full": (FTJ, setter("spec.peft.type", "full"), "spec.peft.lora"),
@@ -144,6 +168,10 @@ BAD = {
     "kto rows from an sft-only format": (PDS, both(setter("spec.kind", "kto"), setter("spec.format", "replay"), deleter("spec.llamafactory"), setter("spec.sources", [{"uri": "s3://llm-data/x"}])), "spec.format"),
     "tools column on preference data": (PDS, both(deleter("spec.llamafactory.datasetInfo"), deleter("spec.llamafactory.dataset"), setter("spec.llamafactory.columns", {"messages": "conversations", "chosen": "c", "rejected": "r", "tools": "tools"}), setter("spec.sources", [{"uri": "s3://llm-data/x"}])), "spec.llamafactory.columns.tools"),
     "kto tag on sft data": (SFT_DATA, both(setter("spec.format", "sharegpt"), setter("spec.llamafactory", {"columns": {"messages": "conversations", "ktoTag": "label"}})), "spec.llamafactory.columns.ktoTag"),
+    "mlflow without its secret": (FTJ, setter("spec.tracking", {"reportTo": ["mlflow"]}), "spec.tracking.secretName"),
+    "a tracker named twice": (FTJ, setter("spec.tracking", {"reportTo": ["tensorboard", "tensorboard"]}), "spec.tracking.reportTo"),
+    "an unknown tracker": (FTJ, setter("spec.tracking", {"reportTo": ["comet"]}), "spec.tracking.reportTo[0]"),
+    "a tracking server in the spec": (FTJ, setter("spec.tracking", {"reportTo": ["mlflow"], "secretName": "t", "trackingUri": "http://x"}), "spec.tracking.trackingUri"),
     "secret and service account together": (FTJ, setter("spec.storage.serviceAccountName", "trainer"), "spec.storage"),
     "secret value in a spec": (FTJ, setter("spec.storage.accessKey", "AKIA..."), "spec.storage.accessKey"),
     "node selector with a bad key": (FTJ, setter("spec.scheduling.nodeSelector", {"bad key!": "x"}), "spec.scheduling.nodeSelector"),
@@ -151,7 +179,21 @@ BAD = {
     "toleration with Exists and a value": (FTJ, setter("spec.scheduling.tolerations.0.value", "yes"), "spec.scheduling.tolerations[0].value"),
     "tolerationSeconds without NoExecute": (FTJ, setter("spec.scheduling.tolerations.0.tolerationSeconds", 60), "spec.scheduling.tolerations[0].tolerationSeconds"),
     "promotion repo with shell text": (EVR, setter("spec.promotion.repository", "https://git.example.com/x;id"), "spec.promotion.repository"),
-    "promotion path escaping the repo": (EVR, setter("spec.promotion.path", "adapters/../../etc"), "spec.promotion.path"),
+    "promotion path escaping the repo": (EVR, setter("spec.promotion.path", "adapters/../../etc"), "spec.promotion.path"),  # refused input
+    # Each of these passed the CRD and failed in the pod (tests/unit/test_spec_contracts.py found them).
+    "qlora under the ZeRO-3 that 8 GPUs imply": (FTJ, both(setter("spec.peft.type", "qlora"), deleter("spec.resources.deepspeed")), "spec.peft.type"),
+    "qlora under explicit ZeRO-3": (FTJ, setter("spec.peft.type", "qlora"), "spec.peft.type"),
+    "warmup over every step": (FTJ, setter("spec.hyperparameters.warmupRatio", 1.0), "spec.hyperparameters.warmupRatio"),
+    "merged copy of a full fine-tune": (FTJ, both(setter("spec.peft", {"type": "full"}), setter("spec.output.mergeAdapter", True)), "spec.output.mergeAdapter"),
+    "pattern on a metric that reads none": (EVR, setter("spec.metrics.0.pattern", "x"), "spec.metrics[0].pattern"),
+    "gate on a sub-value its metric lacks": (EVR, setter("spec.gates.1.metric", "normalized_match.tokens"), "spec.gates"),
+    "judge template without the answer": (EVR, setter("spec.metrics.0", {"name": "judge", "type": "rubric", "judge": {"model": "s3://llm-models/judge", "promptTemplate": "Rate {prompt}"}}), "spec.metrics[0].judge.promptTemplate"),
+    "inline ranking map of sft rows": (PDS, setter("spec", {**INLINE, "kind": "sft", "llamafactory": {"ranking": True, "columns": {"prompt": "q", "response": "a"}}}), "spec.llamafactory.ranking"),
+    "preference map without chosen and rejected": (PDS, setter("spec", {**INLINE, "llamafactory": {"columns": {"prompt": "q", "response": "a"}}}), "spec.llamafactory.columns"),
+    "formatting against format": (PDS, setter("spec", {**INLINE, "llamafactory": {**INLINE["llamafactory"], "formatting": "sharegpt"}}), "spec.llamafactory.formatting"),
+    "tags map leaving tags out": (PDS, setter("spec", {**INLINE, "format": "sharegpt", "llamafactory": {"columns": {"messages": "m", "chosen": "c", "rejected": "r"}, "tags": {"roleTag": "role"}}}), "spec.llamafactory.tags"),
+    "tags beside a datasetInfo entry (they would be ignored)": (PDS, setter("spec.llamafactory.tags", {"roleTag": "r", "contentTag": "c", "userTag": "u", "assistantTag": "a"}), "spec.llamafactory"),
+    "tool definitions": (PDS, setter("spec", {**INLINE, "llamafactory": {"columns": {**INLINE["llamafactory"]["columns"], "tools": "t"}}}), "spec.llamafactory.columns.tools"),
 }
 
 
@@ -169,6 +211,27 @@ def test_bad_object_is_rejected_naming_the_field(example, mutate, field):
         validate(document)
 
 
+@pytest.mark.parametrize(
+    ("metric", "field"),
+    [
+        ({"name": "verdict", "type": "regex", "pattern": "判断:(是|否"}, "spec.metrics[0].pattern"),
+        (
+            {"name": "judge", "type": "rubric", "judge": {"model": "s3://llm-models/judge", "promptTemplate": "{answer}", "scorePattern": "(1)(0)"}},
+            "spec.metrics[0].judge.scorePattern",
+        ),
+    ],
+)
+def test_a_pattern_the_evaluator_cannot_use_is_refused_where_the_operator_reads_the_spec(metric, field):
+    # CEL evaluates RE2 only, and the evaluator's patterns are Python's (lookbehind included), so the
+    # operator's model compiles them: the resource fails before any Job exists, naming the field.
+    document = load(EVR)
+    document["spec"]["metrics"][0] = metric
+    document["spec"]["gates"] = []
+    del document["spec"]["promotion"]
+    with pytest.raises(ValidationFailed, match=re.escape(field.removeprefix("spec."))):
+        validate(document)
+
+
 # Objects the API server accepts must pass locally too: `kubetune run` refusing them would be a lie.
 GOOD = {
     # YAML's `0` is an integer, but the API server hands a `number` field to CEL as a double.
@@ -180,6 +243,9 @@ GOOD = {
         setter("metadata.labels", {"app.kubernetes.io/part-of": "llm-team", "empty": ""}),
         setter("metadata.annotations", {"kubetune.dev/note": "any text: $(x) <y> ü " * 10}))),
     "toleration of every taint": (FTJ, setter("spec.scheduling.tolerations", [{"operator": "Exists"}])),
+    "unpaired APO with batches of one": (FTJ, both(setter("spec.method", "kto"), deleter("spec.dpo"), setter("spec.kto", {"lossType": "apo_zero_unpaired"}))),
+    "tensorboard needs no secret": (FTJ, setter("spec.tracking", {"reportTo": ["tensorboard"]})),
+    "robust DPO with label smoothing": (FTJ, both(setter("spec.dpo.lossType", "robust"), setter("spec.dpo.labelSmoothing", 0.1))),
 }
 
 

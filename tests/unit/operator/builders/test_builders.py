@@ -8,6 +8,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from kubetune_operator.api.evalrun import PullRequest
 from kubetune_operator.api.validation import validate
 from kubetune_operator.builders import dataset, evaluation, plan, promotion, training, workload
 from kubetune_operator.builders.settings import OperatorSettings
@@ -218,6 +219,19 @@ def test_progress_token_and_s3_credentials_come_by_reference():
     assert all("value" not in e or "AWS_SECRET" not in e["name"] for e in env.values())
 
 
+def test_tracking_reaches_the_config_and_its_server_comes_from_the_secret():
+    children = train_children(tracking={"reportTo": ["mlflow", "tensorboard"], "project": "repeater", "secretName": "mlflow"})
+    config = yaml.safe_load(children["ConfigMap"]["data"]["config.yaml"])
+    assert config["report_to"] == ["mlflow", "tensorboard"]
+    assert config["tracking_project"] == "repeater" and config["run_name"] == "qwen2-7b-repeater-dpo"
+    env = {e["name"]: e for e in trainer_container(children)["env"]}
+    uri = env["MLFLOW_TRACKING_URI"]["valueFrom"]["secretKeyRef"]
+    assert uri == {"name": "mlflow", "key": "MLFLOW_TRACKING_URI"}  # required: no server, no start
+    assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    assert not [name for name in env if name.startswith("WANDB_")]
+    assert "MLFLOW" not in children["ConfigMap"]["data"]["config.yaml"]
+
+
 def test_irsa_uses_the_service_account_and_no_secret():
     children = train_children(storage={"serviceAccountName": "trainer-irsa"})
     pod = children["Job"]["spec"]["template"]["spec"]
@@ -310,6 +324,17 @@ def test_only_the_promote_pod_mounts_the_git_secret():
     assert argv[argv.index("--repo") + 1] == "https://git.example.com/platform/llm-serving.git"
     assert pod["containers"][0]["image"] == SETTINGS.operator_image
     assert not [e for e in pod["containers"][0]["env"] if e["name"].startswith("AWS_")]
+
+
+def test_a_promotion_by_pull_request_passes_the_forge_to_a_command_the_cli_takes():
+    from kubetune_operator.cli import build_parser
+
+    evr = resource("evalrun.yaml")
+    evr.spec.promotion.pull_request = PullRequest(provider="github", api_url="https://github.example.com/api/v3")
+    _, job = promotion.build(evr, SETTINGS, {"schemaVersion": 1})
+    argv = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    args = build_parser().parse_args(argv[1:])
+    assert (args.pull_request, args.api_url, args.branch) == ("github", "https://github.example.com/api/v3", "main")
 
 
 def test_progress_secret_is_written_not_read():

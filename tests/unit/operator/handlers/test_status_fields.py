@@ -67,6 +67,18 @@ def test_train_summary_fills_artifacts_and_true_base():
     assert fields["bestEvalLoss"] == 0.25
 
 
+def test_train_summary_links_the_curves_and_the_tracker_runs():
+    fields = training_status({
+        "output": "s3://b/ftj",
+        "plots": {"loss": "s3://b/ftj/plots/loss.png", "reward_margin": "s3://b/ftj/plots/reward_margin.png"},
+        "tracking": {"mlflowRunId": "0123abcd", "mlflowExperimentId": "7", "tensorboard": "s3://b/ftj/tensorboard"},
+    }, "s3://default")
+    assert fields["artifacts"]["plots"] == {
+        "loss": "s3://b/ftj/plots/loss.png", "rewardMargin": "s3://b/ftj/plots/reward_margin.png"}
+    assert fields["tracking"] == {"mlflowRunId": "0123abcd", "mlflowExperimentId": "7", "tensorboard": "s3://b/ftj/tensorboard"}
+    assert "tracking" not in training_status({"tracking": {}}, "s3://o")
+
+
 def test_a_train_summary_of_the_wrong_shape_leaves_those_fields_out():
     fields = training_status({"artifact": {"type": "weights"}, "trueBase": "s3://m", "bestEvalLoss": True}, "s3://o")
     assert fields == {}

@@ -61,6 +61,7 @@ def test_csv_cells_a_spreadsheet_would_run_are_escaped_as_owasp_advises(tmp_path
     table = side_by_side(result)
     table["=cmd|' /C calc'!A0"] = HOSTILE[3:4]  # a metadata column named by the data
     table["more"] = ["\t=1"]
+    table["answer with line breaks"] = ["a\rb"]  # a carriage return alone
     write_csv(tmp_path / "results.csv", table)
     with open(tmp_path / "results.csv", encoding="utf-8-sig", newline="") as handle:
         header, row = list(csv.reader(handle))
@@ -69,6 +70,7 @@ def test_csv_cells_a_spreadsheet_would_run_are_escaped_as_owasp_advises(tmp_path
     assert (cells["prompt"], cells["label"], cells["a.predict"]) == ("'" + HOSTILE[0], "'+1+1", "'-2+3")
     assert cells["'=cmd|' /C calc'!A0"] == "'@SUM(A1)" and cells["more"] == "'\t=1"
     assert cells["a.exact_match"] == "0.0"  # numbers, negative ones too, are numbers
+    assert cells["answer with line breaks"] == "a\rb"  # one cell, not a row cut apart
 
 
 def test_xlsx_text_a_spreadsheet_would_run_keeps_its_text_with_a_quote_prefix(tmp_path):

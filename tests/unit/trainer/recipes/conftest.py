@@ -24,14 +24,15 @@ def trainer_env(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture
-def make_config(tmp_path, tiny_model_dir, sft_dataset, dpo_dataset):
+def make_config(tmp_path, tiny_model_dir, sft_dataset, dpo_dataset, kto_dataset):
     """TrainConfig for the tiny model: short runs, every step logged."""
+    datasets = {"sft": sft_dataset, "kto": kto_dataset}
 
     def make(method: str = "sft", **overrides) -> TrainConfig:
         fields = {
             "method": method,
             "base_model": str(tiny_model_dir),
-            "dataset": str(sft_dataset if method == "sft" else dpo_dataset),
+            "dataset": str(datasets.get(method, dpo_dataset)),
             "output": str(tmp_path / "output"),
             "learning_rate": 5e-3,
             "max_steps": 6,

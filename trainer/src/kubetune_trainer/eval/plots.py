@@ -49,7 +49,7 @@ def font_family() -> tuple[str, ...]:
 
 
 @contextmanager
-def _style():
+def plot_style():
     import matplotlib
 
     fonts = {"font.family": "sans-serif", "font.sans-serif": list(font_family())}
@@ -148,7 +148,7 @@ def _bars(
 ) -> None:
     from matplotlib.figure import Figure
 
-    with _style():
+    with plot_style():
         width = 0.9 + len(groups) * (0.45 + 0.28 * len(candidates))
         figure = Figure(figsize=(min(max(width, 6.0), 28.0), 4.8))
         axes = figure.subplots()
@@ -218,7 +218,7 @@ def plot_repetition(
     from matplotlib.figure import Figure
 
     columns = [f"{prefix}.ngram_rate", f"{prefix}.repeater_rate", f"{prefix}.no_eos_rate"]
-    with _style():
+    with plot_style():
         figure = Figure(figsize=(max(9.0, 2.5 + 1.6 * len(candidates)), 4.6))
         left, right = figure.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
         labels = ["repeated n-grams", "repeater answers", "no end-of-sequence"]
@@ -243,7 +243,7 @@ def plot_gates(path: Path, gates: Sequence[GateView], confidence: float) -> None
     from matplotlib.figure import Figure
 
     shown = sorted(gates, key=lambda g: g.passed)[:MAX_GATES_PLOTTED]
-    with _style():
+    with plot_style():
         figure = Figure(figsize=(9.0, 0.6 + 1.05 * len(shown)))
         rows = figure.subplots(len(shown), 1, squeeze=False)[:, 0]
         for axes, gate in zip(rows, shown, strict=True):

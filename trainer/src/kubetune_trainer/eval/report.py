@@ -204,8 +204,14 @@ def formula_safe(value: Any) -> Any:
 
 
 def write_csv(path: Path, table) -> None:
-    """UTF-8 with a byte-order mark, for Excel; no cell, header included, is read as a formula."""
-    table.map(formula_safe).rename(columns=formula_safe).to_csv(path, index=False, encoding="utf-8-sig")
+    """UTF-8 with a byte-order mark, for Excel; no cell, header included, is read as a formula.
+    Every text cell is quoted: pandas leaves one holding a bare carriage return unquoted, which
+    splits its row for every reader."""
+    import csv
+
+    table.map(formula_safe).rename(columns=formula_safe).to_csv(
+        path, index=False, encoding="utf-8-sig", quoting=csv.QUOTE_NONNUMERIC
+    )
 
 
 def gate_marks(result: EvalResult) -> list[plots.GateMark]:

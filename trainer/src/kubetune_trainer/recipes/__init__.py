@@ -1,7 +1,8 @@
 """Training recipes: one module per method, each a `Recipe` (base.py) in torchtune's shape.
 
 - `base.py`: setup (downloads, chain, lineage), resume, train, save: what every method shares;
-- `sft.py`, `dpo.py`: what a method adds (its rows, TRL config and trainer, reference model);
+- `sft.py`, `dpo.py`, `orpo.py`, `simpo.py`, `kto.py`: what a method adds (its rows, TRL config
+  and trainer, reference model); `preference.py`: what the pairwise ones share;
 - `config.py` (TrainConfig), `cli.py` (`kubetune-trainer train`), and helpers: `modeling.py` (base
   models, chains, LoRA), `trainers.py` (arguments and guards every TRL trainer gets),
   `callbacks.py`, `checkpoints.py`, `distributed.py`, `chat.py`.
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
 RECIPES = {
     "sft": "kubetune_trainer.recipes.sft:SFTRecipe",
     "dpo": "kubetune_trainer.recipes.dpo:DPORecipe",
+    "orpo": "kubetune_trainer.recipes.orpo:ORPORecipe",
+    "simpo": "kubetune_trainer.recipes.simpo:SimPORecipe",
+    "kto": "kubetune_trainer.recipes.kto:KTORecipe",
 }
 
 

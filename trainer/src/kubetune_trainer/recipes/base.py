@@ -28,7 +28,7 @@ from kubetune_trainer.artifacts.scratch import cache_dir, work_dir
 from kubetune_trainer.data.prepared import PreparedDataset, RowKind, load_prepared
 from kubetune_trainer.errors import NaNLoss, OutOfMemory, Preempted
 from kubetune_trainer.progress import ProgressReporter
-from kubetune_trainer.recipes import checkpoints
+from kubetune_trainer.recipes import checkpoints, tracking
 from kubetune_trainer.recipes.callbacks import (
     METRICS_FILE,
     CheckpointPublisher,
@@ -75,9 +75,12 @@ SUMMARY_KEYS = (
     "finalLoss",
     "resumedFrom",
     "timings",
+    "plots",
+    "tracking",
 )
-# What write_termination_summary may leave out to fit the pod's 4096-byte termination message.
-OPTIONAL_SUMMARY_KEYS = ("timings", "trueBase", "artifact")
+# What write_termination_summary may leave out to fit the pod's 4096-byte termination message, the
+# last first.
+OPTIONAL_SUMMARY_KEYS = ("timings", "trueBase", "artifact", "tracking", "plots")
 LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "deepspeed", "tokenizers")
 
 
@@ -115,6 +118,11 @@ class PhaseClock:
             name, started = self._current
             timings[name] = timings.get(name, 0.0) + time.monotonic() - started
         return {name: round(seconds, 3) for name, seconds in timings.items()}
+
+
+def job_of_pod() -> dict[str, str | None]:
+    """The FineTuneJob this process trains for (contracts §3)."""
+    return {"namespace": os.environ.get("KUBETUNE_NAMESPACE"), "name": os.environ.get("KUBETUNE_NAME")}
 
 
 def reporter_for(world: World) -> ProgressReporter:
@@ -211,6 +219,7 @@ class Recipe:
         self.config = config
         self.world = World.from_env()
         self.output = storage.parse(config.output).uri.rstrip("/")
+        self.tracked = tracking.TrackedRuns(config.report_to)
 
     # What a method says.
 
@@ -241,7 +250,7 @@ class Recipe:
             base_model_version=base_version,
             reference_model=self.reference_model(),
             dataset_fingerprint=fingerprint,
-            job={"namespace": os.environ.get("KUBETUNE_NAMESPACE"), "name": os.environ.get("KUBETUNE_NAME")},
+            job=job_of_pod(),
         )
 
     def run(self) -> dict[str, Any]:
@@ -265,8 +274,11 @@ class Recipe:
                 return state.resume.finished if world.is_main else {}
             callbacks = [
                 preemption,
-                CheckpointPublisher(output, world, config.save_total_limit, state.lineage, state.run, reporter),
+                CheckpointPublisher(
+                    output, world, config.save_total_limit, state.lineage, state.run, reporter, self.tensorboard
+                ),
                 ProgressCallback(reporter),
+                self.tracked,
             ]
             with clock.phase("data"):
                 trainer = self.trainer(state, precision, callbacks)
@@ -285,18 +297,25 @@ class Recipe:
         finally:
             preemption.uninstall()
 
+    @property
+    def tensorboard(self) -> Path | None:
+        """Where TensorBoard's event files are written, when it is a tracker."""
+        return work_dir(self.output) / tracking.TENSORBOARD_DIR if "tensorboard" in self.config.report_to else None
+
     def setup(self, precision: str) -> Setup:
         config, output, world = self.config, self.output, self.world
         attention = resolve_attention(config.attn_implementation, precision, quantized=config.peft == "qlora")
         dataset = load_prepared(config.dataset, self.rows, config.dataset_fingerprint)
         prepare_process_group(config)
         work = work_dir(output)
+        tracking.prepare(config, work, job_of_pod())
         args = self.training_arguments(precision, str(work / "hf"), evaluate=bool(dataset.test))
         cache = cache_dir()
         with args.main_process_first(local=True, desc="downloads"):
             if world.is_local_main:
                 # Leftovers of an earlier attempt on this node would mix with this run's checkpoints.
                 shutil.rmtree(work / "hf", ignore_errors=True)
+                shutil.rmtree(work / tracking.TENSORBOARD_DIR, ignore_errors=True)
             base_path, base_version = resolve_base(config.base_model, cache)
             base_uri, chain = chain_from(config)
             model_path, true_base = build_true_base(base_path, base_uri, chain, cache, args)
@@ -319,6 +338,8 @@ class Recipe:
                         output,
                     )
                 checkpoints.delete_all(output)
+                # Another run's curves do not belong beside this one's.
+                storage.delete_tree(storage.join(output, tracking.TENSORBOARD_DIR))
         return Setup(args, model_path, true_base, tokenizer, dataset, resume, lineage, run, attention=attention)
 
     def resume(self, run: str, work: Path) -> Resume:
@@ -386,6 +407,11 @@ class Recipe:
             merged_uri = storage.join(output, "merged")
         history = trainer.state.log_history
         write_metrics_history(history, stage / METRICS_FILE)
+        plots = tracking.plot_curves(history, stage / tracking.PLOTS_DIR)
+        runs = dict(self.tracked.runs)
+        if self.tensorboard is not None and self.tensorboard.is_dir():
+            shutil.copytree(self.tensorboard, stage / tracking.TENSORBOARD_DIR)
+            runs["tensorboard"] = storage.join(output, tracking.TENSORBOARD_DIR)
         final_uri = storage.join(output, "final")
         best_uri, best_loss = best_checkpoint(output, history)
         summary = {
@@ -403,6 +429,8 @@ class Recipe:
             "steps": trainer.state.global_step,
             "finalLoss": last_finite(history, "loss"),
             "resumedFrom": state.resume.checkpoint.uri if state.resume.checkpoint else None,
+            "plots": {name: storage.join(output, tracking.PLOTS_DIR, f"{name}.png") for name in plots},
+            "tracking": runs,
         }
         files = storage.sha256_tree(stage)
         summary["timings"] = clock.so_far()

@@ -110,6 +110,7 @@ class CheckpointPublisher(TrainerCallback):
         lineage: Lineage,
         run: str,
         reporter: ProgressReporter,
+        tensorboard: Path | None = None,
     ):
         self.output = output
         self.world = world
@@ -117,6 +118,7 @@ class CheckpointPublisher(TrainerCallback):
         self.lineage = lineage
         self.run = run
         self.reporter = reporter
+        self.tensorboard = tensorboard
 
     def on_save(self, args, state, control, **kwargs):
         local = Path(args.output_dir) / f"checkpoint-{state.global_step}"
@@ -132,6 +134,9 @@ class CheckpointPublisher(TrainerCallback):
             checkpoints.mark_complete(uri, state.global_step, self.run)
             write_metrics_history(state.log_history, Path(args.output_dir) / METRICS_FILE)
             storage.upload_file(Path(args.output_dir) / METRICS_FILE, storage.join(self.output, METRICS_FILE))
+            if self.tensorboard is not None and self.tensorboard.is_dir():
+                # The curves so far, for a TensorBoard pointed at the output while training goes on.
+                storage.upload_dir(self.tensorboard, storage.join(self.output, self.tensorboard.name))
             complete = [c.step for c in checkpoints.list_checkpoints(self.output) if c.complete]
             best = checkpoints.best_by_eval_loss(state.log_history, complete)
             checkpoints.prune(self.output, self.keep, protect=best[0] if best else None)

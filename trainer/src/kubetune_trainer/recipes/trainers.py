@@ -53,7 +53,8 @@ def common_arguments(config: TrainConfig, precision: str, output_dir: str, evalu
         # A NaN loss stops the run (NaNLoss); the filter would hide it behind an average instead.
         logging_nan_inf_filter=False,
         include_num_input_tokens_seen="non_padding",
-        report_to=[],
+        report_to=list(config.report_to),
+        run_name=config.run_name,
         disable_tqdm=True,
         dataloader_num_workers=0,
         max_length=config.cutoff_len,
