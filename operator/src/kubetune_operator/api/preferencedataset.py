@@ -73,6 +73,14 @@ class LlamaFactoryColumns(Model):
 class LlamaFactoryTags(Model):
     """LLaMA-Factory's `tags` map for sharegpt messages."""
 
+    cel_rules: ClassVar = [
+        cel(
+            "has(self.roleTag) && has(self.contentTag) && has(self.userTag) && has(self.assistantTag)",
+            "a tags map sets roleTag, contentTag, userTag and assistantTag: LLaMA-Factory unsets every tag "
+            "the map leaves out",
+        )
+    ]
+
     role_tag: ColumnValue | None = None
     """Key holding a message's role (default `from`)."""
 
@@ -104,6 +112,10 @@ class LlamaFactory(Model):
             "set either datasetInfo (with dataset) or an inline columns map",
         ),
         cel("!has(self.datasetInfo) || has(self.dataset)", "datasetInfo needs dataset: the entry to use"),
+        cel(
+            "has(self.columns) || !(has(self.formatting) || has(self.ranking) || has(self.tags))",
+            "formatting, ranking and tags go with an inline columns map; a datasetInfo entry holds its own",
+        ),
     ]
 
     dataset_info: Uri | None = None
@@ -223,6 +235,24 @@ class PreferenceDatasetSpec(Model):
             " || self.kind == 'kto'",
             "llamafactory.columns.ktoTag labels KTO rows: set kind kto",
             field_path=".llamafactory.columns.ktoTag",
+        ),
+        cel(
+            "!has(self.llamafactory) || !has(self.llamafactory.ranking) || "
+            "self.llamafactory.ranking == (self.kind == 'preference')",
+            "llamafactory.ranking must be true for kind preference and false for kinds sft and kto",
+            field_path=".llamafactory.ranking",
+        ),
+        cel(
+            "self.kind != 'preference' || !has(self.llamafactory) || !has(self.llamafactory.columns) || "
+            "(has(self.llamafactory.columns.chosen) && has(self.llamafactory.columns.rejected))",
+            "preference pairs need llamafactory.columns.chosen and llamafactory.columns.rejected",
+            field_path=".llamafactory.columns",
+        ),
+        cel(
+            "!has(self.llamafactory) || !has(self.llamafactory.formatting) || "
+            "!(self.format in ['alpaca', 'sharegpt']) || self.format == self.llamafactory.formatting",
+            "llamafactory.formatting must agree with format",
+            field_path=".llamafactory.formatting",
         ),
         cel(
             "size(self.sources) > 0 || (has(self.llamafactory) && has(self.llamafactory.datasetInfo))",
