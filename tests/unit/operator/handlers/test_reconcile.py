@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import time
 from typing import Any
 
 import pytest
@@ -266,7 +267,7 @@ def test_spec_suspend_suspends_the_job(rt, api):
 def test_a_suspended_training_drops_its_progress_series_so_no_stall_alert_fires(rt, api):
     api.put("finetunejobs", resource("FineTuneJob", "sft", ftj_spec(dataset={"uri": "s3://data/p"})))
     run(rt, "finetunejobs", "sft")
-    rt.metrics.record_progress(NS, "sft", {"loss": 0.5, "percent": 50.0})
+    rt.metrics.record_progress(NS, "sft")
     api.put("finetunejobs", resource("FineTuneJob", "sft", ftj_spec(dataset={"uri": "s3://data/p"}, suspend=True)))
     run(rt, "finetunejobs", "sft")
     assert api.status("finetunejobs", "sft")["phase"] == "Suspended"
@@ -444,14 +445,33 @@ def test_a_promotion_by_pull_request_says_which_request_to_merge(rt, api):
     assert "pull request #4 into main (open)" in promoted["message"] and "merge it" in promoted["message"]
 
 
-def test_a_finished_training_drops_its_progress_gauges(rt, api):
-    rt.metrics.record_progress(NS, "sft", {"loss": 0.5, "percent": 50.0})
+def test_a_finished_training_drops_its_progress_timestamp(rt, api):
+    rt.metrics.record_progress(NS, "sft")
     api.put("finetunejobs", resource("FineTuneJob", "sft", ftj_spec(dataset={"uri": "s3://data/prepared"})))
     run(rt, "finetunejobs", "sft")
     finish_job(api, "sft-train", 0, {"kind": "train", "artifact": {"uri": "s3://a/final", "type": "adapter"}})
     run(rt, "finetunejobs", "sft")
     assert api.status("finetunejobs", "sft")["phase"] == "Succeeded"
-    assert [s for m in rt.metrics.training_loss.collect() for s in m.samples] == []
+    assert [s for m in rt.metrics.training_last_progress.collect() for s in m.samples] == []
+
+
+def test_an_evalruns_results_are_exported_until_a_while_after_it_ended(rt, api):
+    from kubetune_operator.observability.metrics import FINISHED_SERIES_SECONDS
+
+    def exported() -> list:
+        return [s for m in rt.metrics.eval_gates_failed.collect() for s in m.samples]
+
+    evaluated(rt, api, passed=False)
+    assert api.status("evalruns", "e")["phase"] == "Succeeded" and len(exported()) == 1
+    rt.metrics.drop_ended(now=time.time() + FINISHED_SERIES_SECONDS + 1)
+    assert exported() == []
+    # A restarted operator publishes them again while they are due, and not long after the end.
+    run(rt, "evalruns", "e")
+    assert len(exported()) == 1
+    rt.metrics.forget_eval(NS, "e")
+    api.objects[("evalruns", NS, "e")]["status"]["completionTime"] = "2020-01-01T00:00:00Z"
+    run(rt, "evalruns", "e")
+    assert exported() == []
 
 
 def test_a_promotion_of_a_model_uri_is_refused_before_the_evaluation_runs(rt, api):
@@ -475,16 +495,16 @@ def test_deleting_a_resource_keeps_the_series_of_other_kinds_with_the_same_name(
     from kubetune_operator.handlers.reconcile import handle_event
 
     def series() -> set[str]:
-        return {s.name for metric in rt.metrics.training_loss.collect() + rt.metrics.eval_metric.collect()
+        return {s.name for metric in rt.metrics.training_last_progress.collect() + rt.metrics.eval_metric.collect()
                 for s in metric.samples}
 
-    rt.metrics.record_progress(NS, "x", {"loss": 0.5})
+    rt.metrics.record_progress(NS, "x")
     rt.metrics.record_eval(NS, "x", {"new": {"exact_match": {"value": 0.5}}}, 0)
     for plural, kind in [("preferencedatasets", "PreferenceDataset"), ("finetunejobs", "FineTuneJob")]:
         deleted = {"type": "DELETED", "object": resource(kind, "x", {})}
         asyncio.run(handle_event(rt, plural, deleted, []))
         if plural == "preferencedatasets":
-            assert series() == {"kubetune_training_loss", "kubetune_eval_metric"}
+            assert series() == {"kubetune_training_last_progress_timestamp_seconds", "kubetune_eval_metric"}
     assert series() == {"kubetune_eval_metric"}
     asyncio.run(handle_event(rt, "evalruns", {"type": "DELETED", "object": resource("EvalRun", "x", {})}, []))
     assert series() == set()
