@@ -53,6 +53,7 @@ class ImageRootfs:
         uid, gid = spec.user or image.uid_gid
         spec.termination_log.unlink(missing_ok=True)
         spec.termination_log.touch()
+        spec.termination_log.chmod(0o666)  # as the kubelet makes it: any user of the image writes it
         files = {"/etc/hosts": _hosts_file(spec)}
         if Path("/etc/resolv.conf").is_file():
             files["/etc/resolv.conf"] = Path("/etc/resolv.conf")
