@@ -19,7 +19,9 @@ $(STAMP):
 	@echo "==> installing into $(VENV)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip==26.3
-	# torch first, from the CPU build: any other torch spec pulls gigabytes of CUDA wheels.
+	# torch first, alone: PyPI's only Linux x86_64 build of torch 2.13.0 is the CUDA 13.0 one, which
+	# brings triton and 18 nvidia/CUDA wheels (4.7 GB installed, about 4 minutes with an empty pip
+	# cache) and runs on the CPU where there is no GPU. There is no CPU build on PyPI to pick instead.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e 'operator[test]' -e 'trainer[test]'
 	$(MAKE) --no-print-directory system-deps
@@ -27,12 +29,18 @@ $(STAMP):
 	touch $(STAMP)
 
 # promtool (rule and PromQL checks) and prometheus (scraped in the integration run) come from
-# Debian's prometheus package; git serves the promotion tests. Installed only when missing.
+# Debian's prometheus package; chromium renders the evaluation report as a person sees it; git
+# serves the promotion tests. Installed only when missing.
 system-deps:
 	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then \
 	  echo "==> installing Debian's prometheus package (promtool)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	fi
+	@if ! command -v chromium >/dev/null; then \
+	  echo "==> installing Debian's chromium (the report's rendering test)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
 	fi
 
 lint: install

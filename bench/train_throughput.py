@@ -4,7 +4,7 @@ Both sides train the same random-weight Qwen2-shaped model on the same synthetic
 (text from tests/fixtures/data) with the same LoRA adapter, batch size and sequence length, one after the
 other in fresh processes. TRL keeps every other default of DPOConfig (bf16 autocast over fp32
 weights, gradient checkpointing, ...); kubetune builds its trainer exactly as `kubetune-trainer
-train` does (`recipes.run.setup` + `build_trainer`). Warm-up steps are not timed. Tokens are the
+train` does (`Recipe.setup` + `Recipe.trainer`). Warm-up steps are not timed. Tokens are the
 non-padding tokens of the chosen and rejected sequences. Prints a Markdown table.
 
     .venv/bin/python bench/train_throughput.py                  # small model, CPU
@@ -141,9 +141,9 @@ def meter_callback(warmup: int):
 
 
 def run_kubetune(workdir: Path, shape: Shape, steps: int, meter, precision: str = "auto") -> None:
+    from kubetune_trainer.recipes import recipe_for
     from kubetune_trainer.recipes.config import config_from_dict
-    from kubetune_trainer.recipes.distributed import World, resolve_precision
-    from kubetune_trainer.recipes.run import build_trainer, setup
+    from kubetune_trainer.recipes.distributed import resolve_precision
 
     config = config_from_dict(
         {
@@ -160,8 +160,8 @@ def run_kubetune(workdir: Path, shape: Shape, steps: int, meter, precision: str 
         }
     )
     precision = resolve_precision(config.precision)
-    state = setup(config, config.output, World.from_env(), precision)
-    build_trainer(config, state, precision, [meter]).train()
+    recipe = recipe_for(config)
+    recipe.trainer(recipe.setup(precision), precision, [meter]).train()
 
 
 def run_trl_defaults(workdir: Path, shape: Shape, steps: int, meter) -> None:

@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 import yaml
 
 from kubetune_operator.api import KINDS
-from kubetune_operator.api.common import GROUP, VERSION
+from kubetune_operator.api.resource import GROUP, VERSION
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,14 +22,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.machine_cache import machine_cache
+
 # Debian's packages: buildah and skopeo; debootstrap makes the local base image.
 TOOLS = {"buildah": "buildah", "skopeo": "skopeo", "debootstrap": "debootstrap"}
 
 
 def cache_dir() -> Path:
-    if os.environ.get("KUBETUNE_CONTAINERS_CACHE"):
-        return Path(os.environ["KUBETUNE_CONTAINERS_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kubetune" / "containers"
+    return machine_cache("containers", "KUBETUNE_CONTAINERS_CACHE")
 
 
 class ToolError(RuntimeError):

@@ -13,7 +13,7 @@ import helm_python as helm
 import pytest
 import yaml
 
-from kubetune_operator.builders.common import POD_SECURITY
+from kubetune_operator.builders.workload import POD_SECURITY
 from tests.images.build import app_version
 from tests.images.harness import SIZES, InImage
 from tests.unit.charts.chart_render import CHART, manifests, render_templates

@@ -65,7 +65,8 @@ the feature's own list, else the watched namespaces. Call with (dict "root" $ "l
 
 {{/* The operator's rules in one namespace; cluster mode adds CRD and namespace discovery. */}}
 {{- define "kubetune.operatorRules" -}}
-# Exactly what the operator calls (the integration tests hold every request against these rules).
+# Exactly what the operator calls: the integration tests run it under these rules on kube-apiserver,
+# and any request RBAC refuses fails them.
 # Its handlers react to events and keep no state on the resources: status is the only write.
 - apiGroups: ["kubetune.dev"]
   resources: ["preferencedatasets", "finetunejobs", "evalruns"]

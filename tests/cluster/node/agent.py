@@ -156,6 +156,13 @@ class NodeAgent:
         await asyncio.gather(*self._tasks, *waiters, return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def pid(self, namespace: str, name: str) -> int | None:
+        """The process id of a running pod's container (for measurements), None when none runs."""
+        for run in self._pods.values():
+            if (run.namespace, run.name) == (namespace, name) and run.container is not None:
+                return getattr(run.container, "pid", None)
+        return None
+
     def running(self, namespace: str | None = None) -> list[str]:
         """namespace/name of the pods whose container runs now."""
         return [f"{r.namespace}/{r.name}" for r in self._pods.values()
@@ -375,6 +382,8 @@ class NodeAgent:
         """The pod is being deleted: stop its container (SIGTERM, SIGKILL after the grace period),
         write its final status and confirm the deletion (grace 0), as a kubelet does."""
         meta = pod["metadata"]
+        if run is not None and run.stopping and run.waiter is not None and not run.waiter.done():
+            return  # another event's sync is stopping it, and confirms the deletion when it has stopped
         if run is not None and not run.stopping:
             run.stopping = True
             if run.container is not None:

@@ -67,3 +67,16 @@ def test_existing_children_are_used_and_deleting_the_resource_deletes_them(kube,
     # The garbage collector follows the ownerReferences, shortly after.
     kube.wait_for(lambda: not [c for c in children if kube.get(*c[:1], namespace, c[1])], 30,
                   "the garbage collector to delete the children")
+
+
+def test_a_two_node_gpu_training_is_scheduled_onto_the_gpu_pool(kube, namespace, fake_pods, operator):
+    # The GPU nodes are tainted nvidia.com/gpu:NoSchedule, as GPU node pools are; 8 GPUs each.
+    for secret in r.secrets(namespace):
+        kube.apply(secret)
+    train_quickly(fake_pods, namespace)
+    kube.apply(r.finetunejob("sft", namespace, "sft", DATA, resources={"gpusPerNode": 8, "nodes": 2}))
+
+    kube.wait_phase("finetunejobs", namespace, "sft", "Succeeded", timeout=60)
+    pods = kube.pods(namespace, "sft-train")
+    assert sorted(p["spec"]["nodeName"] for p in pods) == ["kt-gpu-0", "kt-gpu-1"]
+    assert all(p["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8" for p in pods)

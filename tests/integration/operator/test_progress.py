@@ -12,12 +12,11 @@ import urllib.request
 from harness import resources as r
 
 from kubetune_operator.runtime.tokens import progress_token
-from tests.cluster.testing import PROGRESS_PORT
 
 
 def post(operator, path: str, body: bytes, token: str | None) -> int:
     request = urllib.request.Request(
-        f"http://127.0.0.1:{PROGRESS_PORT}{path}", data=body, method="POST",
+        f"http://127.0.0.1:{operator.progress_port}{path}", data=body, method="POST",
         headers={"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {}),
     )
     try:
@@ -71,6 +70,6 @@ def test_the_progress_secret_holds_the_resources_token(kube, namespace, operator
     assert token == progress_token(operator.progress_key(), created["metadata"]["uid"])
     env = {e["name"]: e for e in kube.get("jobs", namespace, "sft-train")["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["KUBETUNE_PROGRESS_URL"]["value"] == (
-        f"http://kubetune.kubetune-system.svc:8080/progress/{namespace}/finetunejobs/sft"
+        f"http://kubetune.kubetune-system.svc:{operator.progress_port}/progress/{namespace}/finetunejobs/sft"
     )
     assert env["KUBETUNE_PROGRESS_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == secret_name

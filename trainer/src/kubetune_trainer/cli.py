@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 
-from kubetune_trainer import __version__
+from kubetune_trainer import __version__, redact
 from kubetune_trainer.errors import KubetuneError
 from kubetune_trainer.exitcodes import ExitCode
 
@@ -59,9 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     make_scratch_dirs()
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    redact.install(
+        getattr(logging, str(args.log_level).upper(), logging.INFO), "%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     # bitsandbytes warns at import, on every CPU with AVX512-BF16 (GPU nodes too), that it could not
     # fetch an optional kernel from the Hugging Face hub; its plain kernels work, and pods never

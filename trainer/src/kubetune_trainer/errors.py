@@ -1,12 +1,15 @@
 """Errors a user can act on. The CLI prints their message (no traceback) and exits with their code."""
 
 from kubetune_trainer.exitcodes import ExitCode
+from kubetune_trainer.redact import redact
 
 
 class KubetuneError(Exception):
     exit_code: ExitCode = ExitCode.INTERNAL
 
     def __init__(self, message: str):
+        # Messages reach the status and logs: an endpoint URL's password must not.
+        message = redact(message)
         super().__init__(message)
         self.message = message
 

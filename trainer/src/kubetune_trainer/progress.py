@@ -26,6 +26,8 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, start_http_server
 
+from kubetune_trainer.redact import redact_values
+
 log = logging.getLogger(__name__)
 
 TERMINATION_LIMIT = 4096
@@ -185,7 +187,7 @@ def write_termination_summary(summary: dict[str, Any], path: str | None = None) 
     detailed last) are dropped until the JSON fits; the manifest in the artifact store has it all.
     """
     optional = list(summary.pop("_optional", []))
-    data = dict(summary)
+    data = redact_values(dict(summary))
     text = encode_summary(data)
     while not _fits(text) and optional:
         data.pop(optional.pop(), None)

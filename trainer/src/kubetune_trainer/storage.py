@@ -334,7 +334,10 @@ def delete_tree(uri: str) -> None:
         return
     for file_uri in list_files(uri):
         item = parse(file_uri)
-        _s3().delete_object(Bucket=item.bucket, Key=item.path)
+        try:
+            _s3().delete_object(Bucket=item.bucket, Key=item.path)
+        except Exception as exc:
+            raise _s3_error(file_uri, exc) from exc
 
 
 def sha256_file(path: Path) -> str:

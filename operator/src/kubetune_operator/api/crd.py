@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from kubetune_operator.api import KINDS
-from kubetune_operator.api.common import GROUP, VERSION, Resource
+from kubetune_operator.api.resource import GROUP, VERSION, Resource
 from kubetune_operator.api.schema import structural_schema
 
 CATEGORIES = ["kubetune"]

@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
-from kubetune_operator.api.common import (
+from kubetune_operator.api.resource import (
     FieldName,
     GpuResourceName,
     ImageRef,
@@ -207,8 +207,27 @@ class Gate(Model):
     estimate."""
 
 
+class PullRequest(Model):
+    """Promotion by review: the commit goes to a branch of its own, kubetune/promote-<serving name>-<first 8
+    characters of the EvalRun's UID>, started from `branch`, and a pull (merge) request into `branch` is opened
+    through the forge's API with the Secret's `token`. Nothing is pushed when `branch` already holds the
+    promotion (the request was merged)."""
+
+    provider: Literal["github", "gitlab", "gitea"]
+    """The forge: github (GitHub and GitHub Enterprise Server), gitlab, gitea (Gitea and Forgejo)."""
+
+    api_url: Annotated[str, Field(max_length=256, pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$")] | None = None
+    """The forge's API root. Default, from the repository URL: https://api.github.com for github.com,
+    https://<host>/api/v3 (GitHub Enterprise), https://<host>/api/v4 (GitLab), https://<host>/api/v1 (Gitea)."""
+
+
 class Promotion(Model):
     """Where a passing adapter is recorded for GitOps (Argo CD, Flux)."""
+
+    cel_rules: ClassVar = [
+        cel("!has(self.pullRequest) || self.repository.matches('^(https://[^/]+/|ssh://[^/]+/|git@[^:]+:)[^/]+/.+$')",
+            "a pull request needs a repository URL with an owner (or group) and a name", field_path=".pullRequest"),
+    ]
 
     repository: Annotated[
         str, Field(max_length=512, pattern=r"^(https://[A-Za-z0-9.-]+(:[0-9]+)?/[A-Za-z0-9._~/-]+|git@[A-Za-z0-9.-]+:[A-Za-z0-9._~/-]+|ssh://[A-Za-z0-9@.-]+(:[0-9]+)?/[A-Za-z0-9._~/-]+)$",
@@ -237,6 +256,10 @@ class Promotion(Model):
 
     serving_name: ResourceName | None = None
     """Adapter name in vLLM's --lora-modules (default: the candidate's name)."""
+
+    pull_request: PullRequest | None = None
+    """Open a pull request into `branch` instead of pushing to it (the Secret's `token` must also be allowed to
+    open pull requests). Without it the commit is pushed to `branch` directly."""
 
 
 class Resources(Model):
@@ -450,6 +473,12 @@ class PromotionStatus(Model):
 
     commit: Annotated[str, Field(max_length=64)] | None = None
     """Commit SHA."""
+
+    pull_request: Annotated[str, Field(max_length=512)] | None = None
+    """URL of the pull request that merges the commit (on `branch`) into `baseBranch` (spec.promotion.pullRequest)."""
+
+    base_branch: Annotated[str, Field(max_length=128)] | None = None
+    """The branch the pull request merges into."""
 
 
 STATUS_GATES_LIMIT = 64

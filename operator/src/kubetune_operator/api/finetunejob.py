@@ -1,4 +1,4 @@
-"""FineTuneJob: SFT or DPO, LoRA or full, on one GPU or many 8-GPU nodes, resumable."""
+"""FineTuneJob: SFT, DPO, ORPO, SimPO or KTO, LoRA or full, on one GPU or many 8-GPU nodes, resumable."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
-from kubetune_operator.api.common import (
+from kubetune_operator.api.resource import (
     GpuResourceName,
     ImageRef,
     Model,
@@ -158,14 +158,51 @@ class Sft(Model):
     """Weighted loss on key tokens."""
 
 
+DpoLoss = Literal[
+    "sigmoid",
+    "ipo",
+    "hinge",
+    "robust",
+    "exo_pair",
+    "nca_pair",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "sigmoid_norm",
+]
+
+
 class Dpo(Model):
     """Direct Preference Optimization options."""
+
+    cel_rules: ClassVar = [
+        cel(
+            "!has(self.labelSmoothing) || self.labelSmoothing == 0.0 || "
+            "self.lossType in ['sigmoid', 'robust', 'exo_pair', 'aot', 'aot_unpaired']",
+            "labelSmoothing applies to lossType sigmoid, robust, exo_pair, aot and aot_unpaired",
+            field_path=".labelSmoothing",
+        ),
+        cel(
+            "self.lossType != 'exo_pair' || (has(self.labelSmoothing) && self.labelSmoothing > 0.0)",
+            "lossType exo_pair needs labelSmoothing above 0 (the EXO paper uses 0.001)",
+            field_path=".labelSmoothing",
+        ),
+    ]
 
     beta: Annotated[float, Field(gt=0.0, le=100.0)] = 0.1
     """Strength of the KL penalty towards the reference model."""
 
-    loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
-    """sigmoid (the DPO paper), ipo or hinge."""
+    loss_type: DpoLoss = "sigmoid"
+    """A loss of TRL's DPO family: sigmoid (the DPO paper), ipo, hinge, robust (noisy labels, with
+    labelSmoothing), exo_pair (EXO, with labelSmoothing), nca_pair, bco_pair, sppo_hard (SPPO with hard
+    labels), aot, aot_unpaired, apo_zero, apo_down (anchored: raise chosen and lower rejected, or lower
+    both), sigmoid_norm."""
+
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=0.5)] = 0.0
+    """Probability that a preference label is flipped (robust, conservative sigmoid) or EXO's epsilon."""
 
     sft_loss_weight: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0
     """Weight of an extra negative log-likelihood loss on the chosen answers (RPO). A little keeps DPO from
@@ -176,6 +213,48 @@ class Dpo(Model):
 
     padding_free: bool = False
     """Concatenate sequences without padding where the attention kernel supports it."""
+
+
+class Orpo(Model):
+    """Odds Ratio Preference Optimization: SFT on the chosen answers plus an odds-ratio penalty, with no
+    reference model (one forward pass per pair instead of DPO's two)."""
+
+    beta: Annotated[float, Field(gt=0.0, le=100.0)] = 0.1
+    """Weight of the odds-ratio term against the chosen answers' NLL (the paper's lambda)."""
+
+
+class Simpo(Model):
+    """Simple Preference Optimization: length-normalised log-likelihood as the reward, a target margin,
+    no reference model."""
+
+    beta: Annotated[float, Field(gt=0.0, le=100.0)] = 2.0
+    """Scale of the reward (the paper uses 2.0 to 2.5)."""
+
+    gamma: Annotated[float, Field(ge=0.0, le=100.0)] = 0.5
+    """Target margin by which the chosen answer's reward should beat the rejected one's."""
+
+    sft_loss_weight: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0
+    """Weight of an added NLL loss on the chosen answers (CPO-SimPO); 0 is plain SimPO."""
+
+
+class Kto(Model):
+    """Kahneman-Tversky Optimization on unpaired answers labelled desirable or undesirable (a
+    PreferenceDataset of kind kto), against a reference model as DPO."""
+
+    beta: Annotated[float, Field(gt=0.0, le=100.0)] = 0.1
+    """Strength of the KL penalty towards the reference model."""
+
+    loss_type: Literal["kto", "apo_zero_unpaired"] = "kto"
+    """kto (the paper) or apo_zero_unpaired (anchored: raise desirable answers, lower undesirable ones)."""
+
+    desirable_weight: Annotated[float, Field(gt=0.0, le=100.0)] = 1.0
+    """Weight of the desirable answers' loss; raise it when they are fewer than the undesirable ones."""
+
+    undesirable_weight: Annotated[float, Field(gt=0.0, le=100.0)] = 1.0
+    """Weight of the undesirable answers' loss."""
+
+    precompute_ref_log_probs: bool = False
+    """Compute the reference model's log-probs once before training."""
 
 
 class DeepSpeed(Model):
@@ -238,6 +317,42 @@ class Checkpointing(Model):
     """Complete checkpoints to keep (the best by eval loss is kept besides)."""
 
 
+TrackingName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$")]
+
+
+class Tracking(Model):
+    """Experiment tracking through transformers' report_to integrations. Tracking servers and their
+    credentials come from a Secret (secretName) whose keys the pods get by secretKeyRef, never from this
+    spec: MLFLOW_TRACKING_URI (required for mlflow), MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD,
+    MLFLOW_TRACKING_TOKEN; WANDB_API_KEY (required for wandb), WANDB_BASE_URL, WANDB_ENTITY, WANDB_MODE.
+    TensorBoard needs none: its event files go to <output>/tensorboard/."""
+
+    cel_rules: ClassVar = [
+        cel(
+            "self.reportTo.all(t, self.reportTo.filter(u, u == t).size() == 1)",
+            "reportTo names a tracker twice",
+            field_path=".reportTo",
+        ),
+        cel(
+            "!('mlflow' in self.reportTo || 'wandb' in self.reportTo) || has(self.secretName)",
+            "mlflow and wandb need secretName: the Secret with the tracking server and its credentials",
+            field_path=".secretName",
+        ),
+    ]
+
+    report_to: Annotated[list[Literal["mlflow", "tensorboard", "wandb"]], Field(min_length=1, max_length=3)]
+    """Where the training metrics go: mlflow, tensorboard, wandb (any of them)."""
+
+    project: TrackingName | None = None
+    """MLflow experiment or W&B project. Default: the tracker's own (MLflow's Default experiment)."""
+
+    run_name: TrackingName | None = None
+    """Name of the tracker's run. Default: the FineTuneJob's name."""
+
+    secret_name: ResourceName | None = None
+    """Secret in this namespace with the tracking server's address and credentials (keys above)."""
+
+
 class Output(Model):
     """Where results go."""
 
@@ -254,6 +369,15 @@ class FineTuneJobSpec(Model):
     cel_rules: ClassVar = [
         cel("self.method == 'dpo' || !has(self.dpo)", "dpo options need method dpo", field_path=".dpo"),
         cel("self.method == 'sft' || !has(self.sft)", "sft options need method sft", field_path=".sft"),
+        cel("self.method == 'orpo' || !has(self.orpo)", "orpo options need method orpo", field_path=".orpo"),
+        cel("self.method == 'simpo' || !has(self.simpo)", "simpo options need method simpo", field_path=".simpo"),
+        cel("self.method == 'kto' || !has(self.kto)", "kto options need method kto", field_path=".kto"),
+        cel(
+            "self.method != 'kto' || (has(self.kto) && self.kto.lossType == 'apo_zero_unpaired') || "
+            "self.hyperparameters.batchSize >= 2",
+            "kto needs hyperparameters.batchSize 2 or more: its KL term pairs the answers of a batch",
+            field_path=".hyperparameters.batchSize",
+        ),
         cel(
             "self.peft.type != 'qlora' || self.resources.gpusPerNode > 0",
             "qlora needs GPUs (resources.gpusPerNode > 0)",
@@ -276,9 +400,10 @@ class FineTuneJobSpec(Model):
         ),
     ]
 
-    method: Literal["sft", "dpo"]
-    """Training method. Method options live in the block of the same name (sft, dpo), so methods such
-    as orpo, simpo and kto can be added beside them."""
+    method: Literal["sft", "dpo", "orpo", "simpo", "kto"]
+    """Training method: sft; dpo (its lossType picks among TRL's DPO family); orpo and simpo, which need
+    no reference model; kto, on a dataset of kind kto. dpo, orpo and simpo train on preference pairs.
+    Method options live in the block of the same name."""
 
     base_model: ModelUri
     """The model to fine-tune: a directory in s3:// or file://, or hf://org/name where pods may reach the
@@ -302,6 +427,15 @@ class FineTuneJobSpec(Model):
     dpo: Dpo | None = None
     """DPO options (method dpo)."""
 
+    orpo: Orpo | None = None
+    """ORPO options (method orpo)."""
+
+    simpo: Simpo | None = None
+    """SimPO options (method simpo)."""
+
+    kto: Kto | None = None
+    """KTO options (method kto)."""
+
     resources: Resources = Resources()
     """Nodes, GPUs, memory, image, DeepSpeed."""
 
@@ -313,6 +447,10 @@ class FineTuneJobSpec(Model):
 
     output: Output = Output()
     """Where the adapter or model goes."""
+
+    tracking: Tracking | None = None
+    """Experiment tracking (MLflow, TensorBoard, W&B). Loss, learning-rate and reward-margin curves are
+    plotted into <output>/plots/ either way."""
 
     storage: Storage = Storage()
     """Credentials for S3."""
@@ -354,10 +492,10 @@ class Progress(Model):
     """Latest evaluation loss."""
 
     reward_margin: float | None = None
-    """Latest DPO reward margin (chosen minus rejected)."""
+    """Latest reward margin of a preference method (chosen minus rejected)."""
 
     reward_accuracy: float | None = None
-    """Latest DPO reward accuracy."""
+    """Latest reward accuracy of a preference method (KTO reports none)."""
 
     tokens_per_second: float | None = None
     """Training throughput."""
@@ -404,6 +542,41 @@ class TrainArtifacts(Model):
     sha256: Annotated[dict[str, Annotated[str, Field(max_length=80)]], Field(max_length=64)] | None = None
     """sha256 of each file in final/."""
 
+    plots: Plots | None = None
+    """Loss, learning-rate and reward-margin curves."""
+
+
+class Plots(Model):
+    """Training curves, PNG images in the output (plots/)."""
+
+    loss: Annotated[str, Field(max_length=1024)] | None = None
+    """Train and eval loss by step."""
+
+    learning_rate: Annotated[str, Field(max_length=1024)] | None = None
+    """Learning rate by step."""
+
+    reward_margin: Annotated[str, Field(max_length=1024)] | None = None
+    """Reward margin (chosen minus rejected) by step, for preference methods."""
+
+
+class TrackingStatus(Model):
+    """Where the trackers recorded this training."""
+
+    mlflow_run_id: Annotated[str, Field(max_length=128)] | None = None
+    """The MLflow run."""
+
+    mlflow_experiment_id: Annotated[str, Field(max_length=128)] | None = None
+    """Its MLflow experiment."""
+
+    wandb_run_id: Annotated[str, Field(max_length=128)] | None = None
+    """The W&B run."""
+
+    wandb_run_url: Annotated[str, Field(max_length=1024)] | None = None
+    """Its page."""
+
+    tensorboard: Annotated[str, Field(max_length=1024)] | None = None
+    """The TensorBoard log directory (point `tensorboard --logdir` at it)."""
+
 
 class FineTuneJobStatus(StatusBase):
     """Observed state of a FineTuneJob."""
@@ -432,9 +605,12 @@ class FineTuneJobStatus(StatusBase):
     artifacts: TrainArtifacts | None = None
     """What the job wrote."""
 
+    tracking: TrackingStatus | None = None
+    """The experiment trackers' runs."""
+
 
 class FineTuneJob(Resource):
-    """Fine-tunes a model with SFT or DPO, LoRA or full, DeepSpeed ZeRO-3 across GPU nodes."""
+    """Fine-tunes a model with SFT, DPO, ORPO, SimPO or KTO, LoRA or full, DeepSpeed ZeRO-3 across GPU nodes."""
 
     cel_rules: ClassVar = [
         *Resource.cel_rules,

@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
-from kubetune_operator.api.common import (
+from kubetune_operator.api.resource import (
     FieldName,
     Model,
     ObjectMeta,
@@ -22,7 +22,16 @@ from kubetune_operator.api.common import (
 )
 
 DataFormat = Literal[
-    "auto", "trl", "llamafactory", "sharegpt", "alpaca", "cvalues", "chat-sft", "defects-raw", "replay"
+    "auto",
+    "trl",
+    "llamafactory",
+    "llamafactory-v1",
+    "sharegpt",
+    "alpaca",
+    "cvalues",
+    "chat-sft",
+    "defects-raw",
+    "replay",
 ]
 ColumnValue = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")]
 
@@ -49,13 +58,16 @@ class LlamaFactoryColumns(Model):
     """Field with the system prompt."""
 
     tools: ColumnValue | None = None
-    """Field with tool descriptions (kept in metadata)."""
+    """Field with the tool definitions (JSON text or a list) the conversation may call (kind sft)."""
 
     chosen: ColumnValue | None = None
     """Field with the preferred answer (ranking data)."""
 
     rejected: ColumnValue | None = None
     """Field with the dispreferred answer (ranking data)."""
+
+    kto_tag: ColumnValue | None = None
+    """Field with each answer's boolean label, true for desirable (kind kto; default label)."""
 
 
 class LlamaFactoryTags(Model):
@@ -196,21 +208,41 @@ class PreferenceDatasetSpec(Model):
             field_path=".kind",
         ),
         cel(
+            "self.kind != 'kto' || !(self.format in ['cvalues', 'chat-sft', 'defects-raw', 'replay', 'llamafactory-v1'])",
+            "kind kto reads formats auto, trl, llamafactory, sharegpt and alpaca",
+            field_path=".format",
+        ),
+        cel(
+            "!has(self.llamafactory) || !has(self.llamafactory.columns) || !has(self.llamafactory.columns.tools)"
+            " || self.kind == 'sft'",
+            "llamafactory.columns.tools: tool calling is read for kind sft only",
+            field_path=".llamafactory.columns.tools",
+        ),
+        cel(
+            "!has(self.llamafactory) || !has(self.llamafactory.columns) || !has(self.llamafactory.columns.ktoTag)"
+            " || self.kind == 'kto'",
+            "llamafactory.columns.ktoTag labels KTO rows: set kind kto",
+            field_path=".llamafactory.columns.ktoTag",
+        ),
+        cel(
             "size(self.sources) > 0 || (has(self.llamafactory) && has(self.llamafactory.datasetInfo))",
             "give at least one source, or a llamafactory.datasetInfo whose entry names the file",
             field_path=".sources",
         ),
     ]
 
-    kind: Literal["preference", "sft"]
-    """What the rows are: preference pairs (prompt, chosen, rejected) or SFT conversations."""
+    kind: Literal["preference", "sft", "kto"]
+    """What the rows are: preference pairs (prompt, chosen, rejected) for dpo, orpo and simpo; SFT
+    conversations (with tool calls where the data has them); or kto rows, one answer each with a
+    desirable/undesirable label."""
 
     sources: Annotated[list[DataSource], Field(max_length=64)] = []
     """Input files, directories or globs."""
 
     format: DataFormat = "auto"
     """Input format. auto detects it from the first rows and reports the evidence in status. replay reads
-    LLaMA-Factory test.json replay sets (text, standard_answer) as SFT rows."""
+    LLaMA-Factory test.json replay sets (text, standard_answer) as SFT rows; llamafactory-v1 reads
+    LLaMA-Factory v1 samples (content parts, loss_weight, chosen_messages/rejected_messages)."""
 
     llamafactory: LlamaFactory | None = None
     """LLaMA-Factory column mapping (required for format llamafactory)."""
@@ -295,6 +327,7 @@ class DatasetArtifacts(Model):
 # Bounds of status.warnings; the pod's termination summary sends fewer and shorter ones.
 STATUS_WARNINGS_LIMIT = 8
 STATUS_WARNING_LENGTH = 1024
+STATUS_STRATA_LIMIT = 256
 
 
 class PreferenceDatasetStatus(StatusBase):
@@ -312,7 +345,7 @@ class PreferenceDatasetStatus(StatusBase):
     dropped: Annotated[dict[str, int], Field(max_length=64)] | None = None
     """Dropped rows by reason (broken_json, missing_field, empty, chosen_equals_rejected, duplicate, too_long, ...)."""
 
-    strata: Annotated[dict[str, StratumCounts], Field(max_length=256)] | None = None
+    strata: Annotated[dict[str, StratumCounts], Field(max_length=STATUS_STRATA_LIMIT)] | None = None
     """Rows per stratum and split, for stratified splits."""
 
     prompt_length: LengthStats | None = None

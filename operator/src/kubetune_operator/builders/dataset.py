@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from kubetune_operator.api import PreferenceDataset
-from kubetune_operator.builders import common
+from kubetune_operator.builders import workload
+from kubetune_operator.builders.inputs import Artifacts
 from kubetune_operator.builders.settings import OperatorSettings
 
 
 def job_name(pds: PreferenceDataset) -> str:
     return f"{pds.metadata.name}-data"
+
+
+def predicted_artifacts(output: str, pds: PreferenceDataset | None = None) -> Artifacts:
+    """What a dataset at `output` will hold, before it ran: its directory (the fingerprint is not known)."""
+    return Artifacts(uri=output)
+
+
+def summary_artifacts(summary: dict[str, Any]) -> Artifacts:
+    """What a dataset holds, from its pod's termination summary (docs/contracts.md §5)."""
+    return Artifacts(uri=summary.get("output"), fingerprint=summary.get("fingerprint"))
 
 
 def column_map(pds: PreferenceDataset) -> str | None:
@@ -57,21 +69,21 @@ def command(pds: PreferenceDataset, output: str) -> list[str]:
     return argv
 
 
-def build(pds: PreferenceDataset, settings: OperatorSettings) -> list[common.Manifest]:
+def build(pds: PreferenceDataset, settings: OperatorSettings) -> list[workload.Manifest]:
     spec = pds.spec
-    volumes, mounts = common.scratch_volumes()
-    container = common.container(
+    volumes, mounts = workload.scratch_volumes()
+    container = workload.container(
         name="data",
         image=settings.trainer_image,
-        command=command(pds, common.output_uri(pds, settings)),
-        env=common.pod_env(pds, settings),
-        resources=common.compute_resources(spec.resources.cpu, spec.resources.memory),
+        command=command(pds, workload.output_uri(pds, settings)),
+        env=workload.pod_env(pds, settings),
+        resources=workload.compute_resources(spec.resources.cpu, spec.resources.memory),
         mounts=mounts,
-        ports=common.METRICS_PORTS,
+        ports=workload.METRICS_PORTS,
     )
-    pod = common.pod_spec([container], volumes, spec.scheduling, spec.storage)
+    pod = workload.pod_spec([container], volumes, spec.scheduling, spec.storage)
     return [
-        common.job(
+        workload.job(
             pds,
             job_name(pds),
             "data",

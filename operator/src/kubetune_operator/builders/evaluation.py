@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubetune_operator.api import EvalRun
-from kubetune_operator.builders import common
+from kubetune_operator.api import EvalRun, FineTuneJob, PreferenceDataset
+from kubetune_operator.builders import workload
+from kubetune_operator.builders.inputs import InputRefused, Lookup
 from kubetune_operator.builders.settings import OperatorSettings
 
 
@@ -23,10 +24,34 @@ class CandidateArtifacts:
 
 @dataclass(frozen=True)
 class EvalInputs:
-    """What the handler resolved: the test set's URI and each FineTuneJob candidate's artifacts."""
+    """The test set's URI and each FineTuneJob candidate's artifacts (resolve_inputs)."""
 
-    test_set_uri: str
+    test_set_uri: str | None
     candidates: dict[str, CandidateArtifacts] = field(default_factory=dict)
+
+
+def resolve_inputs(evr: EvalRun, artifacts_of: Lookup) -> EvalInputs:
+    """The test set and every FineTuneJob candidate. `artifacts_of` may answer None for an input not
+    ready yet, which is then left out; a merged model asked of a job that writes none is refused."""
+    spec = evr.spec
+    test_set = spec.test_set.uri
+    if spec.test_set.preference_dataset:
+        data = artifacts_of(PreferenceDataset, spec.test_set.preference_dataset)
+        test_set = data.uri if data else None
+    candidates = {}
+    for candidate in spec.candidates:
+        job = artifacts_of(FineTuneJob, candidate.fine_tune_job) if candidate.fine_tune_job else None
+        if job is None:
+            continue
+        resolved = trained_candidate(candidate.use_merged, job.type, job.uri, job.merged_uri)
+        if resolved is None:
+            raise InputRefused(
+                "NoMergedModel",
+                f"candidate {candidate.name}: useMerged is set but FineTuneJob {candidate.fine_tune_job} wrote "
+                "no merged model (set its output.mergeAdapter)",
+            )
+        candidates[candidate.name] = resolved
+    return EvalInputs(test_set_uri=test_set, candidates=candidates)
 
 
 def trained_candidate(
@@ -81,7 +106,7 @@ def eval_config(evr: EvalRun, settings: OperatorSettings, inputs: EvalInputs) ->
     spec = evr.spec
     engine = spec.engine
     config: dict[str, Any] = {
-        "output": common.output_uri(evr, settings),
+        "output": workload.output_uri(evr, settings),
         "test_set": inputs.test_set_uri,
         "test_split": spec.test_set.split,
         "max_samples": spec.test_set.max_samples,
@@ -106,27 +131,27 @@ def eval_config(evr: EvalRun, settings: OperatorSettings, inputs: EvalInputs) ->
     return {key: value for key, value in config.items() if value is not None}
 
 
-def build(evr: EvalRun, settings: OperatorSettings, inputs: EvalInputs) -> list[common.Manifest]:
+def build(evr: EvalRun, settings: OperatorSettings, inputs: EvalInputs) -> list[workload.Manifest]:
     spec = evr.spec
     resources = spec.resources
-    config = common.config_map(
-        evr, config_map_name(evr), "eval", {"config.yaml": common.dump_config(eval_config(evr, settings, inputs))}
+    config = workload.config_map(
+        evr, config_map_name(evr), "eval", {"config.yaml": workload.dump_config(eval_config(evr, settings, inputs))}
     )
-    volumes, mounts = common.scratch_volumes(shared_memory=resources.shared_memory)
-    config_volume, config_mount = common.config_volume(config_map_name(evr))
-    container = common.container(
+    volumes, mounts = workload.scratch_volumes(shared_memory=resources.shared_memory)
+    config_volume, config_mount = workload.config_volume(config_map_name(evr))
+    container = workload.container(
         name="eval",
         image=resources.image or settings.eval_image,
-        command=["kubetune-trainer", "eval", "--config", common.CONFIG_FILE],
-        env=common.pod_env(evr, settings),
-        resources=common.compute_resources(resources.cpu, resources.memory, gpus(evr), resources.gpu_resource_name),
+        command=["kubetune-trainer", "eval", "--config", workload.CONFIG_FILE],
+        env=workload.pod_env(evr, settings),
+        resources=workload.compute_resources(resources.cpu, resources.memory, gpus(evr), resources.gpu_resource_name),
         mounts=[*mounts, config_mount],
-        ports=common.METRICS_PORTS,
+        ports=workload.METRICS_PORTS,
     )
-    pod = common.pod_spec([container], [*volumes, config_volume], spec.scheduling, spec.storage)
+    pod = workload.pod_spec([container], [*volumes, config_volume], spec.scheduling, spec.storage)
     return [
         config,
-        common.job(
+        workload.job(
             evr,
             job_name(evr),
             "eval",

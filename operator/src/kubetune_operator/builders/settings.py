@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 
 from kubetune_operator import __version__
-from kubetune_operator.api.common import URI_PATTERN
+from kubetune_operator.api.resource import URI_PATTERN
 from kubetune_operator.errors import UserError
 
 DEFAULT_REGISTRY = "ghcr.io/kubetune"

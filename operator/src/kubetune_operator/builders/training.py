@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kubetune_operator.api import FineTuneJob
-from kubetune_operator.api.finetunejob import Lora
-from kubetune_operator.builders import common
+from kubetune_operator.api import FineTuneJob, PreferenceDataset
+from kubetune_operator.api.finetunejob import FineTuneJobSpec, Kto, Lora, Orpo, Simpo
+from kubetune_operator.builders import workload
+from kubetune_operator.builders.inputs import Artifacts, InputRefused, Lookup
 from kubetune_operator.builders.settings import OperatorSettings
 
 RENDEZVOUS_PORT = 29500
@@ -15,11 +16,55 @@ RENDEZVOUS_PORT = 29500
 
 @dataclass(frozen=True)
 class TrainingInputs:
-    """What the handler resolved from other resources' statuses."""
+    """The dataset and start point, resolved from the resources that produce them (resolve_inputs)."""
 
-    dataset_uri: str
+    dataset_uri: str | None
     dataset_fingerprint: str | None = None
     start_from_uri: str | None = None
+
+
+def resolve_inputs(ftj: FineTuneJob, artifacts_of: Lookup) -> TrainingInputs:
+    """The dataset (the spec's fingerprint pinned first, else the dataset's) and the adapter to start
+    from. `artifacts_of` may answer None for an input not ready yet, whose URI then stays None; a
+    start point that is not an adapter is refused (startFrom merges an adapter into the base)."""
+    spec = ftj.spec
+    dataset_uri, fingerprint = spec.dataset.uri, spec.dataset.fingerprint
+    if spec.dataset.preference_dataset:
+        data = artifacts_of(PreferenceDataset, spec.dataset.preference_dataset)
+        dataset_uri = data.uri if data else None
+        fingerprint = fingerprint or (data.fingerprint if data else None)
+    start_from = spec.start_from.adapter_uri if spec.start_from else None
+    if spec.start_from and spec.start_from.fine_tune_job:
+        start = artifacts_of(FineTuneJob, spec.start_from.fine_tune_job)
+        if start is not None and start.type != "adapter":
+            raise InputRefused(
+                "StartPointNotAdapter",
+                f"startFrom.fineTuneJob {spec.start_from.fine_tune_job} wrote a {start.type or 'unknown'} "
+                "model, not an adapter: startFrom merges an adapter into the base",
+            )
+        start_from = start.uri if start else None
+    return TrainingInputs(dataset_uri=dataset_uri, dataset_fingerprint=fingerprint, start_from_uri=start_from)
+
+
+def predicted_artifacts(output: str, ftj: FineTuneJob | None = None) -> Artifacts:
+    """What a job at `output` will write, by the layout (docs/contracts.md §6), before it ran; from its
+    spec when it is known (full or adapter, merged/ or not), else an adapter with merged/."""
+    full = ftj is not None and ftj.spec.peft.type == "full"
+    merged = ftj is None or ftj.spec.output.merge_adapter
+    return Artifacts(
+        uri=f"{output}/final", type="full" if full else "adapter", merged_uri=f"{output}/merged" if merged else None
+    )
+
+
+def summary_artifacts(summary: dict[str, Any]) -> Artifacts:
+    """What a job wrote, from its pod's termination summary (docs/contracts.md §5). A summary too
+    long for the termination message leaves `artifact` out; the layout (§6) still says where final/ is."""
+    artifact = summary.get("artifact") if isinstance(summary.get("artifact"), dict) else {}
+    return Artifacts(
+        uri=artifact.get("uri") or f"{summary.get('output')}/final",
+        type=artifact.get("type"),
+        merged_uri=summary.get("merged"),
+    )
 
 
 def job_name(ftj: FineTuneJob) -> str:
@@ -47,7 +92,7 @@ def trainer_config(ftj: FineTuneJob, settings: OperatorSettings, inputs: Trainin
         "base_model": spec.base_model,
         "dataset": inputs.dataset_uri,
         "dataset_fingerprint": inputs.dataset_fingerprint or spec.dataset.fingerprint,
-        "output": common.output_uri(ftj, settings),
+        "output": workload.output_uri(ftj, settings),
         "start_from": inputs.start_from_uri,
         "peft": spec.peft.type,
         "learning_rate": hp.learning_rate,
@@ -88,15 +133,66 @@ def trainer_config(ftj: FineTuneJob, settings: OperatorSettings, inputs: Trainin
                 "key_token_patterns": list(spec.sft.key_tokens.patterns),
                 "key_token_weight": spec.sft.key_tokens.weight,
             }
-    if spec.method == "dpo" and spec.dpo is not None:
+    config |= method_options(spec)
+    if spec.tracking is not None:
         config |= {
+            "report_to": list(spec.tracking.report_to),
+            "run_name": spec.tracking.run_name or ftj.metadata.name,
+            "tracking_project": spec.tracking.project,
+        }
+    return {key: value for key, value in config.items() if value is not None}
+
+
+def method_options(spec: FineTuneJobSpec) -> dict[str, Any]:
+    """The TrainConfig fields of the method's own block (docs/training.md names them)."""
+    if spec.method == "dpo" and spec.dpo is not None:
+        return {
             "beta": spec.dpo.beta,
             "loss_type": spec.dpo.loss_type,
+            "label_smoothing": spec.dpo.label_smoothing,
             "sft_loss_weight": spec.dpo.sft_loss_weight,
             "precompute_ref_log_probs": spec.dpo.precompute_ref_log_probs,
             "padding_free": spec.dpo.padding_free,
         }
-    return {key: value for key, value in config.items() if value is not None}
+    if spec.method == "orpo":
+        return {"beta": (spec.orpo or Orpo()).beta}
+    if spec.method == "simpo":
+        simpo = spec.simpo or Simpo()
+        return {"beta": simpo.beta, "simpo_gamma": simpo.gamma, "sft_loss_weight": simpo.sft_loss_weight}
+    if spec.method == "kto":
+        kto = spec.kto or Kto()
+        return {
+            "beta": kto.beta,
+            "kto_loss_type": kto.loss_type,
+            "desirable_weight": kto.desirable_weight,
+            "undesirable_weight": kto.undesirable_weight,
+            "precompute_ref_log_probs": kto.precompute_ref_log_probs,
+        }
+    return {}
+
+
+# The keys a tracking Secret may hold, per tracker, and whether the tracker needs the key.
+TRACKING_KEYS = {
+    "mlflow": {
+        "MLFLOW_TRACKING_URI": True,
+        "MLFLOW_TRACKING_USERNAME": False,
+        "MLFLOW_TRACKING_PASSWORD": False,
+        "MLFLOW_TRACKING_TOKEN": False,
+    },
+    "wandb": {"WANDB_API_KEY": True, "WANDB_BASE_URL": False, "WANDB_ENTITY": False, "WANDB_MODE": False},
+}
+
+
+def tracking_env(spec: FineTuneJobSpec) -> list[dict[str, Any]]:
+    """The trackers' servers and credentials, by reference to the tracking Secret (never by value)."""
+    tracking = spec.tracking
+    if tracking is None or not tracking.secret_name:
+        return []
+    return [
+        workload.secret_env(key, tracking.secret_name, key, optional=not required)
+        for tracker in tracking.report_to
+        for key, required in TRACKING_KEYS.get(tracker, {}).items()
+    ]
 
 
 def command(ftj: FineTuneJob) -> list[str]:
@@ -104,7 +200,7 @@ def command(ftj: FineTuneJob) -> list[str]:
     launcher itself, so a worker's exit code (docs/contracts.md §2) survives to the pod."""
     nodes = ftj.spec.resources.nodes
     gpus = ftj.spec.resources.gpus_per_node
-    argv = ["kubetune-trainer", "train", "--config", common.CONFIG_FILE]
+    argv = ["kubetune-trainer", "train", "--config", workload.CONFIG_FILE]
     if nodes == 1 and gpus <= 1:
         return argv
     argv += [f"--nnodes={nodes}", f"--nproc-per-node={gpus}"]
@@ -114,18 +210,18 @@ def command(ftj: FineTuneJob) -> list[str]:
     return [
         *argv,
         # Expanded by the kubelet from the env var the Job controller gives Indexed pods.
-        "--node-rank=$(JOB_COMPLETION_INDEX)",
+        workload.Expanded("--node-rank=$(JOB_COMPLETION_INDEX)"),
         f"--master-addr={name}-0.{name}",
         f"--master-port={RENDEZVOUS_PORT}",
     ]
 
 
-def service(ftj: FineTuneJob) -> common.Manifest:
+def service(ftj: FineTuneJob) -> workload.Manifest:
     """Headless Service that gives each indexed pod a stable DNS name for torchrun's rendezvous."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": common.metadata(ftj, job_name(ftj), "train"),
+        "metadata": workload.metadata(ftj, job_name(ftj), "train"),
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
@@ -138,38 +234,38 @@ def service(ftj: FineTuneJob) -> common.Manifest:
     }
 
 
-def build(ftj: FineTuneJob, settings: OperatorSettings, inputs: TrainingInputs) -> list[common.Manifest]:
+def build(ftj: FineTuneJob, settings: OperatorSettings, inputs: TrainingInputs) -> list[workload.Manifest]:
     spec = ftj.spec
     resources = spec.resources
-    config = common.config_map(
+    config = workload.config_map(
         ftj,
         config_map_name(ftj),
         "train",
-        {"config.yaml": common.dump_config(trainer_config(ftj, settings, inputs))},
+        {"config.yaml": workload.dump_config(trainer_config(ftj, settings, inputs))},
     )
-    volumes, mounts = common.scratch_volumes(shared_memory=resources.shared_memory)
-    config_volume, config_mount = common.config_volume(config_map_name(ftj))
-    env = common.pod_env(ftj, settings)
+    volumes, mounts = workload.scratch_volumes(shared_memory=resources.shared_memory)
+    config_volume, config_mount = workload.config_volume(config_map_name(ftj))
+    env = workload.pod_env(ftj, settings) + tracking_env(spec)
     if resources.nodes > 1 or resources.gpus_per_node > 1:
         env.append({"name": "NCCL_DEBUG", "value": "WARN"})
-    container = common.container(
+    container = workload.container(
         name="trainer",
         image=resources.image or settings.trainer_image,
         command=command(ftj),
         env=env,
-        resources=common.compute_resources(
+        resources=workload.compute_resources(
             resources.cpu, resources.memory, resources.gpus_per_node, resources.gpu_resource_name
         ),
         mounts=[*mounts, config_mount],
-        ports=[*common.METRICS_PORTS, {"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}],
+        ports=[*workload.METRICS_PORTS, {"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}],
     )
-    pod = common.pod_spec(
+    pod = workload.pod_spec(
         [container], [*volumes, config_volume], spec.scheduling, spec.storage, subdomain=job_name(ftj)
     )
     return [
         config,
         service(ftj),
-        common.job(
+        workload.job(
             ftj,
             job_name(ftj),
             "train",

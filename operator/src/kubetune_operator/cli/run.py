@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kubetune_operator.errors import UserError
+
 EXIT_FAILED = 1
 EXIT_GATES_FAILED = 3
 EXIT_INTERRUPTED = 130
@@ -52,6 +54,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--workdir", type=Path, default=Path(".kubetune"), help="pod scratch, logs and run state (default: .kubetune)"
     )
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "json"),
+        default="table",
+        help="table: progress and tables on stdout (default); json: one JSON document on stdout with each "
+        "resource's phase, key metrics, gates and artifact URIs, everything else on stderr",
+    )
     parser.set_defaults(func=run)
 
 
@@ -76,14 +86,26 @@ def artifact_root(value: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.output != "json":
+        return _run(args, sys.stdout)
+    try:
+        return _run(args, sys.stderr)
+    except UserError as exc:
+        # A script reads stdout: it gets a document saying why nothing ran (stderr says it too).
+        print(json.dumps(run_document([], exc.exit_code, args.artifacts, error=str(exc)), indent=2))
+        raise
+
+
+def _run(args: argparse.Namespace, stream) -> int:
     from rich.console import Console
 
     from kubetune_operator.builders import plan
+    from kubetune_operator.cli.documents import load_documents, validate_all
     from kubetune_operator.localrun.runner import LocalRunner
 
     # Off a terminal (CI logs, `make demo | tee`) rich would fold tables to 80 columns.
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
-    resources = plan.validate_all(plan.load_documents(args.files))
+    console = Console(file=stream, highlight=False, width=None if stream.isatty() else 140)
+    resources = validate_all(load_documents(args.files))
     display = ProgressDisplay(console)
     runner = LocalRunner(
         args.artifacts, args.workdir.resolve(), force=args.force, gpus=args.gpus,
@@ -93,8 +115,16 @@ def run(args: argparse.Namespace) -> int:
     with display, stop_signals() as stopped:
         results = runner.run(resources, on_step=display.step_done)
     print_results(console, results)
+    code = exit_code(results, stopped)
     if any(r.interrupted for r in results):
         console.print(f"interrupted{f' by {stopped[-1].name}' if stopped else ''}: the steps after it did not run")
+    if args.output == "json":
+        print(json.dumps(run_document(results, code, args.artifacts), indent=2, ensure_ascii=False))
+    return code
+
+
+def exit_code(results, stopped: list[signal.Signals]) -> int:
+    if any(r.interrupted for r in results):
         return 128 + stopped[-1] if stopped else EXIT_INTERRUPTED
     if any(not r.ok for r in results):
         return EXIT_FAILED
@@ -343,3 +373,99 @@ def print_comparison(console, result) -> None:
             f"{gate.get('comparator')} {gate.get('threshold')} → {mark}"
         )
     console.print(f"report: {_display_path(summary.get('report', ''))}")
+
+
+# --- `--output json` --------------------------------------------------------------------------------
+
+# What each kind's summary (contracts §5) holds of numbers, and of where things were written.
+_METRIC_KEYS = {
+    "dataset": ("counts", "dropped", "strata"),
+    "train": ("steps", "finalLoss", "bestEvalLoss"),
+}
+_ARTIFACT_KEYS = {
+    "dataset": {"output": "output"},
+    "train": {"output": "output", "merged": "merged", "bestCheckpoint": "bestCheckpoint", "resumedFrom": "resumedFrom"},
+    "eval": {"output": "output", "report": "report"},
+}
+
+
+def _eval_metrics(summary: dict[str, Any]) -> dict[str, Any]:
+    """candidate → metric → value and interval, with the delta against the baseline where there is one."""
+    deltas = summary.get("deltas") or {}
+    metrics: dict[str, Any] = {}
+    for candidate, per_metric in (summary.get("metrics") or {}).items():
+        metrics[candidate] = {}
+        for name, entry in per_metric.items():
+            merged = {k: entry.get(k) for k in ("value", "ciLow", "ciHigh") if k in entry}
+            delta = (deltas.get(candidate) or {}).get(name)
+            if delta:
+                merged |= {"delta": delta.get("value"), "deltaCiLow": delta.get("ciLow"), "deltaCiHigh": delta.get("ciHigh")}
+            metrics[candidate][name] = merged
+    return metrics
+
+
+def resource_document(result) -> dict[str, Any]:
+    """One step of a run as scripts read it: phase, key metrics, gates and artifact URIs."""
+    resource = result.resource
+    summary = result.summary
+    kind = summary.get("kind")
+    entry: dict[str, Any] = {
+        "kind": resource.kind_name,
+        "namespace": resource.metadata.namespace or "default",
+        "name": resource.metadata.name,
+        "phase": result.phase,
+        "durationSeconds": round(result.duration, 3),
+    }
+    if result.message:
+        entry["message"] = result.message
+    if not result.ok:
+        if summary.get("reason"):
+            entry["reason"] = summary["reason"]
+        if result.interrupted:
+            entry["interrupted"] = True
+        return entry
+    if kind == "eval":
+        full = _local_summary(result)
+        entry["metrics"] = _eval_metrics(full)
+        entry["baseline"] = full.get("baseline")
+        entry["passed"] = summary.get("passed")
+        entry["gates"] = full.get("gates") or summary.get("gates") or []
+        if summary.get("gateTally"):
+            entry["gateTally"] = summary["gateTally"]
+    else:
+        entry["metrics"] = {key: summary[key] for key in _METRIC_KEYS.get(kind, ()) if summary.get(key) is not None}
+    artifacts = {name: summary[key] for name, key in _ARTIFACT_KEYS.get(kind, {}).items() if summary.get(key)}
+    if kind == "train":
+        from kubetune_operator.builders.training import summary_artifacts
+
+        artifact = summary_artifacts(summary)
+        artifacts["final"] = artifact.uri
+        if artifact.type:
+            entry["artifactType"] = artifact.type
+        if summary.get("trueBase"):
+            entry["trueBase"] = summary["trueBase"]
+    if kind == "dataset" and summary.get("fingerprint"):
+        entry["fingerprint"] = summary["fingerprint"]
+    entry["artifacts"] = artifacts
+    if summary.get("warnings"):
+        entry["warnings"] = list(summary["warnings"])
+    return entry
+
+
+RESULTS = {0: "Succeeded", EXIT_FAILED: "Failed", EXIT_GATES_FAILED: "GatesFailed"}
+
+
+def run_document(results, code: int, artifact_root: str, error: str | None = None) -> dict[str, Any]:
+    """The whole run as one JSON document (`kubetune run --output json`)."""
+    document: dict[str, Any] = {
+        "apiVersion": "kubetune.dev/v1alpha1",
+        "kind": "LocalRun",
+        # Invalid: nothing ran (a document or option was refused); Interrupted: a stop signal ended it.
+        "result": "Invalid" if error is not None else RESULTS.get(code, "Interrupted"),
+        "exitCode": code,
+        "artifactRoot": artifact_root,
+        "resources": [resource_document(r) for r in results],
+    }
+    if error is not None:
+        document["error"] = error
+    return document

@@ -5,20 +5,24 @@ from __future__ import annotations
 
 from typing import Any
 
-import kopf
-
 from kubetune_operator.api import EvalRun, FineTuneJob, PreferenceDataset
-from kubetune_operator.api.common import GROUP, VERSION
 from kubetune_operator.api.evalrun import STATUS_GATES_LIMIT, CandidateResult, GateResult, PromotionStatus
 from kubetune_operator.api.finetunejob import Lora
 from kubetune_operator.builders import evaluation, promotion
-from kubetune_operator.handlers import common
+from kubetune_operator.builders.inputs import InputRefused
+from kubetune_operator.builders.workload import output_uri
+from kubetune_operator.handlers.children import ensure_job, job_pods
+from kubetune_operator.handlers.dependencies import Inputs, dependency, wait
+from kubetune_operator.handlers.job_outcome import JobOutcome, apply_outcome, conform, job_outcome
+from kubetune_operator.handlers.kind import Kind
+from kubetune_operator.handlers.watch import register
+from kubetune_operator.observability.metrics import OperatorMetrics
 from kubetune_operator.promotion.errors import PromotionRefused
 from kubetune_operator.promotion.record import build_record
 from kubetune_operator.runtime.context import Runtime
+from kubetune_operator.runtime.kube import CUSTOM_RESOURCES
 from kubetune_operator.runtime.status import StatusDraft, clip
 
-PLURAL = EvalRun.plural
 GATE_NAME_LIMIT = GateResult.model_fields["name"].metadata[0].max_length
 
 
@@ -33,20 +37,20 @@ async def reconcile(rt: Runtime, evr: EvalRun, body: dict[str, Any], draft: Stat
         refusal = promotion_refusal(evr)
         if refusal is not None:
             # Known before the evaluation spends its GPU hours.
-            common.fail(draft, "PromotionRefused", refusal)
+            draft.fail("PromotionRefused", refusal)
             return None
         inputs = await eval_inputs(rt, evr, namespace, draft)
-        return None if inputs is None else evaluation.build(evr, rt.builders, inputs)
+        return None if inputs is None else evaluation.build(evr, rt.operator_settings, inputs)
 
-    job = await common.ensure_job(rt, evr, draft, evaluation.job_name(evr), children)
+    job = await ensure_job(rt, evr, draft, evaluation.job_name(evr), children)
     if job is None:
         return
-    outcome = common.job_outcome(job, await common.job_pods(rt, job), "evaluation")
+    outcome = job_outcome(job, await job_pods(rt, job), "evaluation")
     if outcome.state != "Succeeded":
-        common.apply_outcome(draft, outcome)
+        apply_outcome(draft, outcome)
         return
     if not draft.current.get("results"):
-        draft.set(**eval_status(evr, outcome.summary or {}, common.builders.output_uri(evr, rt.builders)))
+        draft.set(**eval_status(evr, outcome.summary or {}, output_uri(evr, rt.operator_settings)))
         publish_metrics(rt, evr, draft.next)
     gates = draft.next.get("gates") or []
     passed_count, reported = gate_tally(draft.next)
@@ -63,53 +67,38 @@ async def reconcile(rt: Runtime, evr: EvalRun, body: dict[str, Any], draft: Stat
         draft.condition("GatesPassed", False, "GatesFailed",
                         f"{tally} gates passed; failed: {', '.join(failing) or 'no results'}")
     if evr.spec.promotion is None or not passed:
-        common.apply_outcome(draft, outcome)
+        apply_outcome(draft, outcome)
         return
     await promote(rt, evr, body, draft)
 
 
 async def eval_inputs(rt: Runtime, evr: EvalRun, namespace: str, draft: StatusDraft) -> evaluation.EvalInputs | None:
+    """The test set and candidates from other resources' statuses; None (and Waiting) until all are
+    ready, or (and Failed) when one can never serve."""
     spec = evr.spec
-    blocking = []
-    test_set = spec.test_set.uri
+    inputs = Inputs()
     if spec.test_set.preference_dataset:
-        data = await common.dependency(rt, PreferenceDataset.plural, namespace, spec.test_set.preference_dataset, "TestSet")
+        data = await inputs.check(rt, PreferenceDataset, namespace, spec.test_set.preference_dataset, "TestSet")
         draft.condition("TestSetReady", data.ready, data.reason, data.message)
-        if data.ready:
-            test_set = (data.status.get("artifacts") or {}).get("uri")
-        else:
-            blocking.append(data)
-    candidates: dict[str, evaluation.CandidateArtifacts] = {}
     waiting = []
     for candidate in spec.candidates:
-        if not candidate.fine_tune_job:
-            continue
-        job = await common.dependency(rt, FineTuneJob.plural, namespace, candidate.fine_tune_job, "Candidate")
-        if not job.ready:
-            waiting.append(job)
-            continue
-        artifacts = job.status.get("artifacts") or {}
-        resolved = evaluation.trained_candidate(
-            candidate.use_merged, artifacts.get("type"), artifacts.get("uri"), artifacts.get("mergedUri")
-        )
-        if resolved is None:
-            common.fail(
-                draft,
-                "NoMergedModel",
-                f"candidate {candidate.name}: useMerged is set but FineTuneJob {candidate.fine_tune_job} wrote "
-                "no merged model (set its output.mergeAdapter)",
-            )
-            return None
-        candidates[candidate.name] = resolved
+        if candidate.fine_tune_job:
+            job = await inputs.check(rt, FineTuneJob, namespace, candidate.fine_tune_job, "Candidate")
+            if not job.ready:
+                waiting.append(job)
+    try:
+        resolved = evaluation.resolve_inputs(evr, inputs.artifacts_of)
+    except InputRefused as refused:
+        draft.fail(refused.reason, refused.message)
+        return None
     if waiting:
         draft.condition("CandidatesReady", False, waiting[0].reason, "; ".join(w.message for w in waiting))
-        blocking += waiting
     else:
         draft.condition("CandidatesReady", True, "CandidatesReady", f"{len(spec.candidates)} candidates ready")
-    if blocking:
-        common.wait(draft, blocking)
+    if inputs.blocking:
+        wait(draft, inputs.blocking)
         return None
-    return evaluation.EvalInputs(test_set_uri=test_set, candidates=candidates)
+    return resolved
 
 
 def eval_status(evr: EvalRun, summary: dict[str, Any], default_output: str) -> dict[str, Any]:
@@ -120,7 +109,7 @@ def eval_status(evr: EvalRun, summary: dict[str, Any], default_output: str) -> d
     results = [
         result
         for candidate, metrics in scores.items()
-        if (result := common.conform(
+        if (result := conform(
             CandidateResult,
             {"candidate": candidate, "baseline": baseline.get(candidate, False), "metrics": metrics},
             f"results of {candidate}",
@@ -129,7 +118,7 @@ def eval_status(evr: EvalRun, summary: dict[str, Any], default_output: str) -> d
     raw_gates = summary.get("gates") if isinstance(summary.get("gates"), list) else []
     # A result that does not fit the schema is left out of `gates` but counted as failed, so it can
     # never let the others promote.
-    gates = [gate for raw in raw_gates if (gate := common.conform(GateResult, _clip_name(raw), "gate")) is not None]
+    gates = [gate for raw in raw_gates if (gate := conform(GateResult, _clip_name(raw), "gate")) is not None]
     listed_passing = sum(1 for g in gates if g["passed"])
     passed, total = listed_passing, len(raw_gates)
     tally = summary.get("gateTally") if isinstance(summary.get("gateTally"), dict) else {}
@@ -200,25 +189,34 @@ async def promote(rt: Runtime, evr: EvalRun, body: dict[str, Any], draft: Status
             record = await promotion_record(rt, evr, body, draft.next)
         except PromotionRefused as exc:
             draft.condition("Promoted", False, "PromotionRefused", str(exc))
-            common.fail(draft, "PromotionRefused", str(exc))
+            draft.fail("PromotionRefused", str(exc))
             return None
-        return promotion.build(evr, rt.builders, record)
+        return promotion.build(evr, rt.operator_settings, record)
 
-    job = await common.ensure_job(rt, evr, draft, promotion.job_name(evr), children, marker="PromoteJobCreated")
+    job = await ensure_job(rt, evr, draft, promotion.job_name(evr), children, marker="PromoteJobCreated")
     if job is None:
         return
-    outcome = common.job_outcome(job, await common.job_pods(rt, job), "promotion")
+    outcome = job_outcome(job, await job_pods(rt, job), "promotion")
     if outcome.state == "Succeeded":
         summary = outcome.summary or {}
-        record = common.conform(PromotionStatus, {k: summary.get(k) for k in ("repository", "branch", "path", "commit")},
-                                "promotion")
+        pull = summary.get("pullRequest") if isinstance(summary.get("pullRequest"), dict) else None
+        landed = {k: summary.get(k) for k in ("repository", "branch", "path", "commit", "baseBranch")}
+        record = conform(PromotionStatus, landed | {"pullRequest": (pull or {}).get("url")}, "promotion")
         draft.set(promotion=record)
-        draft.condition("Promoted", True, "Promoted", f"committed {summary.get('commit') or '(unknown commit)'} "
-                        f"to {summary.get('repository')} {summary.get('branch')}")
-        common.apply_outcome(draft, common.JobOutcome("Succeeded", "Completed", "evaluation and promotion finished"))
+        committed = f"committed {summary.get('commit') or '(unknown commit)'} to {summary.get('repository')} " \
+                    f"{summary.get('branch')}"
+        if pull is None:
+            draft.condition("Promoted", True, "Promoted", committed)
+        else:
+            # The commit serves once a reviewer merges the request; the operator does not watch the forge.
+            state = pull.get("state")
+            draft.condition("Promoted", True, "PullRequestMerged" if state == "merged" else "PullRequestOpened",
+                            f"{committed}; pull request #{pull.get('number')} into {summary.get('baseBranch')} "
+                            f"({state}): {pull.get('url')}" + ("" if state == "merged" else "; merge it to serve the adapter"))
+        apply_outcome(draft, JobOutcome("Succeeded", "Completed", "evaluation and promotion finished"))
     elif outcome.state == "Failed":
         draft.condition("Promoted", False, outcome.reason, outcome.message)
-        common.fail(draft, "PromotionFailed", outcome.message)
+        draft.fail("PromotionFailed", outcome.message)
     else:
         draft.condition("Promoted", None, "Promoting", outcome.message)
         draft.set_phase("Running", "gates passed; " + outcome.message)
@@ -231,10 +229,10 @@ async def promotion_record(rt: Runtime, evr: EvalRun, body: dict[str, Any], stat
         raise PromotionRefused(refusal)
     candidate = promoted_candidate(evr)
     namespace = body["metadata"]["namespace"]
-    source = await common.dependency(rt, FineTuneJob.plural, namespace, candidate.fine_tune_job, "Candidate")
+    source = await dependency(rt, FineTuneJob, namespace, candidate.fine_tune_job, "Candidate")
     if not source.ready:
         raise PromotionRefused(f"candidate {candidate.name}: {source.message}")
-    ftj_body = await rt.api.get(common.CUSTOM_RESOURCES[FineTuneJob.plural], namespace, candidate.fine_tune_job)
+    ftj_body = await rt.api.get(CUSTOM_RESOURCES[FineTuneJob.plural], namespace, candidate.fine_tune_job)
     peft = ((ftj_body or {}).get("spec") or {}).get("peft") or {}
     rank = (peft.get("lora") or {}).get("r", Lora().r) if peft.get("type", "lora") != "full" else None
     summary = {
@@ -255,9 +253,5 @@ async def promotion_record(rt: Runtime, evr: EvalRun, body: dict[str, Any], stat
     )
 
 
-common.register(EvalRun, reconcile)
-
-
-@kopf.index(GROUP, VERSION, PLURAL)
-def evalrun_inputs(body: kopf.Body, **_) -> dict[tuple[str, str, str], tuple[str, str]]:
-    return common.input_index(EvalRun, body)
+# Eval results are known only once an EvalRun finishes: they stay until it is deleted.
+register(Kind(EvalRun, reconcile, forget_all=OperatorMetrics.forget_eval))

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 from typing import Any
 
-import kopf
+from pydantic.alias_generators import to_camel
 
 from kubetune_operator.api import FineTuneJob, PreferenceDataset
-from kubetune_operator.api.common import GROUP, VERSION
-from kubetune_operator.api.finetunejob import TrainArtifacts, TrueBase
+from kubetune_operator.api.finetunejob import FineTuneJobStatus
 from kubetune_operator.builders import training
-from kubetune_operator.handlers import common
+from kubetune_operator.builders.inputs import InputRefused
+from kubetune_operator.builders.workload import output_uri
+from kubetune_operator.handlers.children import ensure_job, job_pods, sync_suspend
+from kubetune_operator.handlers.dependencies import Inputs, wait
+from kubetune_operator.handlers.job_outcome import apply_outcome, job_outcome, status_fields
+from kubetune_operator.handlers.kind import Kind
+from kubetune_operator.handlers.watch import register
+from kubetune_operator.observability.metrics import OperatorMetrics
 from kubetune_operator.runtime.context import Runtime
 from kubetune_operator.runtime.status import StatusDraft
-
-PLURAL = FineTuneJob.plural
 
 
 async def reconcile(rt: Runtime, ftj: FineTuneJob, body: dict[str, Any], draft: StatusDraft) -> None:
@@ -28,19 +32,19 @@ async def reconcile(rt: Runtime, ftj: FineTuneJob, body: dict[str, Any], draft: 
             return None
         if inputs.dataset_fingerprint:
             draft.set(datasetFingerprint=inputs.dataset_fingerprint)
-        return training.build(ftj, rt.builders, inputs)
+        return training.build(ftj, rt.operator_settings, inputs)
 
-    job = await common.ensure_job(rt, ftj, draft, training.job_name(ftj), children)
+    job = await ensure_job(rt, ftj, draft, training.job_name(ftj), children)
     if job is None:
         return
-    job = await common.sync_suspend(rt, job, ftj.spec.suspend)
-    outcome = common.job_outcome(job, await common.job_pods(rt, job), "training")
-    common.apply_outcome(draft, outcome)
+    job = await sync_suspend(rt, job, ftj.spec.suspend)
+    outcome = job_outcome(job, await job_pods(rt, job), "training")
+    apply_outcome(draft, outcome)
     # Never less than before: replaced pods that were evicted are deleted, and no listing shows them again.
     draft.set(restarts=max(outcome.restarts, int(draft.current.get("restarts") or 0)))
     if outcome.state == "Succeeded":
         summary = outcome.summary or {}
-        draft.set(**training_status(summary, common.builders.output_uri(ftj, rt.builders)))
+        draft.set(**training_status(summary, output_uri(ftj, rt.operator_settings)))
         if isinstance(summary.get("resumedFrom"), str):
             draft.set_phase("Succeeded", f"training finished, resumed from {summary['resumedFrom']}")
 
@@ -48,47 +52,34 @@ async def reconcile(rt: Runtime, ftj: FineTuneJob, body: dict[str, Any], draft: 
 async def training_inputs(
     rt: Runtime, ftj: FineTuneJob, namespace: str, draft: StatusDraft
 ) -> training.TrainingInputs | None:
-    """The dataset and start point from other resources' statuses; None (and Waiting) until both are ready."""
+    """The dataset and start point from other resources' statuses; None (and Waiting) until both are
+    ready, or (and Failed) when one can never serve."""
     spec = ftj.spec
-    blocking = []
-    dataset_uri, fingerprint, start_from = spec.dataset.uri, spec.dataset.fingerprint, None
+    inputs = Inputs()
     if spec.dataset.preference_dataset:
-        data = await common.dependency(rt, PreferenceDataset.plural, namespace, spec.dataset.preference_dataset, "Dataset")
+        data = await inputs.check(rt, PreferenceDataset, namespace, spec.dataset.preference_dataset, "Dataset")
         draft.condition("DatasetReady", data.ready, data.reason, data.message)
-        if data.ready:
-            dataset_uri = (data.status.get("artifacts") or {}).get("uri")
-            fingerprint = fingerprint or data.status.get("fingerprint")
-        else:
-            blocking.append(data)
     else:
-        draft.condition("DatasetReady", True, "DatasetUri", f"prepared dataset at {dataset_uri}")
+        draft.condition("DatasetReady", True, "DatasetUri", f"prepared dataset at {spec.dataset.uri}")
     if spec.start_from and spec.start_from.fine_tune_job:
-        start = await common.dependency(rt, PLURAL, namespace, spec.start_from.fine_tune_job, "StartPoint")
+        start = await inputs.check(rt, FineTuneJob, namespace, spec.start_from.fine_tune_job, "StartPoint")
         draft.condition("StartPointReady", start.ready, start.reason, start.message)
-        if not start.ready:
-            blocking.append(start)
-        else:
-            artifacts = start.status.get("artifacts") or {}
-            if artifacts.get("type") != "adapter":
-                common.fail(
-                    draft,
-                    "StartPointNotAdapter",
-                    f"startFrom.fineTuneJob {spec.start_from.fine_tune_job} wrote a {artifacts.get('type') or 'unknown'} "
-                    "model, not an adapter: startFrom merges an adapter into the base",
-                )
-                return None
-            start_from = artifacts.get("uri")
     elif spec.start_from:
-        start_from = spec.start_from.adapter_uri
-        draft.condition("StartPointReady", True, "AdapterUri", f"starting from the adapter at {start_from}")
-    if blocking:
-        common.wait(draft, blocking)
+        draft.condition("StartPointReady", True, "AdapterUri", f"starting from the adapter at {spec.start_from.adapter_uri}")
+    try:
+        resolved = training.resolve_inputs(ftj, inputs.artifacts_of)
+    except InputRefused as refused:
+        draft.fail(refused.reason, refused.message)
         return None
-    return training.TrainingInputs(dataset_uri=dataset_uri, dataset_fingerprint=fingerprint, start_from_uri=start_from)
+    if inputs.blocking:
+        wait(draft, inputs.blocking)
+        return None
+    return resolved
 
 
 def training_status(summary: dict[str, Any], default_output: str) -> dict[str, Any]:
-    """Status fields from a train summary (contracts §5); misshapen parts are left out."""
+    """Status fields from a train summary (contracts §5), each held against FineTuneJobStatus;
+    misshapen parts are left out."""
     output = str(summary.get("output") or default_output).rstrip("/")
     artifact = summary.get("artifact") if isinstance(summary.get("artifact"), dict) else {}
     artifacts = {
@@ -98,19 +89,18 @@ def training_status(summary: dict[str, Any], default_output: str) -> dict[str, A
         "manifest": f"{output}/manifest.json",
         "sha256": artifact.get("sha256"),
     }
-    best_loss = summary.get("bestEvalLoss")
-    fields = {
-        "artifacts": common.conform(TrainArtifacts, artifacts, "artifacts"),
-        "trueBase": common.conform(TrueBase, summary.get("trueBase"), "trueBase"),
-        "bestCheckpoint": summary.get("bestCheckpoint") if isinstance(summary.get("bestCheckpoint"), str) else None,
-        "bestEvalLoss": best_loss if isinstance(best_loss, int | float) and not isinstance(best_loss, bool) else None,
-    }
-    return {key: value for key, value in fields.items() if value is not None}
+    plots = summary.get("plots") if isinstance(summary.get("plots"), dict) else {}
+    if plots:
+        artifacts["plots"] = {to_camel(name): uri for name, uri in plots.items()}
+    return status_fields(FineTuneJobStatus, {
+        "artifacts": artifacts,
+        "trueBase": summary.get("trueBase"),
+        "bestCheckpoint": summary.get("bestCheckpoint"),
+        "bestEvalLoss": summary.get("bestEvalLoss"),
+        "tracking": summary.get("tracking") or None,
+    })
 
 
-common.register(FineTuneJob, reconcile)
-
-
-@kopf.index(GROUP, VERSION, PLURAL)
-def finetunejob_inputs(body: kopf.Body, **_) -> dict[tuple[str, str, str], tuple[str, str]]:
-    return common.input_index(FineTuneJob, body)
+# Training series describe a running job: gone once it finishes, is suspended or deleted.
+register(Kind(FineTuneJob, reconcile, forget_running=OperatorMetrics.forget_training,
+              forget_all=OperatorMetrics.forget_training))

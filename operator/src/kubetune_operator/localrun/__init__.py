@@ -1,1 +1,1 @@
-"""Running kubetune without a cluster: pods as local processes (`pod`), Jobs as local pod sets (`kubelet`)."""
+"""Running kubetune without a cluster: each step's pod as a local process (`pod`), in order (`runner`)."""

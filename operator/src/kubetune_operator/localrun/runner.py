@@ -10,6 +10,7 @@ whose spec and inputs are unchanged since its last success is skipped.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -24,19 +25,22 @@ from pathlib import Path
 from typing import Any
 
 from kubetune_operator.api import EvalRun, FineTuneJob, PreferenceDataset, Resource
-from kubetune_operator.builders import common, dataset, evaluation, plan, training
+from kubetune_operator.builders import dataset, evaluation, plan, training, workload
+from kubetune_operator.builders.inputs import Artifacts, InputRefused, Lookup
 from kubetune_operator.builders.settings import OperatorSettings
 from kubetune_operator.errors import UserError, shorten
 from kubetune_operator.exitcodes import reason
 from kubetune_operator.localrun import pod as local_pod
 from kubetune_operator.localrun.locks import Locks
+from kubetune_operator.redact import redact
 
 STATE_VERSION = 1
 # Taken from this machine's environment into every local pod: storage credentials and hub mode,
 # the GPUs to use, and how the CPU's numeric libraries run (ATen's kernel ISA, MKL's code path,
 # OpenMP/oneDNN threads), which on a cluster the node and the image decide.
 HOST_ENV_PREFIXES = (
-    "AWS_", "HF_HUB_OFFLINE", "CUDA_VISIBLE",
+    # Credentials come from this machine's environment, as a pod gets them from Secrets: S3, trackers.
+    "AWS_", "MLFLOW_", "WANDB_", "HF_HUB_OFFLINE", "CUDA_VISIBLE",
     "ATEN_CPU_CAPABILITY", "MKL_", "OMP_", "KMP_", "DNNL_", "ONEDNN_", "OPENBLAS_",
 )
 # Written into a local output that `kubetune run` creates: only such a folder may `--force` retrain into
@@ -48,6 +52,8 @@ AFRESH_ENV = "KUBETUNE_TRAIN_AFRESH"
 OUTPUT_LOCK = ".kubetune-lock"
 # kubetune's own files in an output: not part of its content (the lock holds a PID).
 CONTROL_FILES = (OUTPUT_MARKER, OUTPUT_LOCK)
+# What each kind that others take as input produced, from its step's summary.
+PRODUCED = {PreferenceDataset: dataset.summary_artifacts, FineTuneJob: training.summary_artifacts}
 # Launcher flags that only make sense across several nodes; locally everything is one node.
 _MULTI_NODE_FLAGS = ("--node-rank", "--master-addr", "--master-port")
 
@@ -85,12 +91,6 @@ def collapse_launch(argv: list[str], gpus: int) -> list[str]:
     if gpus > 1:
         kept += ["--nnodes=1", f"--nproc-per-node={gpus}"]
     return kept
-
-
-def final_artifact(train_summary: dict[str, Any]) -> dict[str, Any]:
-    """The final adapter or model of a training summary; the summary drops its details when it is
-    too long for a termination message, but the layout (docs/contracts.md §6) still says where it is."""
-    return train_summary.get("artifact") or {"uri": f"{train_summary['output']}/final"}
 
 
 def _digest(value: Any) -> str:
@@ -244,49 +244,27 @@ class LocalRunner:
 
     @staticmethod
     def _state_key(resource: Resource, artifact_root: str) -> str:
-        return f"{artifact_root}|{resource.kind_name}|{common.namespace_of(resource)}|{resource.metadata.name}"
+        return f"{artifact_root}|{resource.kind_name}|{workload.namespace_of(resource)}|{resource.metadata.name}"
 
     # -- inputs, from what earlier steps produced ------------------------------------------------
     def _summary_of(self, kind: str, resource: Resource, name: str) -> dict[str, Any]:
-        result = self.results[(kind, common.namespace_of(resource), name)]
+        result = self.results[(kind, workload.namespace_of(resource), name)]
         return result.summary
 
-    def _training_inputs(self, ftj: FineTuneJob) -> training.TrainingInputs:
-        spec = ftj.spec
-        if spec.dataset.preference_dataset:
-            data = self._summary_of("PreferenceDataset", ftj, spec.dataset.preference_dataset)
-            dataset_uri, fingerprint = data["output"], data.get("fingerprint")
-        else:
-            dataset_uri, fingerprint = spec.dataset.uri, spec.dataset.fingerprint
-        start_from = None
-        if spec.start_from and spec.start_from.fine_tune_job:
-            start_from = final_artifact(self._summary_of("FineTuneJob", ftj, spec.start_from.fine_tune_job))["uri"]
-        elif spec.start_from:
-            start_from = spec.start_from.adapter_uri
-        return training.TrainingInputs(dataset_uri, fingerprint, start_from)
+    def _artifacts_of(self, resource: Resource) -> Lookup:
+        """The lookup for the input resolvers: what the earlier steps' summaries say they produced."""
 
-    def _eval_inputs(self, evr: EvalRun) -> evaluation.EvalInputs:
-        spec = evr.spec
-        if spec.test_set.preference_dataset:
-            test_set = self._summary_of("PreferenceDataset", evr, spec.test_set.preference_dataset)["output"]
-        else:
-            test_set = spec.test_set.uri
-        candidates = {}
-        for candidate in spec.candidates:
-            if not candidate.fine_tune_job:
-                continue
-            trained = self._summary_of("FineTuneJob", evr, candidate.fine_tune_job)
-            artifact = final_artifact(trained)
-            resolved = evaluation.trained_candidate(
-                candidate.use_merged, artifact.get("type"), artifact["uri"], trained.get("merged")
-            )
-            if resolved is None:
-                raise UserError(
-                    f"EvalRun {evr.metadata.name}: candidate {candidate.name} uses the merged model of "
-                    f"FineTuneJob {candidate.fine_tune_job}, which has output.mergeAdapter off"
-                )
-            candidates[candidate.name] = resolved
-        return evaluation.EvalInputs(test_set_uri=test_set, candidates=candidates)
+        def artifacts_of(kind: type[Resource], name: str) -> Artifacts:
+            return PRODUCED[kind](self._summary_of(kind.kind_name, resource, name))
+
+        return artifacts_of
+
+    def _inputs(self, resource: FineTuneJob | EvalRun) -> Any:
+        resolve = training.resolve_inputs if isinstance(resource, FineTuneJob) else evaluation.resolve_inputs
+        try:
+            return resolve(resource, self._artifacts_of(resource))
+        except InputRefused as refused:
+            raise UserError(f"{resource.kind_name} {resource.metadata.name}: {refused.message}") from refused
 
     def _children(self, resource: Resource) -> tuple[list[dict[str, Any]], Any]:
         """The manifests to run and the inputs that decide whether they must run again."""
@@ -297,7 +275,7 @@ class LocalRunner:
                 sources.append(info.rsplit("/", 1)[0] if not resource.spec.sources else info)
             return dataset.build(resource, self.settings), [_file_fingerprint(s) for s in sources]
         if isinstance(resource, FineTuneJob):
-            inputs = self._training_inputs(resource)
+            inputs = self._inputs(resource)
             upstream = [
                 self._summary_of(kind, resource, name) for kind, _, name in plan.references(resource)
             ]
@@ -307,7 +285,7 @@ class LocalRunner:
                 [u.get("fingerprint") or u.get("artifact") for u in upstream],
             ]
         if isinstance(resource, EvalRun):
-            inputs = self._eval_inputs(resource)
+            inputs = self._inputs(resource)
             upstream = [self._summary_of(kind, resource, name) for kind, _, name in plan.references(resource)]
             models = [_model_fingerprint(c.model) for c in resource.spec.candidates if c.model]
             return evaluation.build(resource, self.settings, inputs), [
@@ -320,7 +298,7 @@ class LocalRunner:
 
     # -- running one step ------------------------------------------------------------------------
     def _local_output(self, resource: Resource) -> Path | None:
-        output = common.output_uri(resource, self.settings)
+        output = workload.output_uri(resource, self.settings)
         return Path(output[len("file://") :]) if output.startswith("file://") else None
 
     def _claim_output(self, resource: Resource) -> None:
@@ -332,7 +310,7 @@ class LocalRunner:
             raise UserError(f"{resource.kind_name} {resource.metadata.name}: output {path} is not a directory")
         if not path.exists() or not any(path.iterdir()):
             path.mkdir(parents=True, exist_ok=True)
-            owner = {"kind": resource.kind_name, "namespace": common.namespace_of(resource), "name": resource.metadata.name}
+            owner = {"kind": resource.kind_name, "namespace": workload.namespace_of(resource), "name": resource.metadata.name}
             (path / OUTPUT_MARKER).write_text(json.dumps(owner) + "\n", encoding="utf-8")
         self.locks.take(
             path / OUTPUT_LOCK,
@@ -364,7 +342,7 @@ class LocalRunner:
         # Credentials come from this machine's environment (the standard AWS chain), not Secrets.
         container["env"] = [e for e in container.get("env", []) if "secretKeyRef" not in e.get("valueFrom", {})]
         container["command"] = collapse_launch(container["command"], self.gpus)
-        step_dir = inside(self.workdir, "pods", common.namespace_of(resource), resource.plural, resource.metadata.name)
+        step_dir = inside(self.workdir, "pods", workload.namespace_of(resource), resource.plural, resource.metadata.name)
         shutil.rmtree(step_dir, ignore_errors=True)
         progress_file = step_dir / "progress.jsonl"
         extra_env = {
@@ -380,7 +358,7 @@ class LocalRunner:
             pod_spec,
             workdir=step_dir,
             config_maps=config_maps,
-            fields={"metadata.name": f"{job['metadata']['name']}-local", "metadata.namespace": common.namespace_of(resource)},
+            fields={"metadata.name": f"{job['metadata']['name']}-local", "metadata.namespace": workload.namespace_of(resource)},
             extra_env=extra_env,
             gpus=self.gpus,
         )
@@ -401,6 +379,10 @@ class LocalRunner:
             outcome, killed = _stop(process)
         self._forward_progress(resource, progress_file, offset)
         duration = time.monotonic() - started
+        # The trainer keeps credentials out of what it writes; what else a step printed is not trusted to.
+        outcome = dataclasses.replace(
+            outcome, termination_message=redact(outcome.termination_message), log_tail=redact(outcome.log_tail)
+        )
         summary: dict[str, Any] = {}
         if outcome.termination_message:
             with contextlib.suppress(json.JSONDecodeError):

@@ -175,11 +175,15 @@ class OperatorMetrics:
         for gauge in self._training:
             gauge.remove_by_labels({"namespace": namespace, "name": name})
 
+    def forget_eval(self, namespace: str, name: str) -> None:
+        """Drop the resource's eval results (when it is deleted: they describe it until then)."""
+        self.eval_metric.remove_by_labels({"namespace": namespace, "name": name})
+        self.eval_gates_failed.remove_by_labels({"namespace": namespace, "name": name})
+
     def forget(self, namespace: str, name: str) -> None:
         """Drop every series of the resource (when it is deleted)."""
         self.forget_training(namespace, name)
-        self.eval_metric.remove_by_labels({"namespace": namespace, "name": name})
-        self.eval_gates_failed.remove_by_labels({"namespace": namespace, "name": name})
+        self.forget_eval(namespace, name)
 
 
 def _is_number(value: Any) -> bool:

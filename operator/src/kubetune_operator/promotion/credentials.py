@@ -18,14 +18,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from kubetune_operator.promotion.errors import PromotionRefused
+from kubetune_operator.redact import REDACTED, redact
 
 log = logging.getLogger(__name__)
 
 # GitHub takes any username with a token; this one is what its own tooling uses.
 DEFAULT_USERNAME = "x-access-token"
-REDACTED = "***"
 _SCP_LIKE = re.compile(r"^(?:[^@/:]+@)?[^/:]+:(?!//)")
-_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 
 
 def transport(url: str) -> str:
@@ -44,7 +43,7 @@ def url_password_free(url: str) -> str:
     """`url` unless it carries a password, which would reach argv, logs and the status."""
     if "://" in url and urlsplit(url).password is not None:
         raise PromotionRefused(
-            f"--repo {_USERINFO.sub(REDACTED + '@', url)}: the URL carries a password; "
+            f"--repo {redact(url)}: the URL carries a password; "
             "put the token in the credentials Secret (file `token`) instead"
         )
     return url
@@ -53,7 +52,7 @@ def url_password_free(url: str) -> str:
 def scrub(text: str, secrets: tuple[str, ...]) -> str:
     for secret in secrets:
         text = text.replace(secret, REDACTED)
-    return _USERINFO.sub(REDACTED + "@", text)
+    return redact(text)
 
 
 def _read(path: Path) -> str:

@@ -12,17 +12,12 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from kubetune_operator.builders.settings import OperatorSettings
 from kubetune_operator.observability.metrics import OperatorMetrics
-from kubetune_operator.runtime.kube import KubeApi
+from kubetune_operator.runtime.kube import KubeApi, ResourceKey
+from kubetune_operator.runtime.progress import ProgressPatcher
 from kubetune_operator.runtime.settings import RuntimeSettings
-
-if TYPE_CHECKING:
-    from kubetune_operator.runtime.progress import ProgressPatcher
-
-ResourceKey = tuple[str, str, str]  # (plural, namespace, name)
 
 
 class KeyedLocks:
@@ -93,11 +88,13 @@ class OwnWrites:
 @dataclass
 class Runtime:
     api: KubeApi
-    builders: OperatorSettings
+    operator_settings: OperatorSettings
     settings: RuntimeSettings
     metrics: OperatorMetrics
     locks: KeyedLocks = field(default_factory=KeyedLocks)
     phases: PhaseBook = field(default_factory=PhaseBook)
     own_writes: OwnWrites = field(default_factory=OwnWrites)
-    # Set right after construction: the patcher needs the runtime it belongs to.
-    progress: ProgressPatcher = field(default=None)  # type: ignore[assignment]
+    progress: ProgressPatcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.progress = ProgressPatcher(self.api, self.metrics, self.settings.progress_patch_interval)

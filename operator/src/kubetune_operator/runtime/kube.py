@@ -20,11 +20,13 @@ import aiohttp
 import kopf
 
 from kubetune_operator.api import KINDS
-from kubetune_operator.api.common import GROUP, VERSION
+from kubetune_operator.api.resource import GROUP, VERSION
 
 log = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
+
+ResourceKey = tuple[str, str, str]  # (plural, namespace, name)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from kubetune_operator.builders.settings import OperatorSettings
 from kubetune_operator.observability.metrics import operator_metrics
 from kubetune_operator.runtime.context import Runtime
 from kubetune_operator.runtime.kube import KubeApi
-from kubetune_operator.runtime.progress import ProgressPatcher, progress_app
+from kubetune_operator.runtime.progress import progress_app
 from kubetune_operator.runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
@@ -103,14 +103,13 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     runtime_settings: RuntimeSettings = getattr(memo, "runtime_settings", None) or RuntimeSettings.from_env()
     runtime = Runtime(
         api=KubeApi(connection_info),
-        builders=OperatorSettings.from_env(),
+        operator_settings=OperatorSettings.from_env(),
         settings=runtime_settings,
         metrics=operator_metrics(),
     )
-    runtime.progress = ProgressPatcher(runtime)
     memo.runtime = runtime
     memo.servers = [
-        await _serve(progress_app(runtime, runtime.progress), runtime_settings.progress_port),
+        await _serve(progress_app(runtime.api, runtime_settings.progress_key, runtime.progress), runtime_settings.progress_port),
         await _serve(metrics_app(), runtime_settings.metrics_port),
     ]
 

@@ -1,9 +1,10 @@
 """The progress channel (docs/contracts.md §4): `POST /progress/<namespace>/<plural>/<name>` on :8080.
 
 A pod presents the bearer token from its resource's `<name>-progress` Secret; the operator checks
-it against HMAC(key, uid) of the resource it reads from the API server. The latest event per
-FineTuneJob goes into the training gauges at once and into `status.progress` at most once per
-`progress_patch_interval` (the newest event wins; the last one is always written).
+it against HMAC(key, uid) of the resource it reads from the API server. Events count for the kinds
+whose status has `progress` (FineTuneJob): the latest one goes into the training gauges at once and
+into `status.progress` at most once per `progress_patch_interval` (the newest event wins; the last
+one is always written).
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ import aiohttp
 from aiohttp import web
 from pydantic import ValidationError
 
-from kubetune_operator.api import FineTuneJob
+from kubetune_operator.api import KINDS
 from kubetune_operator.api.finetunejob import Progress
-from kubetune_operator.runtime.context import ResourceKey, Runtime
+from kubetune_operator.observability.metrics import OperatorMetrics
 from kubetune_operator.runtime.kube import CUSTOM_RESOURCES as RESOURCES
-from kubetune_operator.runtime.kube import ApiError
+from kubetune_operator.runtime.kube import ApiError, KubeApi, ResourceKey
 from kubetune_operator.runtime.status import TERMINAL_PHASES, now_rfc3339
 from kubetune_operator.runtime.tokens import token_matches
 
@@ -43,6 +44,8 @@ PROGRESS_FIELDS = (
     "reward_accuracy",
     "tokens_per_second",
 )
+# The kinds whose status holds progress: their pods' events are taken; the others' are acknowledged.
+REPORTING = frozenset(model.plural for model in KINDS.values() if "progress" in model.status_model().model_fields)
 
 
 def progress_status(event: Mapping[str, Any]) -> dict[str, Any]:
@@ -62,15 +65,20 @@ def progress_status(event: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class ProgressPatcher:
-    """Latest event per resource, written to status.progress at a bounded rate."""
+    """What an accepted event does: the training gauges at once, and the latest event per resource
+    written to status.progress at a bounded rate (`interval` seconds)."""
 
-    def __init__(self, runtime: Runtime):
-        self.runtime = runtime
+    def __init__(self, api: KubeApi, metrics: OperatorMetrics, interval: float):
+        self.api = api
+        self.metrics = metrics
+        self.interval = interval
         self._pending: dict[ResourceKey, dict[str, Any]] = {}
         self._last_write: dict[ResourceKey, float] = {}
         self._flushers: dict[ResourceKey, asyncio.Task] = {}
 
     def submit(self, key: ResourceKey, event: Mapping[str, Any]) -> None:
+        _, namespace, name = key
+        self.metrics.record_progress(namespace, name, event)
         patch: dict[str, Any] = {"progress": progress_status(event)}
         checkpoint = event.get("checkpoint")
         if isinstance(checkpoint, str) and len(checkpoint) <= 1024:
@@ -81,7 +89,7 @@ class ProgressPatcher:
 
     async def _flush_later(self, key: ResourceKey) -> None:
         try:
-            wait = self._last_write.get(key, 0.0) + self.runtime.settings.progress_patch_interval - time.monotonic()
+            wait = self._last_write.get(key, 0.0) + self.interval - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
             patch = self._pending.pop(key, None)
@@ -89,7 +97,7 @@ class ProgressPatcher:
                 self._last_write[key] = time.monotonic()
                 plural, namespace, name = key
                 try:
-                    await self.runtime.api.patch(RESOURCES[plural], namespace, name, {"status": patch}, "status")
+                    await self.api.patch(RESOURCES[plural], namespace, name, {"status": patch}, "status")
                 except ApiError as exc:
                     log.info("progress of %s/%s/%s not written: %s", plural, namespace, name, exc)
         finally:
@@ -112,7 +120,7 @@ class ProgressPatcher:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def progress_app(runtime: Runtime, patcher: ProgressPatcher) -> web.Application:
+def progress_app(api: KubeApi, progress_key: bytes, patcher: ProgressPatcher) -> web.Application:
     async def receive(request: web.Request) -> web.Response:
         namespace, plural, name = (request.match_info[k] for k in ("namespace", "plural", "name"))
         resource = RESOURCES.get(plural)
@@ -126,7 +134,7 @@ def progress_app(runtime: Runtime, patcher: ProgressPatcher) -> web.Application:
         except web.HTTPRequestEntityTooLarge:
             return _error(413, f"progress events are at most {MAX_BODY_BYTES} bytes")
         try:
-            body = await runtime.api.get(resource, namespace, name)
+            body = await api.get(resource, namespace, name)
         except ApiError as exc:
             if exc.status != 403:
                 log.warning("progress for %s %s/%s: the API server answered %s", resource.kind, namespace, name, exc)
@@ -138,7 +146,7 @@ def progress_app(runtime: Runtime, patcher: ProgressPatcher) -> web.Application:
             return _error(503, "the operator cannot check the token now; retry later")
         if body is None:
             return _error(404, f"{resource.kind} {namespace}/{name} not found")
-        if not token_matches(runtime.settings.progress_key, body["metadata"].get("uid", ""), header[len("Bearer "):]):
+        if not token_matches(progress_key, body["metadata"].get("uid", ""), header[len("Bearer "):]):
             return _error(401, "token does not belong to this resource")
         try:
             event = json.loads(raw)
@@ -149,8 +157,7 @@ def progress_app(runtime: Runtime, patcher: ProgressPatcher) -> web.Application:
         if (body.get("status") or {}).get("phase") in TERMINAL_PHASES:
             # A late event must not bring back gauges of a finished job.
             return web.json_response({"accepted": False, "reason": "resource has finished"}, status=202)
-        if plural == FineTuneJob.plural:
-            runtime.metrics.record_progress(namespace, name, event)
+        if plural in REPORTING:
             patcher.submit((plural, namespace, name), event)
         return web.json_response({"accepted": True}, status=202)
 

@@ -67,6 +67,10 @@ class StatusDraft:
         if phase in TERMINAL_PHASES and not self.next.get("completionTime"):
             self.next["completionTime"] = self.now
 
+    def fail(self, reason: str, message: str) -> None:
+        self.condition("Failed", True, reason, message)
+        self.set_phase("Failed", message)
+
     def set(self, **fields: Any) -> None:
         """Set top-level status fields (camelCase); None removes one."""
         self.next.update(fields)

@@ -10,7 +10,7 @@ import yaml
 
 from kubetune_operator.api import KINDS
 from kubetune_operator.api.crd import crd, drift, expected_files, openapi_schema
-from kubetune_operator.api.schema import walk
+from kubetune_operator.api.schema import unwrap, walk
 
 ROOT = Path(__file__).resolve().parents[4]
 
@@ -56,6 +56,24 @@ def test_every_property_has_a_description(kind):
     # kube-apiserver refuses a CRD whose metadata schema holds anything but `type: object`.
     assert missing == ["metadata"]
     assert schema["properties"]["metadata"] == {"type": "object"}
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_descriptions_are_flowing_text(kind):
+    """`kubectl explain` wraps descriptions itself: a docstring's line break would show mid-sentence."""
+    broken = [
+        f"{path}.{name}"
+        for path, node in walk(openapi_schema(KINDS[kind]))
+        for name, child in node.get("properties", {}).items()
+        if "\n" in child.get("description", "").replace("\n\n", "")
+    ]
+    assert not broken
+
+
+def test_a_docstring_becomes_paragraphs_of_flowing_text():
+    assert unwrap("Built-in methods (sft,\n    dpo), so methods such\n    as orpo.\n\n    Second paragraph.\n") == (
+        "Built-in methods (sft, dpo), so methods such as orpo.\n\nSecond paragraph."
+    )
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))

@@ -104,17 +104,30 @@ BAD = {
     "shell metacharacters in referenced name": (EVR, setter("spec.candidates.1.fineTuneJob", "x;reboot"), "spec.candidates[1].fineTuneJob"),
     "over-long resource name": (FTJ, setter("metadata.name", "a" * 49), "metadata.name"),
     "invalid resource name": (FTJ, setter("metadata.name", "Bad_Name"), "metadata.name"),
-    "namespace escaping the artifact root": (FTJ, setter("metadata.namespace", "../../esc"), "metadata.namespace"),
+    "namespace escaping the artifact root": (FTJ, setter("metadata.namespace", "../../esc"), "metadata.namespace"),  # refused input
     "namespace with a slash": (PDS, setter("metadata.namespace", "a/b"), "metadata.namespace"),
     "namespace with uppercase": (EVR, setter("metadata.namespace", "Team"), "metadata.namespace"),
     "namespace with a dot": (PDS, setter("metadata.namespace", "team.a"), "metadata.namespace"),
     "empty namespace": (PDS, setter("metadata.namespace", ""), "metadata.namespace"),
     "namespace of 64 characters": (PDS, setter("metadata.namespace", "n" * 64), "metadata.namespace"),
     "namespace that is not a string": (FTJ, setter("metadata.namespace", 7), "metadata.namespace"),
+    # Python's `$` also matches before a final newline; the API server's RE2 does not.
+    "URI with a trailing newline": (FTJ, setter("spec.baseModel", "file://./m\n"), "spec.baseModel"),
+    "output URI with a trailing newline": (FTJ, setter("spec.output.uri", "s3://bucket/x\n"), "spec.output.uri"),
+    "namespace with a trailing newline": (PDS, setter("metadata.namespace", "ns\n"), "metadata.namespace"),
+    "name with a trailing newline": (PDS, setter("metadata.name", "data\n"), "metadata.name"),
+    "label value with a trailing newline": (FTJ, setter("metadata.labels", {"team": "a\n"}), "metadata.labels.team"),
+    "label value of 64 characters": (FTJ, setter("metadata.labels", {"team": "v" * 64}), "metadata.labels.team"),
+    "label key with a space": (FTJ, setter("metadata.labels", {"a b": "x"}), "metadata.labels.a b"),
+    "label value that is a number": (PDS, setter("metadata.labels", {"team": 7}), "metadata.labels"),
+    "annotations past 256 KiB": (EVR, setter("metadata.annotations", {"note": "x" * 262_145}), "metadata.annotations"),
     "dots in a resource name (no reference could name it)": (PDS, setter("metadata.name", "repeater.badcases"), "metadata.name"),
     "training name starting with a digit (its Service would be refused)": (FTJ, setter("metadata.name", "7b-dpo"), "metadata.name"),
     "over-long stratify field": (SFT_DATA, setter("spec.split.stratifyBy", "s" * 64), "spec.split.stratifyBy"),
     "over-long system prompt": (EVR, setter("spec.testSet.systemPrompt", "x" * 20000), "spec.testSet.systemPrompt"),
+    "pull request on a repository without an owner": (EVR, setter("spec.promotion.repository", "https://git.example.com/gitops.git"), "spec.promotion.pullRequest"),
+    "pull request on an unknown forge": (EVR, setter("spec.promotion.pullRequest.provider", "bitbucket"), "spec.promotion.pullRequest.provider"),
+    "pull request API root that is not http": (EVR, setter("spec.promotion.pullRequest.apiUrl", "ftp://api"), "spec.promotion.pullRequest.apiUrl"),
     "missing method": (FTJ, deleter("spec.method"), "spec.method"),
     "missing base model": (FTJ, deleter("spec.baseModel"), "spec.baseModel"),
     "missing spec": (FTJ, deleter("spec"), "spec"),
@@ -124,6 +137,13 @@ BAD = {
     "dataset with both name and uri": (FTJ, setter("spec.dataset.uri", "s3://llm-data/prepared"), "spec.dataset"),
     "dataset with neither": (FTJ, deleter("spec.dataset.preferenceDataset"), "spec.dataset"),
     "dpo options on sft": (FTJ, setter("spec.method", "sft"), "spec.dpo"),
+    "orpo options on dpo": (FTJ, setter("spec.orpo", {"beta": 0.2}), "spec.orpo"),
+    "kto options on simpo": (FTJ, both(setter("spec.method", "simpo"), deleter("spec.dpo"), setter("spec.kto", {})), "spec.kto"),
+    "unknown dpo loss": (FTJ, setter("spec.dpo.lossType", "kto"), "spec.dpo.lossType"),
+    "exo_pair without label smoothing": (FTJ, setter("spec.dpo.lossType", "exo_pair"), "spec.dpo.labelSmoothing"),
+    "label smoothing on ipo": (FTJ, both(setter("spec.dpo.lossType", "ipo"), setter("spec.dpo.labelSmoothing", 0.1)), "spec.dpo.labelSmoothing"),
+    "label smoothing of one half": (FTJ, both(setter("spec.dpo.lossType", "robust"), setter("spec.dpo.labelSmoothing", 0.5)), "spec.dpo.labelSmoothing"),
+    "kto with batches of one": (FTJ, both(setter("spec.method", "kto"), deleter("spec.dpo")), "spec.hyperparameters.batchSize"),
     "offload params without stage 3": (FTJ, both(setter("spec.resources.deepspeed.stage", 2), setter("spec.resources.deepspeed.offloadParams", True)), "spec.resources.deepspeed.offloadParams"),
     "qlora on CPU": (FTJ, both(setter("spec.peft.type", "qlora"), setter("spec.resources.gpusPerNode", 0), deleter("spec.resources.deepspeed")), "spec.peft.type"),
     "lora block with full": (FTJ, setter("spec.peft.type", "full"), "spec.peft.lora"),
@@ -137,6 +157,13 @@ BAD = {
     "regex metric without pattern": (EVR, setter("spec.metrics.0.type", "regex"), "spec.metrics[0].pattern"),
     "llamafactory format without mapping": (PDS, deleter("spec.llamafactory"), "spec.llamafactory"),
     "sft format on preference data": (PDS, both(setter("spec.format", "defects-raw"), deleter("spec.llamafactory"), setter("spec.sources", [{"uri": "s3://llm-data/x"}])), "spec.kind"),
+    "kto rows from an sft-only format": (PDS, both(setter("spec.kind", "kto"), setter("spec.format", "replay"), deleter("spec.llamafactory"), setter("spec.sources", [{"uri": "s3://llm-data/x"}])), "spec.format"),
+    "tools column on preference data": (PDS, both(deleter("spec.llamafactory.datasetInfo"), deleter("spec.llamafactory.dataset"), setter("spec.llamafactory.columns", {"messages": "conversations", "chosen": "c", "rejected": "r", "tools": "tools"}), setter("spec.sources", [{"uri": "s3://llm-data/x"}])), "spec.llamafactory.columns.tools"),
+    "kto tag on sft data": (SFT_DATA, both(setter("spec.format", "sharegpt"), setter("spec.llamafactory", {"columns": {"messages": "conversations", "ktoTag": "label"}})), "spec.llamafactory.columns.ktoTag"),
+    "mlflow without its secret": (FTJ, setter("spec.tracking", {"reportTo": ["mlflow"]}), "spec.tracking.secretName"),
+    "a tracker named twice": (FTJ, setter("spec.tracking", {"reportTo": ["tensorboard", "tensorboard"]}), "spec.tracking.reportTo"),
+    "an unknown tracker": (FTJ, setter("spec.tracking", {"reportTo": ["comet"]}), "spec.tracking.reportTo[0]"),
+    "a tracking server in the spec": (FTJ, setter("spec.tracking", {"reportTo": ["mlflow"], "secretName": "t", "trackingUri": "http://x"}), "spec.tracking.trackingUri"),
     "secret and service account together": (FTJ, setter("spec.storage.serviceAccountName", "trainer"), "spec.storage"),
     "secret value in a spec": (FTJ, setter("spec.storage.accessKey", "AKIA..."), "spec.storage.accessKey"),
     "node selector with a bad key": (FTJ, setter("spec.scheduling.nodeSelector", {"bad key!": "x"}), "spec.scheduling.nodeSelector"),
@@ -169,7 +196,13 @@ GOOD = {
     "learning rate written as an integer": (FTJ, setter("spec.hyperparameters.learningRate", 1)),
     "dataset name starting with a digit": (PDS, setter("metadata.name", "2024-badcases")),
     "namespace of 63 characters starting with a digit": (PDS, setter("metadata.namespace", "1" + "n" * 62)),
+    "labels and annotations as the API server takes them": (FTJ, both(
+        setter("metadata.labels", {"app.kubernetes.io/part-of": "llm-team", "empty": ""}),
+        setter("metadata.annotations", {"kubetune.dev/note": "any text: $(x) <y> ü " * 10}))),
     "toleration of every taint": (FTJ, setter("spec.scheduling.tolerations", [{"operator": "Exists"}])),
+    "unpaired APO with batches of one": (FTJ, both(setter("spec.method", "kto"), deleter("spec.dpo"), setter("spec.kto", {"lossType": "apo_zero_unpaired"}))),
+    "tensorboard needs no secret": (FTJ, setter("spec.tracking", {"reportTo": ["tensorboard"]})),
+    "robust DPO with label smoothing": (FTJ, both(setter("spec.dpo.lossType", "robust"), setter("spec.dpo.labelSmoothing", 0.1))),
 }
 
 
@@ -240,7 +273,7 @@ HUGE = "x" * 5_000_000
     ids=["pattern", "enum", "name", "namespace", "kind", "apiVersion", "type", "map key", "unknown field"],
 )
 def test_a_huge_value_is_clipped_in_every_message(mutate):
-    from kubetune_operator.builders.plan import Document, validate_all
+    from kubetune_operator.cli.documents import Document, validate_all
 
     document = load(FTJ)
     mutate(document)
@@ -252,7 +285,7 @@ def test_a_huge_value_is_clipped_in_every_message(mutate):
 
 
 def test_the_errors_of_one_document_are_listed_up_to_a_limit():
-    from kubetune_operator.builders.plan import Document, validate_all
+    from kubetune_operator.cli.documents import Document, validate_all
 
     document = load(FTJ)
     document["spec"].update({f"unknown{i}": i for i in range(500)})
@@ -260,3 +293,62 @@ def test_the_errors_of_one_document_are_listed_up_to_a_limit():
         validate_all([Document("many.yaml#0", document)])
     lines = str(raised.value).splitlines()
     assert len(lines) == 21 and lines[-1].endswith("… and 480 more errors")
+
+
+def _rule_sites(schema, value):
+    """(rule, value at its place) for every rule the document reaches, as _cel_errors visits them."""
+    for rule in schema.get("x-kubernetes-validations", []):
+        if "oldSelf" not in rule["rule"]:
+            yield rule["rule"], value
+    if isinstance(value, dict) and "properties" in schema:
+        for name, child in schema["properties"].items():
+            if name in value:
+                yield from _rule_sites(child, value[name])
+    elif isinstance(value, dict) and isinstance(schema.get("additionalProperties"), dict):
+        for item in value.values():
+            yield from _rule_sites(schema["additionalProperties"], item)
+    elif isinstance(value, list) and "items" in schema:
+        for item in value:
+            yield from _rule_sites(schema["items"], item)
+
+
+def _celpy(rule, value):
+    import celpy
+
+    from kubetune_operator.api.validation import _program
+
+    try:
+        return bool(_program(rule).evaluate({"self": celpy.json_to_cel(value)}))
+    except celpy.CELEvalError as exc:
+        return f"rule could not be evaluated: {exc.args[0]}"
+
+
+def _documents_for_rules():
+    for document in documents():
+        yield document.values[0]
+    for example, mutate, _ in [*BAD.values(), *((e, m, None) for e, m in GOOD.values())]:
+        document = load(example)
+        mutate(document)
+        yield document
+    names = load(FTJ)
+    for name in ("a" * 48, "a" * 49, "ok-name", "Bad", "x.y", "é" * 10, "a" * 47 + "é"):
+        yield {**names, "metadata": {"name": name}}
+
+
+def test_every_rule_decides_as_celpy_does_however_its_outcome_is_found():
+    """Outcomes are cached by what a rule reads, and a few string rules are decided without celpy:
+    neither may ever answer otherwise than celpy on the whole value."""
+    from kubetune_operator.api.schema import prune_nulls
+    from kubetune_operator.api.validation import _as_cel_types, _evaluate, _schema, apply_defaults
+
+    compared = set()
+    for document in _documents_for_rules():
+        if not isinstance(document.get("kind"), str) or document["kind"] not in ("PreferenceDataset", "FineTuneJob", "EvalRun"):
+            continue
+        schema = _schema(document["kind"])
+        body = _as_cel_types(schema, apply_defaults(schema, prune_nulls(copy.deepcopy(document))))
+        body.pop("status", None)
+        for rule, value in _rule_sites(schema, body):
+            assert _evaluate(rule, value, None) == _celpy(rule, value), (rule, value)
+            compared.add(rule)
+    assert len(compared) >= 40  # the rules the examples and their mutations reach

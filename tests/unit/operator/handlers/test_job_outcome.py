@@ -1,10 +1,18 @@
-"""Reading a Job's outcome from its conditions and its pods' termination messages."""
+"""Reading a Job's outcome from its conditions and its pods' termination messages, and what it sets."""
 
 from __future__ import annotations
 
 import json
 
-from kubetune_operator.handlers.common import job_outcome, parse_summary
+from kubetune_operator.api.preferencedataset import LengthStats
+from kubetune_operator.handlers.job_outcome import (
+    JobOutcome,
+    apply_outcome,
+    conform,
+    job_outcome,
+    parse_summary,
+)
+from kubetune_operator.runtime.status import StatusDraft
 
 
 def job(conditions=(), suspend=False, active=0, queue=None, **spec):
@@ -94,3 +102,19 @@ def test_an_evicted_pod_counts_as_replaced_while_it_terminates():
     deleted["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     outcome = job_outcome(job(active=2), [evicted, pod("Pending"), deleted], "training")
     assert outcome.restarts == 1
+
+
+def test_an_outcome_sets_phase_and_conditions_and_a_resumed_job_says_so():
+    draft = StatusDraft({"phase": "Suspended", "conditions": []}, generation=2, now="t")
+    apply_outcome(draft, JobOutcome("Suspended", "Queued", "training waits for admission by Kueue"))
+    assert draft.phase == "Suspended" and draft.get_condition("Suspended")["reason"] == "Queued"
+    apply_outcome(draft, JobOutcome("Running", "Running", "training is running"))
+    assert draft.phase == "Running" and draft.get_condition("Suspended")["status"] == "False"
+    apply_outcome(draft, JobOutcome("Failed", "OutOfMemory", "training failed: OutOfMemory"))
+    assert draft.phase == "Failed" and draft.get_condition("Failed")["reason"] == "OutOfMemory"
+
+
+def test_a_summary_part_that_does_not_fit_the_status_schema_is_left_out():
+    assert conform(LengthStats, {"min": 1, "mean": 2.0, "p50": 2, "p95": 3, "max": 4}, "lengths") is not None
+    assert conform(LengthStats, {"min": "one"}, "lengths") is None
+    assert conform(LengthStats, None, "lengths") is None

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 import kubetune_operator.handlers  # noqa: F401  (registers the kinds)
 from kubetune_operator.builders.settings import OperatorSettings
-from kubetune_operator.handlers.common import reconcile
+from kubetune_operator.handlers.reconcile import reconcile
 from kubetune_operator.observability.metrics import OperatorMetrics
 from kubetune_operator.runtime.context import Runtime
 from kubetune_operator.runtime.kube import ApiError
@@ -87,7 +87,7 @@ def api() -> FakeApi:
 
 @pytest.fixture
 def rt(api) -> Runtime:
-    return Runtime(api=api, builders=OperatorSettings(artifact_root="s3://art/root", progress_base_url="http://op:8080"),
+    return Runtime(api=api, operator_settings=OperatorSettings(artifact_root="s3://art/root", progress_base_url="http://op:8080"),
                    settings=RuntimeSettings(progress_key=b"k" * 16), metrics=OperatorMetrics(CollectorRegistry()))
 
 
@@ -316,10 +316,12 @@ def test_a_merged_candidate_needs_a_merged_model(rt, api):
     assert {c["type"]: c["reason"] for c in api.status("evalruns", "e")["conditions"]}["Failed"] == "NoMergedModel"
 
 
-def evaluated(rt, api, passed: bool, extra_gates: tuple[dict, ...] = (), tally: dict | None = None) -> dict:
+def evaluated(rt, api, passed: bool, extra_gates: tuple[dict, ...] = (), tally: dict | None = None,
+              **promotion_fields) -> dict:
     """An EvalRun with a promotion target whose eval Job finished with the gates `passed`."""
     adapter_job(api)
-    promotion = {"repository": "https://git.example.com/x/y.git", "secretName": "git", "candidate": "new"}
+    promotion = {"repository": "https://git.example.com/x/y.git", "secretName": "git", "candidate": "new",
+                 **promotion_fields}
     api.put("evalruns", resource("EvalRun", "e", eval_spec(promotion=promotion)))
     run(rt, "evalruns", "e")
     finished_eval(api, passed=passed, extra_gates=extra_gates, tally=tally)
@@ -396,6 +398,27 @@ def test_a_failed_promote_job_fails_the_run_and_says_why(rt, api):
     assert conditions["GatesPassed"]["status"] == "True"
 
 
+def test_a_promotion_by_pull_request_says_which_request_to_merge(rt, api):
+    evaluated(rt, api, passed=True, pullRequest={"provider": "gitlab"})
+    argv = api.objects[("jobs", NS, "e-promote")]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert argv[argv.index("--pull-request") + 1] == "gitlab" and "--api-url" not in argv
+    head = "kubetune/promote-new-uid-e"
+    finish_job(api, "e-promote", 0, {
+        "kind": "promotion", "repository": "https://git.example.com/x/y.git", "branch": head, "path": "adapters",
+        "commit": "c" * 40, "created": True, "baseBranch": "main",
+        "pullRequest": {"number": 4, "url": "https://git.example.com/x/y/-/merge_requests/4", "state": "open",
+                        "created": True}})
+    run(rt, "evalruns", "e")
+    status = api.status("evalruns", "e")
+    assert status["phase"] == "Succeeded"
+    assert status["promotion"] == {"repository": "https://git.example.com/x/y.git", "branch": head, "path": "adapters",
+                                   "commit": "c" * 40, "baseBranch": "main",
+                                   "pullRequest": "https://git.example.com/x/y/-/merge_requests/4"}
+    promoted = {c["type"]: c for c in status["conditions"]}["Promoted"]
+    assert (promoted["status"], promoted["reason"]) == ("True", "PullRequestOpened")
+    assert "pull request #4 into main (open)" in promoted["message"] and "merge it" in promoted["message"]
+
+
 def test_a_finished_training_drops_its_progress_gauges(rt, api):
     rt.metrics.record_progress(NS, "sft", {"loss": 0.5, "percent": 50.0})
     api.put("finetunejobs", resource("FineTuneJob", "sft", ftj_spec(dataset={"uri": "s3://data/prepared"})))
@@ -424,10 +447,7 @@ def test_merge_patch_removes_what_is_gone():
 
 
 def test_deleting_a_resource_keeps_the_series_of_other_kinds_with_the_same_name(rt):
-    from kubetune_operator.handlers.common import handle_event
-    from kubetune_operator.runtime.progress import ProgressPatcher
-
-    rt.progress = ProgressPatcher(rt)
+    from kubetune_operator.handlers.reconcile import handle_event
 
     def series() -> set[str]:
         return {s.name for metric in rt.metrics.training_loss.collect() + rt.metrics.eval_metric.collect()

@@ -39,6 +39,18 @@ def test_dataset_warnings_are_kept_clipped_and_bounded_leaving_out_non_strings()
     assert "warnings" not in dataset_status({"warnings": "subtype 'a' has no row in train"}, "s3://o")
 
 
+def test_dataset_fields_past_the_status_bounds_or_of_the_wrong_type_are_left_out():
+    """Held against PreferenceDatasetStatus: a value the CRD would refuse would fail the whole patch."""
+    fields = dataset_status({
+        "format": "x" * 65, "formatEvidence": 3, "fingerprint": "sha256:" + "0" * 200,
+        "dropped": {"duplicate": "2"}, "counts": {"train": True, "test": 1}, "lengths": [],
+        "strata": {f"s{i}": {"train": 1, "test": 0} for i in range(300)},
+    }, "s3://o")
+    assert set(fields) == {"strata", "artifacts"}
+    assert len(fields["strata"]) == 256
+    PreferenceDatasetStatus.model_validate(fields)
+
+
 def test_a_dataset_summary_without_output_points_at_the_default_location():
     assert dataset_status({}, "s3://root/ns/preferencedatasets/x")["artifacts"]["uri"] == "s3://root/ns/preferencedatasets/x"
 
@@ -53,6 +65,18 @@ def test_train_summary_fills_artifacts_and_true_base():
                                    "manifest": "s3://b/ftj/manifest.json", "sha256": {"a": "1" * 64}}
     assert fields["trueBase"]["mergedAdapters"] == [{"uri": "s3://sft/final"}]
     assert fields["bestEvalLoss"] == 0.25
+
+
+def test_train_summary_links_the_curves_and_the_tracker_runs():
+    fields = training_status({
+        "output": "s3://b/ftj",
+        "plots": {"loss": "s3://b/ftj/plots/loss.png", "reward_margin": "s3://b/ftj/plots/reward_margin.png"},
+        "tracking": {"mlflowRunId": "0123abcd", "mlflowExperimentId": "7", "tensorboard": "s3://b/ftj/tensorboard"},
+    }, "s3://default")
+    assert fields["artifacts"]["plots"] == {
+        "loss": "s3://b/ftj/plots/loss.png", "rewardMargin": "s3://b/ftj/plots/reward_margin.png"}
+    assert fields["tracking"] == {"mlflowRunId": "0123abcd", "mlflowExperimentId": "7", "tensorboard": "s3://b/ftj/tensorboard"}
+    assert "tracking" not in training_status({"tracking": {}}, "s3://o")
 
 
 def test_a_train_summary_of_the_wrong_shape_leaves_those_fields_out():

@@ -11,7 +11,7 @@ import yaml
 from kubetune_operator.api.validation import validate
 from kubetune_operator.errors import UserError
 from kubetune_operator.localrun import runner as runner_module
-from kubetune_operator.localrun.runner import LocalRunner, absolute_file_uris, collapse_launch, final_artifact
+from kubetune_operator.localrun.runner import LocalRunner, absolute_file_uris, collapse_launch
 
 # The fake_trainer fixture points sys.executable at its fake; processes this test starts need the real one.
 PYTHON = sys.executable
@@ -53,11 +53,6 @@ def test_relative_file_uris_become_absolute_under_the_working_directory(tmp_path
 def test_an_unusable_absolute_path_is_named(tmp_path):
     with pytest.raises(UserError, match="relative file:// URI"):
         absolute_file_uris(validate(ftj()), tmp_path / "has space")
-
-
-def test_a_truncated_training_summary_still_locates_the_artifact():
-    assert final_artifact({"output": "s3://b/x"}) == {"uri": "s3://b/x/final"}
-    assert final_artifact({"output": "s3://b/x", "artifact": {"uri": "s3://b/x/final", "type": "full"}})["type"] == "full"
 
 
 FAKE_TRAINER = textwrap.dedent(
@@ -325,7 +320,7 @@ def test_a_datasets_split_warnings_are_shown_after_the_table():
 def test_a_namespace_that_would_leave_the_workdir_is_refused_by_the_runner_too(fake_trainer, monkeypatch):
     # The API refuses such a namespace; the runner checks again, as paths are built from it.
     tmp_path, counter, resources = fake_trainer
-    resources[0].metadata.namespace = "../../esc"
+    resources[0].metadata.namespace = "../../esc"  # refused input
     monkeypatch.setattr(runner_module, "absolute_file_uris", lambda resource, base: resource)
     with pytest.raises(UserError, match="would leave"):
         LocalRunner(f"file://{tmp_path}/artifacts", tmp_path / "work", gpus=0).run(resources[:1])
@@ -338,14 +333,14 @@ def test_render_and_run_refuse_a_namespace_that_is_not_a_dns_label(command, tmp_
     import subprocess
 
     bad = ftj()
-    bad["metadata"]["namespace"] = "../../esc"
+    bad["metadata"]["namespace"] = "../../esc"  # refused input
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(bad))
     kubetune = Path(sys.executable).with_name("kubetune")
     result = subprocess.run([str(kubetune), command, str(path)], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 2, result.stdout
     assert "bad.yaml#0 (FineTuneJob job): metadata.namespace: must be a DNS-1123 label" in result.stderr
-    assert "../../esc" not in result.stdout
+    assert "../../esc" not in result.stdout  # refused input
 
 
 @pytest.mark.parametrize(
@@ -555,3 +550,88 @@ def test_a_step_killed_by_sigkill_is_said_to_be_killed(fake_trainer):
 
     results = LocalRunner(f"file://{tmp_path}/artifacts", tmp_path / "work", gpus=0, on_event=kill_it).run(resources)
     assert results[0].message == "Killed (exit 137): killed by SIGKILL (out of memory?)"
+
+
+def run_json(tmp_path, resources, capsys, *extra) -> tuple[int, dict]:
+    from kubetune_operator.cli import main
+
+    files = []
+    for resource in resources:
+        path = tmp_path / f"{resource.metadata.name}.yaml"
+        path.write_text(yaml.safe_dump(resource.to_wire()))
+        files.append(str(path))
+    code = main(["run", *files, "--artifacts", str(tmp_path / "artifacts"), "--workdir", str(tmp_path / "work"),
+                 "--gpus", "0", "--output", "json", *extra])
+    out = capsys.readouterr().out
+    # The whole of stdout is the document: progress and tables went to stderr.
+    return code, json.loads(out)
+
+
+def test_output_json_is_one_document_with_phases_metrics_and_artifacts(fake_trainer, capsys):
+    tmp_path, _, resources = fake_trainer
+    code, document = run_json(tmp_path, resources, capsys)
+    assert code == 0
+    assert (document["kind"], document["result"], document["exitCode"]) == ("LocalRun", "Succeeded", 0)
+    data, job = document["resources"]
+    assert (data["kind"], data["name"], data["phase"]) == ("PreferenceDataset", "data", "Succeeded")
+    assert data["metrics"] == {"counts": {"train": 3, "test": 1}}
+    assert data["fingerprint"].startswith("sha256:")
+    output = f"file://{tmp_path}/artifacts/default/finetunejobs/job"
+    assert job["metrics"] == {"steps": 2}
+    assert job["artifacts"] == {"output": output, "final": f"{output}/final"}
+    assert job["artifactType"] == "adapter"
+
+    code, again = run_json(tmp_path, resources, capsys)
+    assert [r["phase"] for r in again["resources"]] == ["Skipped", "Skipped"]
+    assert again["resources"][1]["artifacts"] == job["artifacts"]
+
+
+def test_output_json_names_a_failed_steps_reason(fake_trainer, capsys):
+    tmp_path, _, resources = fake_trainer
+    (tmp_path / "fail").touch()
+    code, document = run_json(tmp_path, resources, capsys)
+    assert (code, document["result"], document["exitCode"]) == (1, "Failed", 1)
+    failed = document["resources"][1]
+    assert (failed["phase"], failed["reason"]) == ("Failed", "BadConfig")
+    assert failed["message"] == "BadConfig (exit 64): learning_rate: too high"
+    assert "metrics" not in failed
+
+
+def test_output_json_says_why_nothing_ran(tmp_path, capsys):
+    bad = ftj()
+    bad["spec"]["hyperparameters"] = {"learningRate": -1}
+    resource_file = tmp_path / "bad.yaml"
+    resource_file.write_text(yaml.safe_dump(bad))
+    from kubetune_operator.cli import main
+
+    code = main(["run", str(resource_file), "--workdir", str(tmp_path / "work"), "--output", "json"])
+    captured = capsys.readouterr()
+    document = json.loads(captured.out)
+    assert code == 2 and (document["result"], document["exitCode"], document["resources"]) == ("Invalid", 2, [])
+    assert "spec.hyperparameters.learningRate" in document["error"]
+    assert "spec.hyperparameters.learningRate" in captured.err
+
+
+def test_an_evalruns_json_has_values_deltas_gates_and_the_report(tmp_path):
+    from types import SimpleNamespace
+
+    from kubetune_operator.cli.run import resource_document
+    from kubetune_operator.localrun.runner import StepResult
+
+    gate = {"name": "holds", "metric": "contains", "candidate": "dpo", "value": -0.05, "threshold": 0.0,
+            "comparator": ">=", "passed": False}
+    full = {"baseline": "sft", "gates": [gate], "report": f"file://{tmp_path}/report.html",
+            "metrics": {"sft": {"contains": {"value": 0.7, "ciLow": 0.6, "ciHigh": 0.8}},
+                        "dpo": {"contains": {"value": 0.65, "ciLow": 0.55, "ciHigh": 0.75}}},
+            "deltas": {"dpo": {"contains": {"value": -0.05, "ciLow": -0.1, "ciHigh": 0.0}}}}
+    (tmp_path / "summary.json").write_text(json.dumps(full))
+    short = {"kind": "eval", "output": f"file://{tmp_path}", "report": full["report"], "passed": False,
+             "gates": [gate], "gateTally": {"passed": 0, "total": 1}}
+    evalrun = SimpleNamespace(kind_name="EvalRun", metadata=SimpleNamespace(name="eval", namespace=None))
+    entry = resource_document(StepResult(evalrun, "Succeeded", 3.0, summary=short))
+    assert entry["passed"] is False and entry["gates"] == [gate] and entry["gateTally"] == {"passed": 0, "total": 1}
+    assert entry["metrics"]["sft"]["contains"] == {"value": 0.7, "ciLow": 0.6, "ciHigh": 0.8}
+    assert entry["metrics"]["dpo"]["contains"] == {
+        "value": 0.65, "ciLow": 0.55, "ciHigh": 0.75, "delta": -0.05, "deltaCiLow": -0.1, "deltaCiHigh": 0.0}
+    assert entry["artifacts"] == {"output": f"file://{tmp_path}", "report": full["report"]}
+    assert (entry["namespace"], entry["baseline"]) == ("default", "sft")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from kubetune_operator.errors import UserError
+from kubetune_operator.observability.metrics import OperatorMetrics
 from kubetune_operator.runtime.progress import ProgressPatcher, progress_status
 from kubetune_operator.runtime.settings import RuntimeSettings
 from kubetune_operator.runtime.tokens import progress_token, token_matches
@@ -47,12 +49,16 @@ class Runtime:
     def __init__(self, interval: float) -> None:
         self.api = RecordingApi()
         self.settings = RuntimeSettings(progress_key=b"k" * 16, progress_patch_interval=interval)
+        self.metrics = OperatorMetrics(CollectorRegistry())
+
+    def patcher(self) -> ProgressPatcher:
+        return ProgressPatcher(self.api, self.metrics, self.settings.progress_patch_interval)
 
 
 def test_a_burst_of_events_writes_the_first_and_the_newest_only():
     async def burst() -> list[dict]:
         runtime = Runtime(interval=0.2)
-        patcher = ProgressPatcher(runtime)
+        patcher = runtime.patcher()
         key = ("finetunejobs", "ns", "x")
         for step in range(1, 6):
             patcher.submit(key, {"phase": "train", "step": step})
@@ -68,7 +74,7 @@ def test_a_burst_of_events_writes_the_first_and_the_newest_only():
 def test_checkpoints_reach_last_checkpoint():
     async def one() -> list[dict]:
         runtime = Runtime(interval=0.01)
-        patcher = ProgressPatcher(runtime)
+        patcher = runtime.patcher()
         patcher.submit(("finetunejobs", "ns", "x"), {"phase": "save", "checkpoint": "s3://b/c/checkpoint-000010"})
         await asyncio.gather(*patcher._flushers.values())
         return runtime.api.patches
@@ -92,7 +98,7 @@ def post_with_api_error(error: Exception) -> tuple[int, dict]:
     async def post() -> tuple[int, dict]:
         runtime = Runtime(interval=1.0)
         runtime.api = FailingApi(error)
-        async with TestClient(TestServer(progress_app(runtime, ProgressPatcher(runtime)))) as client:
+        async with TestClient(TestServer(progress_app(runtime.api, runtime.settings.progress_key, runtime.patcher()))) as client:
             answer = await client.post("/progress/ns/finetunejobs/x", json={"phase": "train"},
                                        headers={"Authorization": "Bearer t"})
             return answer.status, await answer.json()

@@ -24,7 +24,7 @@ def pairs(tmp_path):
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--kind", "dpo"], "--kind must be preference or sft, not 'dpo'"),
+        (["--kind", "dpo"], "--kind must be preference, sft or kto, not 'dpo'"),
         (["--kind", "sft", "--test-fraction", "2"], "--test-fraction must be between 0 and 1, not 2.0"),
         (["--kind", "sft", "--seed", "x"], "--seed must be an integer, not 'x'"),
         (["--kind", "sft", "--seed", str(2**64)], f"--seed must be below 2**64, not {2**64}"),

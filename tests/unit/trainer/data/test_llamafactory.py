@@ -8,7 +8,7 @@ import pytest
 
 from kubetune_trainer.data import llamafactory
 from kubetune_trainer.data.llamafactory import DatasetAttr
-from kubetune_trainer.data.validate import RowError
+from kubetune_trainer.data.validate import RowError, check_preference
 from kubetune_trainer.errors import ConfigError
 
 
@@ -80,9 +80,11 @@ def test_sharegpt_ranking_needs_a_user_turn_last_and_assistant_answers():
            "chosen": {"from": "gpt", "value": "a"}, "rejected": {"from": "gpt", "value": "b"}}
     content, _ = convert(row)
     assert content["rejected"] == [{"role": "assistant", "content": "b"}]
-    with pytest.raises(RowError, match="tool turn") as caught:
-        convert(row | {"conversations": [{"from": "observation", "value": "42"}]})
-    assert caught.value.reason == "unknown_role"
+    # A tool result reads as such, and preference rows refuse tool calling (SFT only).
+    content, _ = convert(row | {"conversations": [{"from": "observation", "value": "42"}]})
+    assert content["prompt"] == [{"role": "tool", "content": "42"}]
+    with pytest.raises(RowError, match=r"prompt\[0\] is a tool result: tool calling is read for SFT rows only"):
+        check_preference(content["prompt"], content["chosen"], content["rejected"])
     with pytest.raises(RowError, match=r"chosen\.from is human, expected gpt"):
         convert(row | {"chosen": {"from": "human", "value": "a"}})
 
@@ -172,3 +174,23 @@ def test_column_map_errors(raw, formatting, kind, message):
 def test_column_map_picks_sharegpt_when_it_names_messages():
     attr = llamafactory.from_column_map('{"columns": {"messages": "turns"}}', None, "sft")
     assert attr.formatting == "sharegpt" and attr.messages == "turns" and attr.role_tag == "from"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"d": {"file_name": "a.json"}, "d": {"file_name": "b.json"}}', "key 'd' appears twice in one object"),
+        ('{"d": {"file_name": "a.json", "num_samples": NaN}}', "NaN is not a number JSON can hold"),
+        ('{"d": ' + "[" * 3000 + "]" * 3000 + "}", "nested deeper than 1024 levels"),
+    ],
+    ids=["duplicate entry", "NaN", "deep"],
+)
+def test_dataset_info_that_parsers_read_differently_is_refused_naming_it(tmp_path, text, message):
+    (tmp_path / "dataset_info.json").write_text(text)
+    with pytest.raises(ConfigError, match=rf"--dataset-info .*dataset_info.json: {message}"):
+        llamafactory.load_entry(str(tmp_path / "dataset_info.json"), "d", "sft")
+
+
+def test_a_column_map_with_a_key_twice_is_refused():
+    with pytest.raises(ConfigError, match="--column-map: key 'columns' appears twice in one object"):
+        llamafactory.from_column_map('{"columns": {"prompt": "q"}, "columns": {"prompt": "x"}}', None, "sft")

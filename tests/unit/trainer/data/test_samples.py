@@ -36,6 +36,15 @@ from .conftest import pref, write_jsonl
         (["--source", "llamafactory/test.json"], "replay", "sft", 6, {}),
         (["--source", "defects/raw"], "defects-raw", "sft", 16, {}),
         (["--source", "defects/sft_chat.jsonl"], "chat-sft", "sft", 16, {}),
+        (["--source", "tools/glaive_toolcall.json"], "sharegpt", "sft", 6, {}),
+        (["--dataset-info", "tools/dataset_info.json", "--dataset", "glaive_toolcall"], "llamafactory", "sft", 6, {}),
+        (["--source", "tools/trl_tools.jsonl"], "trl", "sft", 4, {}),
+        (["--source", "llamafactory_v1/sft.jsonl"], "llamafactory-v1", "sft", 6, {}),
+        (["--source", "llamafactory_v1/dpo.jsonl"], "llamafactory-v1", "preference", 6, {}),
+        (["--source", "content_parts/openai.jsonl"], "trl", "sft", 4, {}),
+        (["--source", "kto/trl_unpaired.jsonl"], "trl", "kto", 16, {}),
+        (["--source", "kto/llamafactory_kto.json"], "trl", "kto", 6, {}),
+        (["--dataset-info", "kto/dataset_info.json", "--dataset", "kto_demo"], "llamafactory", "kto", 6, {}),
     ],
 )
 def test_every_sample_reads(prepare, sample_data, flags, fmt, kind, kept, dropped):
@@ -49,10 +58,14 @@ def test_every_sample_reads(prepare, sample_data, flags, fmt, kind, kept, droppe
     assert manifest["dropped"] == dropped
     rows = result.all_rows()
     assert len(rows) == kept
+    answer = {"preference": "chosen", "kto": "completion"}
     for row in rows:
-        conversation = row["prompt"] + row["chosen"] if kind == "preference" else row["messages"]
+        conversation = row["prompt"] + row[answer[kind]] if kind in answer else row["messages"]
         assert conversation[-1]["role"] == "assistant"
-        assert all(set(m) == {"role", "content"} and m["content"].strip() for m in conversation)
+        for message in conversation:
+            assert set(message) <= {"role", "content", "tool_calls", "name", "loss_weight"}
+            assert message["content"].strip() or message.get("tool_calls")
+        assert kind != "kto" or type(row["label"]) is bool
         path, line = row["metadata"]["source"].rsplit(":", 1)
         assert path.startswith(str(sample_data)) and int(line) >= 1
 

@@ -189,3 +189,43 @@ def test_json_lines_under_a_json_name_with_a_broken_first_line_keep_the_rest(tmp
     records = read(path, tmp_path)
     assert records[0][0] == 1 and records[0][1].reason == "broken_json"
     assert records[1:] == [(3, {"a": 2}), (4, {"a": 3})]
+
+
+def test_nan_in_a_parquet_row_is_a_counted_drop_not_a_null(tmp_path):
+    rows = [{"text": "a", "score": 0.5, "tags": []}, {"text": "b", "score": float("nan"), "tags": []},
+            {"text": "c", "score": 1.0, "tags": [{"w": 2.0}, {"w": float("-inf")}]}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "rows.parquet")
+    found = read(tmp_path / "rows.parquet", tmp_path)
+    assert found[0] == (1, rows[0])
+    assert [(line, e.reason, e.detail) for line, e in found[1:]] == [
+        (2, "unsupported_field", "score is nan, which JSON cannot hold"),
+        (3, "unsupported_field", "tags[1].w is -inf, which JSON cannot hold"),
+    ]
+
+
+def test_a_linked_folder_is_read_each_real_folder_once(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "a.jsonl").write_text('{"a": 1}\n')
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "b.jsonl").write_text('{"b": 1}\n')
+    (tmp_path / "src" / "linked").symlink_to(tmp_path / "real", target_is_directory=True)
+    (tmp_path / "src" / "loop").symlink_to(tmp_path / "src", target_is_directory=True)
+    names = [sources.display(uri) for uri in sources.resolve([str(tmp_path / "src")])]
+    # Named where the rows really are.
+    assert names == [str(tmp_path / "src" / "b.jsonl"), str(tmp_path / "real" / "a.jsonl")]
+
+
+@pytest.mark.parametrize("given", ["folder", "glob", "file"])
+def test_a_link_to_nothing_is_an_error_naming_it(tmp_path, given):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "b.jsonl").write_text('{"b": 1}\n')
+    (tmp_path / "src" / "gone.jsonl").symlink_to(tmp_path / "deleted.jsonl")
+    spec = {"folder": tmp_path / "src", "glob": tmp_path / "src" / "*.jsonl", "file": tmp_path / "src" / "gone.jsonl"}[given]
+    with pytest.raises(DataError, match=rf"gone.jsonl: a symbolic link to {tmp_path}/deleted.jsonl, which does not exist"):
+        sources.resolve([str(spec)])
+
+
+def test_a_link_to_nothing_that_holds_no_rows_is_left_out_like_other_such_files(tmp_path):
+    (tmp_path / "b.jsonl").write_text('{"b": 1}\n')
+    (tmp_path / "README.md").symlink_to(tmp_path / "deleted.md")
+    assert [sources.display(uri) for uri in sources.resolve([str(tmp_path)])] == [str(tmp_path / "b.jsonl")]

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from kubetune_trainer import storage
+from kubetune_trainer.artifacts.lineage import MergedAdapter, TrueBase
 from kubetune_trainer.errors import AdapterBaseMismatch
-from kubetune_trainer.eval.candidates import MergedAdapter, TrueBase, build_base, resolve_candidate
+from kubetune_trainer.eval.candidates import build_base, resolve_candidate
 from kubetune_trainer.eval.config import CandidateConfig
-from tests.unit.trainer.recipes.test_modeling_cache import count_downloads
+from tests.unit.trainer.artifacts.test_materialize import count_downloads
 
 WEIGHTS = "model.safetensors"
 

@@ -5,8 +5,9 @@ import shutil
 
 import pytest
 
+from kubetune_trainer.artifacts.lineage import MergedAdapter, TrueBase
 from kubetune_trainer.errors import AdapterBaseMismatch, BaseModelMissing, ConfigError, DataError
-from kubetune_trainer.eval.candidates import MergedAdapter, TrueBase, build_base, resolve_candidate
+from kubetune_trainer.eval.candidates import build_base, resolve_candidate
 from kubetune_trainer.eval.config import CandidateConfig
 from kubetune_trainer.exitcodes import ExitCode
 
@@ -30,7 +31,7 @@ def test_an_adapter_without_model_runs_on_its_recorded_base(lineage_models):
 
 def test_a_chain_adapter_without_model_runs_on_base_plus_chain(lineage_models):
     candidate = resolve(adapter=f"file://{lineage_models.dpo}")
-    assert candidate.base.model == f"file://{lineage_models.base}"
+    assert candidate.base.base_model == f"file://{lineage_models.base}"
     assert [a.uri for a in candidate.base.merged_adapters] == [f"file://{lineage_models.sft}"]
     assert candidate.base.merged_adapters[0].sha256 == lineage_models.sft_sha
 

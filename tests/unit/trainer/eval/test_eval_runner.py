@@ -257,11 +257,14 @@ def test_plots_load_and_the_html_is_self_contained(evaluation):
     _, _, report, _ = evaluation
     pngs = sorted(p.name for p in (report / "plots").glob("*.png"))
     assert pngs == [
+        "gates.png",
         "overall_metrics.png",
         "per_subtype_exact_match.png",
         "per_subtype_judge_pass.png",
         "per_subtype_judgement.png",
         "per_subtype_no_overreach.png",
+        # Every metric whose headline column lies in [0, 1] is drawn per subtype.
+        "per_subtype_repetition.ngram_rate.png",
         "repetition_repetition.png",
     ]
     for png in pngs:

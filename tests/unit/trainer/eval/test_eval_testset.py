@@ -75,7 +75,7 @@ def test_prepared_dataset_on_s3(s3_bucket):
         ),
         (
             '{"text": "q", "standard_answer": \n',
-            "rows.jsonl:1: not valid JSON (Expecting value at column 34)",
+            "rows.jsonl:1: not valid JSON (unexpected end of data: line 1 column 34",
         ),
         (
             '\n\n{"messages": [{"role": "user", "content": "q"}]}\n',
@@ -129,3 +129,29 @@ def test_missing_and_empty_test_sets_are_data_errors(tmp_path):
     (tmp_path / "latin1.jsonl").write_bytes('{"text": "é"}'.encode("latin-1"))
     with pytest.raises(DataError, match="not UTF-8"):
         load_test_set(str(tmp_path / "latin1.jsonl"))
+
+
+ROW = '{"text": "q", "standard_answer": "a"'
+
+
+@pytest.mark.parametrize("layout", ["jsonl", "json"])
+@pytest.mark.parametrize(
+    "tail, message",
+    [
+        (', "standard_answer": "b"}', "key 'standard_answer' appears twice in one object"),
+        (', "score": NaN}', "NaN is not a number JSON can hold"),
+        (', "score": Infinity}', "Infinity is not a number JSON can hold"),
+        (', "x": ' + "[" * 5000 + "]" * 5000 + "}", "nested deeper than"),
+    ],
+    ids=["duplicate key", "NaN", "Infinity", "deep"],
+)
+def test_test_rows_parsers_read_differently_are_refused_at_their_line(tmp_path, layout, tail, message):
+    good = '{"text": "p", "standard_answer": "r"}'
+    rows = [good, ROW + tail]
+    text = "\n".join(rows) + "\n" if layout == "jsonl" else "[\n" + ",\n".join(rows) + "\n]\n"
+    path = tmp_path / f"rows.{layout}"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError) as caught:
+        load_test_set(str(path))
+    assert caught.value.message.startswith(f"{path}:{2 if layout == 'jsonl' else 3}: "), caught.value.message
+    assert message in caught.value.message

@@ -62,8 +62,8 @@ def test_yaml_and_json_files_load_the_same(tmp_path):
         ({"lerning_rate": 1e-4}, "lerning_rate: unknown field"),
         ({"learning_rate": 0}, "learning_rate: Input should be greater than 0"),
         ({"learning_rate": "fast"}, "learning_rate: Input should be a valid number"),
-        ({"method": "ppo"}, "method: Input should be 'sft' or 'dpo'"),
-        ({"loss_type": "kto"}, "loss_type: Input should be 'sigmoid', 'ipo' or 'hinge'"),
+        ({"method": "ppo"}, "method: Input should be 'sft', 'dpo', 'orpo', 'simpo' or 'kto'"),
+        ({"loss_type": "kto"}, "loss_type: Input should be 'sigmoid', 'ipo', 'hinge', 'robust'"),
         ({"deepspeed_stage": 1}, "deepspeed_stage: Input should be 0, 2 or 3"),
         ({"max_steps": 0}, "max_steps: must be -1"),
         ({"lora_target_modules": []}, "lora_target_modules: List should have at least 1 item"),
@@ -119,9 +119,10 @@ def test_every_example_finetunejob_renders_a_config_the_trainer_loads():
     """Contracts §7: the operator renders the ConfigMap from the spec; the trainer must accept it."""
     from kubetune_operator.builders import plan
     from kubetune_operator.builders.settings import OperatorSettings
+    from kubetune_operator.cli.documents import load_documents, validate_all
 
     examples = sorted((Path(__file__).resolve().parents[4] / "examples").rglob("*.yaml"))
-    resources = plan.validate_all(plan.load_documents(examples))
+    resources = validate_all(load_documents(examples))
     for resource in resources:
         resource.metadata.uid = "6f1c1a57-8a2e-4bd4-9b5e-1b8f4f0f0001"
     settings = OperatorSettings(

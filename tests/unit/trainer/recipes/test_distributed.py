@@ -5,7 +5,6 @@ from kubetune_trainer.errors import ConfigError
 from kubetune_trainer.recipes import distributed
 from kubetune_trainer.recipes.config import config_from_dict
 from kubetune_trainer.recipes.distributed import World, deepspeed_config, resolve_attention, resolve_precision
-from kubetune_trainer.recipes.trainers import training_arguments
 
 REQUIRED = {"method": "dpo", "base_model": "/m", "dataset": "/d", "output": "/o"}
 
@@ -85,27 +84,3 @@ def test_world_from_torchrun_env(monkeypatch):
     world = World.from_env()
     assert (world.rank, world.local_rank, world.world_size, world.local_world_size) == (3, 1, 4, 2)
     assert world.distributed and not world.is_main and not world.is_local_main
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU choices")
-def test_training_arguments_on_cpu_turn_off_trl_defaults(tmp_path, monkeypatch):
-    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"):
-        monkeypatch.delenv(key, raising=False)
-    config = config_from_dict(REQUIRED | {"loss_type": "hinge", "beta": 0.3, "warmup_ratio": 0.1})
-    args = training_arguments(config, "fp32", str(tmp_path), evaluate=True)
-    # use_cpu is what makes Accelerate count torchrun workers on CPU-only nodes (see distributed.py).
-    assert args.use_cpu is True
-    # TRL defaults to bf16 and gradient checkpointing; the TrainConfig decides instead.
-    assert args.bf16 is False and args.gradient_checkpointing is False
-    assert args.loss_type == ["hinge"] and args.beta == 0.3 and args.warmup_steps == 0.1
-    assert args.metric_for_best_model == "eval_loss" and args.greater_is_better is False
-    assert args.logging_nan_inf_filter is False
-    assert args.loss_weights is None
-
-
-def test_sft_loss_weight_adds_trls_sft_loss(tmp_path, monkeypatch):
-    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"):
-        monkeypatch.delenv(key, raising=False)
-    config = config_from_dict(REQUIRED | {"sft_loss_weight": 0.5})
-    args = training_arguments(config, "fp32", str(tmp_path), evaluate=False)
-    assert args.loss_type == ["sigmoid", "sft"] and args.loss_weights == [1.0, 0.5]

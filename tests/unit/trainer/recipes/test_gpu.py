@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from kubetune_trainer.recipes.run import train
+from kubetune_trainer.recipes import train
 
 from .conftest import losses, read_jsonl
 from .test_launch import launch

@@ -1,8 +1,9 @@
 """Input formats: how each becomes canonical rows, and how `--format auto` recognises it.
 
 A converter takes one input object and returns `(content, metadata)`: content is
-`{"prompt", "chosen", "rejected"}` or `{"messages"}` as message lists, metadata every input field
-the conversion did not consume. Anything wrong with the row raises RowError.
+`{"prompt", "chosen", "rejected"}` (preference), `{"messages"[, "tools"]}` (sft) or
+`{"prompt", "completion", "label"}` (kto) as message lists, metadata every input field the
+conversion did not consume. Anything wrong with the row raises RowError.
 """
 
 from __future__ import annotations
@@ -10,18 +11,39 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kubetune_trainer.data import llamafactory
+from kubetune_trainer.data import llamafactory, validate
 from kubetune_trainer.data.llamafactory import Converter, DatasetAttr
-from kubetune_trainer.data.validate import RowError, items, leftover, message, messages, obj, shown, text
+from kubetune_trainer.data.validate import (
+    RowError,
+    items,
+    leftover,
+    message,
+    messages,
+    obj,
+    shown,
+    text,
+    without_weights,
+)
 from kubetune_trainer.errors import ConfigError
 
-FORMATS = ("trl", "llamafactory", "sharegpt", "alpaca", "cvalues", "chat-sft", "defects-raw", "replay")
+FORMATS = (
+    "trl",
+    "llamafactory",
+    "llamafactory-v1",
+    "sharegpt",
+    "alpaca",
+    "cvalues",
+    "chat-sft",
+    "defects-raw",
+    "replay",
+)
 # The kinds of rows each format can hold.
 KINDS = {
-    "trl": ("preference", "sft"),
-    "llamafactory": ("preference", "sft"),
-    "sharegpt": ("preference", "sft"),
-    "alpaca": ("preference", "sft"),
+    "trl": ("preference", "sft", "kto"),
+    "llamafactory": ("preference", "sft", "kto"),
+    "llamafactory-v1": ("preference", "sft"),
+    "sharegpt": ("preference", "sft", "kto"),
+    "alpaca": ("preference", "sft", "kto"),
     "cvalues": ("preference",),
     "chat-sft": ("sft",),
     "defects-raw": ("sft",),
@@ -35,10 +57,12 @@ DEFECT_ASSISTANT = "判断:{judgement}\n\n原因：{reason}"
 PREFERENCE_KEYS = ("prompt", "chosen", "rejected")
 
 
-def _implicit_prompt(chosen: Any, rejected: Any) -> tuple[list, list, list]:
+def _implicit_prompt(
+    chosen: Any, rejected: Any, names: tuple[str, str] = ("chosen", "rejected")
+) -> tuple[list, list, list]:
     """TRL's implicit-prompt rows: chosen and rejected are whole conversations sharing their start."""
-    chosen = messages(chosen, "chosen")
-    rejected = messages(rejected, "rejected")
+    chosen = messages(chosen, names[0])
+    rejected = messages(rejected, names[1])
     if chosen == rejected:
         raise RowError("chosen_equals_rejected", "chosen and rejected are the same conversation")
     shared = 0
@@ -59,16 +83,58 @@ def trl_preference(row: dict) -> tuple[dict, dict]:
         prompt = messages(row.get("prompt"), "prompt", "user")
         chosen = messages(chosen, "chosen", "assistant")
         rejected = messages(rejected, "rejected", "assistant")
-    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}, leftover(row, PREFERENCE_KEYS)
+    pair = {"prompt": without_weights(prompt), "chosen": chosen, "rejected": rejected}
+    return pair, leftover(row, PREFERENCE_KEYS)
+
+
+def v1_preference(row: dict) -> tuple[dict, dict]:
+    """LLaMA-Factory v1's DPO sample: chosen_messages and rejected_messages are whole conversations, the
+    shared start up to its last user turn is the prompt (as TRL's implicit prompt)."""
+    prompt, chosen, rejected = _implicit_prompt(
+        row.get("chosen_messages"), row.get("rejected_messages"), ("chosen_messages", "rejected_messages")
+    )
+    _no_tools_column(row)
+    pair = {"prompt": without_weights(prompt), "chosen": chosen, "rejected": rejected}
+    return pair, leftover(row, ("chosen_messages", "rejected_messages", "tools"))
+
+
+def _no_tools_column(row: dict) -> None:
+    if validate.tools(row.get("tools"), "tools"):
+        raise RowError("unsupported_field", "tools: tool calling is read for SFT rows only")
 
 
 def trl_sft(row: dict) -> tuple[dict, dict]:
+    """TRL's conversational or prompt-completion rows, and LLaMA-Factory v1's SFT sample (content parts,
+    loss_weight); `tools` (a list or JSON text) are the functions the conversation may call."""
+    definitions = validate.tools(row.get("tools"), "tools")
     if row.get("messages") is None and "completion" in row:
         conversation = messages(row.get("prompt"), "prompt", "user") + messages(
             row.get("completion"), "completion", "assistant"
         )
-        return {"messages": conversation}, leftover(row, ("prompt", "completion"))
-    return {"messages": messages(row.get("messages"), "messages")}, leftover(row, ("messages",))
+        return validate.sft_row(conversation, definitions), leftover(row, ("prompt", "completion", "tools"))
+    conversation = messages(row.get("messages"), "messages")
+    return validate.sft_row(conversation, definitions), leftover(row, ("messages", "tools"))
+
+
+def kto_row(prompt: list[dict], completion: list[dict], value: object, where: str) -> dict:
+    return {"prompt": without_weights(prompt), "completion": completion, "label": validate.label(value, where)}
+
+
+def trl_kto(row: dict) -> tuple[dict, dict]:
+    """TRL's unpaired preference rows (prompt, completion, label), or a conversation whose last turn is
+    the judged answer with a label beside it (LLaMA-Factory's kto_en_demo layout)."""
+    _no_tools_column(row)
+    if row.get("prompt") is None and row.get("messages") is not None:
+        conversation = messages(row.get("messages"), "messages")
+        if len(conversation) < 2 or conversation[-1]["role"] != "assistant":
+            raise RowError("wrong_role_order", "messages: the last message must be the judged assistant answer")
+        content = kto_row(conversation[:-1], conversation[-1:], row.get("label"), "label")
+        return content, leftover(row, ("messages", "label", "tools"))
+    prompt = messages(row.get("prompt"), "prompt", "user")
+    completion = messages(row.get("completion"), "completion", "assistant")
+    return kto_row(prompt, completion, row.get("label"), "label"), leftover(
+        row, ("prompt", "completion", "label", "tools")
+    )
 
 
 def cvalues(row: dict) -> tuple[dict, dict]:
@@ -147,10 +213,25 @@ def _is_messages(value: Any, *keys: str) -> bool:
     return type(value) is list and bool(value) and type(value[0]) is dict and all(k in value[0] for k in keys)
 
 
+def _v1(turns: list) -> bool:
+    """LLaMA-Factory v1 messages: a loss_weight per message, or content parts holding a `value`."""
+    return any(
+        type(t) is dict
+        and ("loss_weight" in t or any(type(p) is dict and "value" in p for p in t.get("content") or ()))
+        for t in turns
+    )
+
+
+def _parts(turns: list) -> str:
+    parted = any(type(t) is dict and type(t.get("content")) is list for t in turns)
+    return ", content as typed parts" if parted else ""
+
+
 def detect(row: dict) -> Detection | None:
     """Recognise a format from one input object; None when nothing fits."""
     keys = set(row)
     turns = row.get("messages")
+    labelled = type(row.get("label")) is bool
     if type(turns) is list and any(type(t) is dict and "chosen_value" in t for t in turns):
         return Detection(
             "cvalues", "preference", "messages whose assistant turns carry chosen_value/rejected_value"
@@ -169,16 +250,34 @@ def detect(row: dict) -> Detection | None:
             return Detection(
                 "sharegpt", "preference", "conversations plus chosen/rejected turns (sharegpt ranking)"
             )
+        if labelled:
+            return Detection("sharegpt", "kto", "conversations with a boolean label (sharegpt KTO)")
         return Detection("sharegpt", "sft", "conversations of from/value turns (sharegpt)")
+    if {"chosen_messages", "rejected_messages"} <= keys:
+        return Detection(
+            "llamafactory-v1", "preference", "chosen_messages/rejected_messages (LLaMA-Factory v1 DPO sample)"
+        )
     if "instruction" in keys and ranked:
         return Detection("alpaca", "preference", "instruction with chosen/rejected strings (alpaca ranking)")
     if ranked:
         style = "conversational" if _is_messages(row["chosen"], "role", "content") else "standard"
         prompt = "an explicit prompt" if "prompt" in keys else "an implicit prompt"
         return Detection("trl", "preference", f"prompt/chosen/rejected ({style}, {prompt}: TRL preference)")
+    if labelled and {"prompt", "completion"} <= keys:
+        return Detection("trl", "kto", "prompt/completion with a boolean label (TRL unpaired preference)")
+    if labelled and _is_messages(turns, "role", "content"):
+        return Detection(
+            "trl", "kto", "messages ending in the judged answer, with a boolean label (LLaMA-Factory KTO layout)"
+        )
+    if labelled and {"instruction", "output"} <= keys:
+        return Detection("alpaca", "kto", "instruction/output with a boolean label (alpaca KTO)")
+    if _is_messages(turns, "role", "content") and _v1(turns):
+        return Detection(
+            "llamafactory-v1", "sft", "messages of typed content parts with loss_weight (LLaMA-Factory v1 SFT sample)"
+        )
     if _is_messages(turns, "role", "content"):
         return Detection(
-            "trl", "sft", "messages of role/content turns (TRL conversational language modeling)"
+            "trl", "sft", f"messages of role/content turns{_parts(turns)} (TRL conversational language modeling)"
         )
     if {"prompt", "completion"} <= keys:
         return Detection("trl", "sft", "prompt/completion (TRL prompt-completion)")
@@ -201,6 +300,8 @@ def converter(fmt: str, kind: str, attr: DatasetAttr | None = None) -> Converter
             if attr.formatting == "sharegpt"
             else llamafactory.alpaca(attr, kind)
         )
-    if fmt == "trl":
-        return trl_preference if kind == "preference" else trl_sft
+    if fmt in ("trl", "llamafactory-v1"):
+        if kind == "preference":
+            return v1_preference if fmt == "llamafactory-v1" else trl_preference
+        return trl_kto if kind == "kto" else trl_sft
     return {"cvalues": cvalues, "chat-sft": chat_sft, "defects-raw": defects_raw, "replay": replay}[fmt]

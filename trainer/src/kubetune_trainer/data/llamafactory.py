@@ -3,19 +3,19 @@
 Columns and tags resolve exactly as LLaMA-Factory's `DatasetAttr.join` does: without `columns`
 the alpaca defaults are instruction/input/output and the sharegpt default is conversations;
 with `columns`, every column it does not name is unset. The same holds for `tags`. Rows then
-convert the way its `AlpacaDatasetConverter` and `SharegptDatasetConverter` build prompts.
+convert the way its `AlpacaDatasetConverter` and `SharegptDatasetConverter` build prompts: tool
+calls (function_call turns) and their results (observation turns) for SFT, a `kto_tag` column for KTO.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from kubetune_trainer import storage
+from kubetune_trainer import storage, strict_json
 from kubetune_trainer.data import validate
 from kubetune_trainer.data.validate import RowError, leftover, message, text
 from kubetune_trainer.errors import ConfigError, KubetuneError
@@ -33,13 +33,11 @@ TAGS = (
     "function_tag",
     "system_tag",
 )
-# Columns whose rows need a model feature a text preference/SFT dataset does not carry.
+# Columns whose rows need a model feature a text dataset does not carry.
 UNSUPPORTED_COLUMNS = {
-    "tools": "tool definitions",
     "images": "images",
     "videos": "videos",
     "audios": "audio",
-    "kto_tag": "KTO labels",
 }
 HUB_KEYS = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
 # Keys an entry may carry that only matter for hub downloads or LLaMA-Factory's own cache.
@@ -124,19 +122,25 @@ def join(entry: dict[str, Any], where: str) -> DatasetAttr:
 
 
 def defaults(formatting: str, kind: str) -> DatasetAttr:
-    """The attributes of a layout used without dataset_info.json; ranking files name chosen/rejected."""
+    """The attributes of a layout used without dataset_info.json: ranking files name chosen/rejected,
+    KTO files hold their label in `label` (as TRL's and LLaMA-Factory's KTO samples do), and a `tools`
+    column is read for SFT."""
     ranking = kind == "preference"
     attr = DatasetAttr(formatting=formatting, ranking=ranking)
-    return replace(attr, chosen="chosen", rejected="rejected") if ranking else attr
+    if ranking:
+        return replace(attr, chosen="chosen", rejected="rejected")
+    if kind == "kto":
+        return replace(attr, kto_tag="label")
+    return replace(attr, tools="tools")
 
 
 def from_column_map(raw: str, formatting: str | None, kind: str) -> DatasetAttr:
     """`--column-map '{"columns": {...}, "tags": {...}}'`: an inline dataset_info entry (it may also
     carry formatting and ranking)."""
     try:
-        entry = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"--column-map: not valid JSON ({exc})") from exc
+        entry = strict_json.loads(raw)
+    except strict_json.JSONProblem as problem:
+        raise ConfigError(f"--column-map: {problem.message}") from None
     if not isinstance(entry, dict):
         raise ConfigError("--column-map must be a JSON object with `columns` and/or `tags`")
     unknown = sorted(set(entry) - {"columns", "tags", "formatting", "ranking"})
@@ -151,6 +155,9 @@ def from_column_map(raw: str, formatting: str | None, kind: str) -> DatasetAttr:
     columns = entry.get("columns")
     names_messages = isinstance(columns, dict) and "messages" in columns
     entry = {"ranking": kind == "preference", **entry}
+    if kind == "kto" and not (isinstance(columns, dict) and "kto_tag" in columns):
+        # An inline map of KTO rows reads its label from `label` unless it names another column.
+        entry["columns"] = {**(columns if isinstance(columns, dict) else {}), "kto_tag": "label"}
     entry["formatting"] = (
         formatting or given or ("sharegpt" if "tags" in entry or names_messages else "alpaca")
     )
@@ -158,11 +165,18 @@ def from_column_map(raw: str, formatting: str | None, kind: str) -> DatasetAttr:
 
 
 def _checked(attr: DatasetAttr, kind: str, where: str) -> DatasetAttr:
-    """The entry must hold the kind of rows asked for, and a ranking one must name its answers."""
+    """The entry must hold the kind of rows asked for: a ranking one names its answers, a KTO one its
+    labels, and tools are read for SFT."""
+    if kind == "kto" and not attr.kto_tag:
+        raise ConfigError(f"{where}.columns.kto_tag: KTO rows need the column holding each answer's label")
+    if kind != "kto" and attr.kto_tag:
+        raise ConfigError(f"{where}.columns.kto_tag makes KTO rows (a label per answer), but --kind is {kind}")
+    if kind != "sft" and attr.tools:
+        raise ConfigError(f"{where}.columns.tools: tool calling is read for --kind sft only, not {kind}")
     if attr.ranking != (kind == "preference"):
         raise ConfigError(
             f"{where}.ranking is {str(attr.ranking).lower()}, which makes "
-            f"{'preference' if attr.ranking else 'sft'} rows, but --kind is {kind}"
+            f"{'preference' if attr.ranking else 'sft or kto'} rows, but --kind is {kind}"
         )
     if attr.ranking and not (attr.chosen and attr.rejected):
         raise ConfigError(f"{where}.columns: a ranking dataset must name its chosen and rejected columns")
@@ -172,9 +186,9 @@ def _checked(attr: DatasetAttr, kind: str, where: str) -> DatasetAttr:
 def load_entry(info_uri: str, name: str, kind: str) -> tuple[DatasetAttr, str | None]:
     """The attributes of entry `name` in a dataset_info.json, and the URI its file_name points to."""
     try:
-        info = json.loads(storage.read_text(info_uri))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--dataset-info {info_uri}: not valid JSON ({exc})") from exc
+        info = strict_json.loads(storage.read_bytes(info_uri))
+    except strict_json.JSONProblem as problem:
+        raise ConfigError(f"--dataset-info {info_uri}: {problem.message}") from None
     except KubetuneError as exc:
         raise ConfigError(f"--dataset-info: {exc.message}") from exc
     if not isinstance(info, dict):
@@ -228,8 +242,16 @@ def _optional_text(row: dict, column: str | None) -> str | None:
     return value
 
 
+def _tools(row: dict, attr: DatasetAttr) -> list[dict]:
+    return validate.tools(row.get(attr.tools), attr.tools) if attr.tools else []
+
+
 def alpaca(attr: DatasetAttr, kind: str) -> Converter:
-    answer_columns = (attr.chosen, attr.rejected) if kind == "preference" else (attr.response,)
+    answer_columns = {
+        "preference": (attr.chosen, attr.rejected),
+        "kto": (attr.response, attr.kto_tag),
+        "sft": (attr.response, attr.tools),
+    }[kind]
     consumed = {c for c in (attr.prompt, attr.query, attr.history, attr.system, *answer_columns) if c}
 
     def convert(row: dict) -> tuple[dict, dict]:
@@ -258,42 +280,59 @@ def alpaca(attr: DatasetAttr, kind: str) -> Converter:
         if not attr.response:
             raise RowError("missing_field", "no response column is mapped")
         answer = message("assistant", text(row.get(attr.response), attr.response))
-        return {"messages": [*prompt, answer]}, metadata
+        if kind == "kto":
+            return {
+                "prompt": prompt,
+                "completion": [answer],
+                "label": validate.label(row.get(attr.kto_tag), attr.kto_tag),
+            }, metadata
+        return validate.sft_row([*prompt, answer], _tools(row, attr)), metadata
 
     return convert
 
 
 def sharegpt(attr: DatasetAttr, kind: str) -> Converter:
+    """Turns alternate: user or observation (a tool's result) at odd positions, assistant or function
+    call at even ones, as LLaMA-Factory requires; a function_call turn holds the call as JSON."""
     roles = {attr.user_tag: "user", attr.assistant_tag: "assistant"}
-    tool_tags = {tag for tag in (attr.observation_tag, attr.function_tag) if tag}
-    consumed = {c for c in (attr.messages, attr.system) if c}
+    if attr.observation_tag:
+        roles[attr.observation_tag] = "tool"
+    if attr.function_tag:
+        roles[attr.function_tag] = "assistant"
+    odd = tuple(tag for tag in (attr.user_tag, attr.observation_tag) if tag)
+    even = tuple(tag for tag in (attr.assistant_tag, attr.function_tag) if tag)
+    consumed = {c for c in (attr.messages, attr.system, attr.tools if kind == "sft" else None) if c}
     if kind == "preference":
         consumed |= {attr.chosen, attr.rejected}
+    if kind == "kto":
+        consumed.add(attr.kto_tag)
     column = attr.messages or "conversations"
 
-    def turn_role(tag: Any, where: str, expected: str) -> str:
-        if tag in tool_tags:
-            raise RowError("unknown_role", f"{where} is a tool turn ({tag}); tool calls are not supported")
+    def turn(value: dict, where: str, expected: tuple[str, ...]) -> dict:
+        tag = value.get(attr.role_tag)
+        at = f"{where}.{attr.role_tag}"
         if tag not in roles:
             raise RowError(
                 "unknown_role",
-                f"{where} is {validate.shown(tag)}; expected {attr.user_tag} or {attr.assistant_tag}",
+                f"{at} is {validate.shown(tag)}; expected {' or '.join(t for t in (*odd, *even) if t)}",
             )
-        if tag != expected:
-            raise RowError("wrong_role_order", f"{where} is {tag}, expected {expected}")
-        return roles[tag]
+        if tag not in expected:
+            raise RowError("wrong_role_order", f"{at} is {tag}, expected {' or '.join(expected)}")
+        content_at = f"{where}.{attr.content_tag}"
+        if tag == attr.function_tag:
+            calls = validate.tool_calls(value.get(attr.content_tag), content_at)
+            return {"role": "assistant", "content": "", "tool_calls": calls}
+        return message(roles[tag], text(value.get(attr.content_tag), content_at))
 
     def answer(row: dict, key: str) -> list[dict]:
-        turn = validate.obj(row.get(key), key)
-        role = turn_role(turn.get(attr.role_tag), f"{key}.{attr.role_tag}", attr.assistant_tag)
-        return [message(role, text(turn.get(attr.content_tag), f"{key}.{attr.content_tag}"))]
+        return [turn(validate.obj(row.get(key), key), key, even)]
 
     def convert(row: dict) -> tuple[dict, dict]:
         turns = validate.items(row.get(column), column)
-        for index, turn in enumerate(turns):
-            if type(turn) is not dict:
+        for index, value in enumerate(turns):
+            if type(value) is not dict:
                 raise RowError(
-                    "wrong_type", f"{column}[{index}] is {validate.type_name(turn)}, not an object"
+                    "wrong_type", f"{column}[{index}] is {validate.type_name(value)}, not an object"
                 )
         prompt = []
         offset = 0
@@ -307,12 +346,7 @@ def sharegpt(attr: DatasetAttr, kind: str) -> Converter:
             if system:
                 prompt.append(message("system", system))
         for index in range(offset, len(turns)):
-            where = f"{column}[{index}]"
-            expected = attr.user_tag if (index - offset) % 2 == 0 else attr.assistant_tag
-            role = turn_role(turns[index].get(attr.role_tag), f"{where}.{attr.role_tag}", expected)
-            prompt.append(
-                message(role, text(turns[index].get(attr.content_tag), f"{where}.{attr.content_tag}"))
-            )
+            prompt.append(turn(turns[index], f"{column}[{index}]", odd if (index - offset) % 2 == 0 else even))
         said = len(turns) - offset
         metadata = leftover(row, consumed)
         if kind == "preference":
@@ -327,6 +361,12 @@ def sharegpt(attr: DatasetAttr, kind: str) -> Converter:
             }, metadata
         if said == 0 or said % 2:
             raise RowError("wrong_role_order", f"{column}: the conversation must end with an assistant turn")
-        return {"messages": prompt}, metadata
+        if kind == "kto":
+            return {
+                "prompt": prompt[:-1],
+                "completion": prompt[-1:],
+                "label": validate.label(row.get(attr.kto_tag), attr.kto_tag),
+            }, metadata
+        return validate.sft_row(prompt, _tools(row, attr)), metadata
 
     return convert

@@ -9,7 +9,7 @@ from kubetune_trainer import storage
 from kubetune_trainer.data.formats import FORMATS
 from kubetune_trainer.errors import ConfigError, StorageError
 
-KINDS = ("preference", "sft")
+KINDS = ("preference", "sft", "kto")
 BAD_ROW_POLICIES = ("drop", "fail")
 
 
@@ -33,7 +33,7 @@ class PrepareOptions:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ConfigError(f"--kind must be preference or sft, not {self.kind!r}")
+            raise ConfigError(f"--kind must be preference, sft or kto, not {self.kind!r}")
         if self.format not in ("auto", *FORMATS):
             raise ConfigError(f"--format must be auto or one of {', '.join(FORMATS)}, not {self.format!r}")
         if self.on_bad_rows not in BAD_ROW_POLICIES:
@@ -111,7 +111,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--column-map", metavar="JSON", help='inline LLaMA-Factory map: {"columns": {...}, "tags": {...}}'
     )
-    parser.add_argument("--kind", required=True, help="preference or sft")
+    parser.add_argument(
+        "--kind", required=True, help="preference (pairs), sft (conversations) or kto (labelled answers)"
+    )
     parser.add_argument(
         "--test-fraction", default="0.1", metavar="F", help="share of rows in test.jsonl (0.1)"
     )

@@ -35,6 +35,7 @@ from kubetune_trainer.data.validate import (
     REASONS,
     RowError,
     chars,
+    check_kto,
     check_preference,
     check_sft,
     type_name,
@@ -177,12 +178,16 @@ def with_source(where: str, metadata: dict) -> dict:
     }
 
 
-def checked(content: dict, preference: bool, max_length: int | None) -> tuple[list, tuple[int, int, int]]:
+def checked(content: dict, kind: str, max_length: int | None) -> tuple[list, tuple[int, int, int]]:
     """Check a converted row; returns its prompt and the characters of prompt, answer and rejected answer."""
-    if preference:
+    if kind == "preference":
         prompt = content["prompt"]
         check_preference(prompt, content["chosen"], content["rejected"])
         lengths = (chars(prompt), chars(content["chosen"]), chars(content["rejected"]))
+    elif kind == "kto":
+        prompt = content["prompt"]
+        check_kto(prompt, content["completion"])
+        lengths = (chars(prompt), chars(content["completion"]), 0)
     else:
         conversation = content["messages"]
         check_sft(conversation)
@@ -198,7 +203,6 @@ def first_pass(
     options: PrepareOptions, plan: FormatPlan, uris: list[str], spool: Any, work: Path, progress: Progress
 ) -> FirstPass:
     state = FirstPass(fail_fast=options.on_bad_rows == "fail")
-    preference = options.kind == "preference"
     key = split.seed_key(options.seed)
     seen: set[bytes] = set()
     dumps, blake2b, write = orjson.dumps, hashlib.blake2b, spool.write
@@ -223,7 +227,7 @@ def first_pass(
                     continue
                 try:
                     content, metadata = convert(value)
-                    prompt, lengths = checked(content, preference, options.max_length)
+                    prompt, lengths = checked(content, options.kind, options.max_length)
                     body = dumps(content)
                     if options.dedupe:
                         digest = blake2b(body, digest_size=16).digest()
@@ -349,7 +353,7 @@ def split_warnings(state: FirstPass, is_test: np.ndarray, options: PrepareOption
 
 def _all_lengths(state: FirstPass, kind: str) -> dict[str, dict]:
     """Character lengths; for preference rows `answer` covers chosen and rejected answers together."""
-    if kind == "sft":
+    if kind != "preference":
         return {"prompt": _lengths(state.prompt_chars), "answer": _lengths(state.answer_chars)}
     return {
         "prompt": _lengths(state.prompt_chars),

@@ -18,6 +18,7 @@ import io
 import itertools
 import json
 import logging
+import math
 import os
 import re
 import zlib
@@ -27,9 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-import orjson
-
-from kubetune_trainer import storage
+from kubetune_trainer import storage, strict_json
 from kubetune_trainer.data.validate import RowError, listed
 from kubetune_trainer.errors import ConfigError, DataError
 
@@ -79,12 +78,29 @@ def _file_uri(path: str) -> str:
 
 
 def _local_files(root: str) -> list[str]:
-    """Every file below a local directory outside hidden directories, sorted by path, as URIs."""
+    """Every file below a local directory outside hidden directories, sorted by path, as URIs.
+
+    Symbolic links are followed (a linked folder is read like any other, each real folder once); a
+    link to nothing that names a data file is an error, not a file quietly left out."""
     found = []
-    for folder, directories, files in os.walk(root):
-        directories[:] = [d for d in directories if not d.startswith(".")]
+    visited = {os.path.realpath(root)}
+    for folder, directories, files in os.walk(root, followlinks=True):
+        kept = []
+        for name in directories:
+            real = os.path.realpath(os.path.join(folder, name))
+            if not name.startswith(".") and real not in visited:
+                visited.add(real)
+                kept.append(name)
+        directories[:] = kept
         found.extend(os.path.join(folder, name) for name in files)
+    _refuse_broken_links(found)
     return [_file_uri(path) for path in sorted(found) if os.path.isfile(path)]
+
+
+def _refuse_broken_links(paths: Iterable[str]) -> None:
+    for path in paths:
+        if os.path.islink(path) and not os.path.exists(path) and is_data_file(path):
+            raise DataError(f"{path}: a symbolic link to {os.readlink(path)}, which does not exist")
 
 
 def _keep_data_files(found: list[str], spec: str) -> list[str]:
@@ -127,10 +143,14 @@ def _resolve_one(spec: str) -> list[str]:
         return _keep_data_files(_local_files(path), spec)
     if GLOB_CHARS.search(path):
         matches = sorted(glob.glob(path, recursive=True))
+        _refuse_broken_links(matches)
         files = [_file_uri(p) for p in matches if Path(p).is_file()]
         for directory in (p for p in matches if Path(p).is_dir()):
             files.extend(_local_files(directory))
         return _keep_data_files(files, spec)
+    given = spec[len("file://") :] if spec.startswith("file://") else spec
+    if os.path.islink(given):
+        raise DataError(f"--source {given}: a symbolic link to {os.readlink(given)}, which does not exist")
     raise ConfigError(f"--source {spec}: no such file or directory")
 
 
@@ -226,10 +246,10 @@ def _records(uri: str, work_dir: Path) -> Iterator[Record]:
 
 def _parse_line(number: int, raw: bytes) -> Record | None:
     try:
-        return number, orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        return number, strict_json.loads(raw)
+    except strict_json.JSONProblem as problem:
         if raw.strip():
-            return number, RowError("broken_json", f"not valid JSON ({exc})")
+            return number, RowError("broken_json", problem.message)
         return None
 
 
@@ -275,9 +295,9 @@ def _json(stream: IO[bytes]) -> Iterator[Record]:
             return
         document = first + b"".join(ahead) + stream.read()
         try:
-            yield number, orjson.loads(document)
-        except orjson.JSONDecodeError as exc:
-            yield number, RowError("broken_json", f"not a valid JSON document ({exc})")
+            yield number, strict_json.loads(document)
+        except strict_json.JSONProblem as problem:
+            yield number, RowError("broken_json", f"not a valid JSON document: {problem.message}")
         return
     if head:
         parsed = _parse_line(number, first)
@@ -335,7 +355,7 @@ class _Text:
         return _BrokenDocument(self.line_at(self.pos if pos is None else pos), message)
 
 
-_decoder = json.JSONDecoder()
+_decoder = strict_json.decoder()
 
 
 def _close(text: _Text) -> None:
@@ -358,11 +378,21 @@ def _array(text: _Text) -> Iterator[Record]:
         start = text.pos
         try:
             value, end = _decoder.raw_decode(text.buf, start)
+            strict_json.check(text.buf[start:end], value)
         except json.JSONDecodeError as exc:
             cut = exc.pos >= len(text.buf) - CUT_MARGIN or exc.msg.startswith("Unterminated string")
             if cut and len(text.buf) - start < MAX_ELEMENT and text.more():
                 continue
             raise text.fail(f"not valid JSON: {exc.msg}", exc.pos) from exc
+        except strict_json.JSONProblem as problem:
+            # A well-formed element holding what JSON rows may not: step over it, as a broken line
+            # of JSON lines is stepped over, and count it.
+            end = strict_json.value_end(text.buf, start)
+            if end is None:
+                if len(text.buf) - start < MAX_ELEMENT and text.more():
+                    continue
+                raise text.fail(problem.message) from None
+            value = RowError("broken_json", problem.message)
         yield text.line_at(start), value
         text.pos = end
         separator = text.next_char()
@@ -379,12 +409,15 @@ def _array(text: _Text) -> Iterator[Record]:
 
 
 def _csv_cell(cell: str) -> Any:
-    """CSV cannot nest, so a cell holding a JSON array or object (a message list) is decoded."""
+    """CSV cannot nest, so a cell holding a JSON array or object (a message list) is decoded; a cell
+    that is no JSON is text, but one that is JSON with a key twice or NaN in it is a broken row."""
     if cell[:1] in ("[", "{"):
         try:
-            return orjson.loads(cell)
-        except orjson.JSONDecodeError:
-            return cell
+            return strict_json.loads(cell)
+        except strict_json.JSONProblem as problem:
+            if problem.kind == "syntax":
+                return cell
+            raise
     return cell
 
 
@@ -410,7 +443,14 @@ def _csv(stream: IO[bytes]) -> Iterator[Record]:
         if len(cells) != len(header):
             yield start, RowError("broken_csv", f"{len(cells)} fields where the header has {len(header)}")
             continue
-        yield start, {key: _csv_cell(cell) for key, cell in zip(header, cells, strict=True)}
+        row = {}
+        for key, cell in zip(header, cells, strict=True):
+            try:
+                row[key] = _csv_cell(cell)
+            except strict_json.JSONProblem as problem:
+                row = RowError("broken_json", f"column {listed([key], 'columns')}: {problem.message}")
+                break
+        yield start, row
 
 
 def _parquet(uri: str, work_dir: Path) -> Iterator[Record]:
@@ -428,6 +468,24 @@ def _parquet(uri: str, work_dir: Path) -> Iterator[Record]:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
             for row in batch.to_pylist():
                 number += 1
-                yield number, row
+                found = _not_finite(row)
+                # JSON has no NaN: written out, it would become null and the row change silently.
+                yield number, row if found is None else RowError(
+                    "unsupported_field", f"{found[0]} is {found[1]}, which JSON cannot hold"
+                )
     except pyarrow.ArrowException as exc:
         raise DataError(f"{display(uri)}: not a readable Parquet file after row {number} ({exc})") from exc
+
+
+def _not_finite(row: dict) -> tuple[str, float] | None:
+    """The first field (as a path) holding NaN or an infinity, at any depth, and its value."""
+    pending: list[tuple[str, Any]] = list(row.items())
+    while pending:
+        where, value = pending.pop()
+        if type(value) is float and not math.isfinite(value):
+            return where, value
+        if type(value) is dict:
+            pending.extend((f"{where}.{key}", item) for key, item in value.items())
+        elif type(value) is list:
+            pending.extend((f"{where}[{index}]", item) for index, item in enumerate(value))
+    return None

@@ -21,56 +21,20 @@ from pathlib import Path
 from typing import Any
 
 from kubetune_trainer import storage
+from kubetune_trainer.artifacts.lineage import (
+    ADAPTER_WEIGHTS,
+    LINEAGE_FILE,
+    MergedAdapter,
+    TrueBase,
+    normalize_model_uri,
+    recorded_base_version,
+)
+from kubetune_trainer.artifacts.materialize import HF_PREFIX, materialize
+from kubetune_trainer.artifacts.scratch import keep_only_version
 from kubetune_trainer.errors import AdapterBaseMismatch, BaseModelMissing, ConfigError, DataError
 from kubetune_trainer.eval.config import CandidateConfig
-from kubetune_trainer.recipes.lineage import ADAPTER_WEIGHTS, LINEAGE_FILE, normalize_model_uri
-from kubetune_trainer.recipes.modeling import materialize_dir
-from kubetune_trainer.recipes.scratch import keep_only_version
 
 log = logging.getLogger(__name__)
-
-HF_PREFIX = "hf://"
-
-
-@dataclass(frozen=True)
-class MergedAdapter:
-    uri: str
-    sha256: str | None = None
-
-    def same_as(self, other: MergedAdapter) -> bool:
-        if self.sha256 and other.sha256:
-            return self.sha256 == other.sha256
-        return self.uri == other.uri
-
-
-@dataclass(frozen=True)
-class TrueBase:
-    """A model as a base model URI plus the adapters merged into it, in order."""
-
-    model: str
-    merged_adapters: tuple[MergedAdapter, ...] = ()
-
-    def same_as(self, other: TrueBase) -> bool:
-        return (
-            self.model == other.model
-            and len(self.merged_adapters) == len(other.merged_adapters)
-            and all(a.same_as(b) for a, b in zip(self.merged_adapters, other.merged_adapters, strict=True))
-        )
-
-    def describe(self) -> str:
-        return " + ".join([self.model, *(a.uri for a in self.merged_adapters)])
-
-    @property
-    def key(self) -> str:
-        """Stable identity, used to share one engine among candidates on the same base."""
-        text = json.dumps([self.model, [[a.uri, a.sha256] for a in self.merged_adapters]])
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "baseModel": self.model,
-            "mergedAdapters": [{"uri": a.uri, "sha256": a.sha256} for a in self.merged_adapters],
-        }
 
 
 @dataclass
@@ -116,24 +80,9 @@ def read_json_file(uri: str) -> dict[str, Any] | None:
     return data
 
 
-def true_base_of_lineage(lineage: dict[str, Any], where: str) -> TrueBase:
-    base = lineage.get("baseModel")
-    chain = lineage.get("mergedAdapters") or []
-    if not isinstance(base, str) or not base:
-        raise DataError(f"{where}: `baseModel` is missing")
-    if not isinstance(chain, list) or not all(
-        isinstance(a, dict) and isinstance(a.get("uri"), str) for a in chain
-    ):
-        raise DataError(f"{where}: `mergedAdapters` must be a list of {{uri, sha256}} objects")
-    return TrueBase(
-        normalize_model_uri(base),
-        tuple(MergedAdapter(normalize_model_uri(a["uri"]), a.get("sha256")) for a in chain),
-    )
-
-
 def merged_identity(model_uri: str, lineage: dict[str, Any]) -> TrueBase:
     """A job's merged model: the true base its lineage records plus the job's own final/ adapter."""
-    recorded = true_base_of_lineage(lineage, storage.join(model_uri, LINEAGE_FILE))
+    recorded = TrueBase.from_json(lineage, storage.join(model_uri, LINEAGE_FILE))
     parent, _, leaf = model_uri.rpartition("/")
     final = f"{parent}/final"
     if recorded.merged_adapters and recorded.merged_adapters[-1].uri == final:
@@ -142,7 +91,7 @@ def merged_identity(model_uri: str, lineage: dict[str, Any]) -> TrueBase:
         # What was merged in is unknown, so the model can only stand for itself.
         return TrueBase(model_uri)
     digest = hashlib.sha256(storage.read_bytes(storage.join(final, ADAPTER_WEIGHTS))).hexdigest()
-    return TrueBase(recorded.model, (*recorded.merged_adapters, MergedAdapter(final, digest)))
+    return TrueBase(recorded.base_model, (*recorded.merged_adapters, MergedAdapter(final, digest)))
 
 
 def model_identity(model_uri: str) -> tuple[TrueBase, str, dict[str, Any] | None]:
@@ -200,9 +149,9 @@ def resolve_candidate(config: CandidateConfig, index: int, baseline: bool) -> Ca
             config.name, baseline, "adapter", loaded, adapter, verified=False, warnings=[warning]
         )
 
-    needed = true_base_of_lineage(lineage, lineage_uri)
-    if loaded is None or loaded.model == needed.model:
-        check_base_unchanged(lineage, needed.model, where, adapter)
+    needed = TrueBase.from_json(lineage, lineage_uri)
+    if loaded is None or loaded.base_model == needed.base_model:
+        check_base_unchanged(lineage, needed.base_model, where, adapter)
     if given is not None and loaded is not None:
         # The recorded base itself (a job trained on another job's merged/ records that directory),
         # or a model built as exactly that base.
@@ -213,7 +162,7 @@ def resolve_candidate(config: CandidateConfig, index: int, baseline: bool) -> Ca
                 "merged/ model of the job that built that base."
             )
         return Candidate(config.name, baseline, "adapter", loaded, adapter, lineage=lineage)
-    model_identity(needed.model)
+    model_identity(needed.base_model)
     for merged in needed.merged_adapters:
         if read_json_file(storage.join(merged.uri, "adapter_config.json")) is None:
             raise AdapterBaseMismatch(
@@ -225,8 +174,8 @@ def resolve_candidate(config: CandidateConfig, index: int, baseline: bool) -> Ca
 def check_base_unchanged(lineage: dict[str, Any], base_uri: str, where: str, adapter: str) -> None:
     """Refuse an adapter whose s3:// base was overwritten in place after training: the same URI
     would load other weights, and the scores would belong to a model nobody trained."""
-    recorded = lineage.get("baseModelVersion")
-    if not isinstance(recorded, str) or not base_uri.startswith("s3://"):
+    recorded = recorded_base_version(lineage)
+    if recorded is None or not base_uri.startswith("s3://"):
         return
     current = storage.s3_version(base_uri)
     if current is not None and current != recorded:
@@ -241,20 +190,9 @@ def resolve_candidates(configs: list[CandidateConfig], baseline_name: str) -> li
     return [resolve_candidate(c, i, c.name == baseline_name) for i, c in enumerate(configs)]
 
 
-def materialize(uri: str, cache_dir: Path, field: str = "model") -> str:
-    """A local path (or, for hf://, a hub name) that from_pretrained and vLLM can load.
-
-    An s3:// model is downloaded into scratch once per content version, as training does
-    (`recipes.modeling.materialize_dir`): weights overwritten at the same URI land in a new path.
-    """
-    if uri.startswith(HF_PREFIX):
-        return uri.removeprefix(HF_PREFIX)
-    return str(materialize_dir(uri, cache_dir, field))
-
-
 def build_base(base: TrueBase, cache_dir: Path) -> str:
     """A loadable directory holding exactly `base`: merges the chain when there is one."""
-    model_path = materialize(base.model, cache_dir, "baseModel")
+    model_path = materialize(base.base_model, cache_dir, "baseModel")
     if not base.merged_adapters:
         return model_path
     adapter_paths = [Path(materialize(a.uri, cache_dir, "mergedAdapters")) for a in base.merged_adapters]

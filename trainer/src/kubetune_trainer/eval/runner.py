@@ -21,8 +21,10 @@ from typing import Any
 import numpy as np
 
 from kubetune_trainer import storage
+from kubetune_trainer.artifacts.lineage import normalize_model_uri
+from kubetune_trainer.artifacts.materialize import materialize
 from kubetune_trainer.errors import DataError
-from kubetune_trainer.eval import candidates as lineage
+from kubetune_trainer.eval import candidates
 from kubetune_trainer.eval.config import EvalConfig, RubricMetric
 from kubetune_trainer.eval.engines import (
     EngineFactory,
@@ -119,21 +121,21 @@ def _check_length(example: Example, prompt_ids: list[int], max_model_len: int | 
 def generate_all(
     config: EvalConfig,
     examples: list[Example],
-    resolved: list[lineage.Candidate],
+    resolved: list[candidates.Candidate],
     factory: EngineFactory,
     cache_dir: Path,
     progress: GenerationProgress,
 ) -> dict[str, list[Generation]]:
     options = EngineOptions.from_config(config)
-    groups: dict[str, list[lineage.Candidate]] = {}
+    groups: dict[str, list[candidates.Candidate]] = {}
     for candidate in resolved:
         groups.setdefault(candidate.base.key, []).append(candidate)
     answers: dict[str, list[Generation]] = {}
     for members in groups.values():
         base = members[0].base
         log.info("loading %s for %s", base.describe(), ", ".join(c.name for c in members))
-        model_path = lineage.build_base(base, cache_dir)
-        adapters = {c.name: lineage.materialize(c.adapter, cache_dir) for c in members if c.adapter}
+        model_path = candidates.build_base(base, cache_dir)
+        adapters = {c.name: materialize(c.adapter, cache_dir) for c in members if c.adapter}
         engine = factory(model_path, adapters, options)
         try:
             prompt_ids = [
@@ -175,7 +177,7 @@ def score_all(
             scores[metric.key] = RuleScorer(metric).score(examples, answers)
             continue
         assert metric.judge is not None
-        judge_path = lineage.materialize(lineage.normalize_model_uri(metric.judge.model), cache_dir)
+        judge_path = materialize(normalize_model_uri(metric.judge.model), cache_dir)
         options = replace(
             EngineOptions.from_config(config),
             max_new_tokens=metric.judge.max_new_tokens,
@@ -235,6 +237,36 @@ def estimate_all(
     return estimates, deltas
 
 
+def assess(
+    config: EvalConfig,
+    examples: Sequence[Example],
+    resolved: list[candidates.Candidate],
+    answers: dict[str, list[Generation]],
+    scores: dict[str, dict[str, np.ndarray]],
+) -> EvalResult:
+    """Estimates with intervals, overall and per stratum, and the gates, from every answer's scores."""
+    names = [c.name for c in resolved]
+    estimates, deltas = estimate_all(config, scores, names)
+    strata = {
+        stratum: estimate_all(config, {c: {n: v[n][indices] for n in names} for c, v in scores.items()}, names)[0]
+        for stratum, indices in strata_of(config, examples).items()
+    }
+    gate_columns = {g.metric: config.column_of(g.metric) for g in config.gates}
+    gates = evaluate_gates(config.gates, names, config.baseline.name, estimates, deltas, gate_columns)
+    return EvalResult(
+        config=config,
+        examples=list(examples),
+        candidates=resolved,
+        generations=answers,
+        columns=config.metric_columns(),
+        scores=scores,
+        metrics=estimates,
+        deltas=deltas,
+        strata=strata,
+        gates=gates,
+    )
+
+
 def run_eval(
     config: EvalConfig,
     reporter: ProgressReporter | None = None,
@@ -264,7 +296,7 @@ def run_eval(
         examples = with_system_prompt(
             load_test_set(config.test_set, config.test_split, config.max_samples), config.system_prompt
         )
-        resolved = lineage.resolve_candidates(config.candidates, config.baseline.name)
+        resolved = candidates.resolve_candidates(config.candidates, config.baseline.name)
         phase_done("setup")
 
         total = len(examples) * len(resolved)
@@ -275,44 +307,21 @@ def run_eval(
 
         reporter.update(phase="score", force=True, message=f"scoring {total} answers")
         scores, verdicts, warnings = score_all(config, examples, answers, factory, cache_dir)
-        names = [c.name for c in resolved]
-        baseline = config.baseline.name
-        columns = config.metric_columns()
-        estimates, deltas = estimate_all(config, scores, names)
-        strata = {
-            stratum: estimate_all(
-                config, {c: {n: v[n][indices] for n in names} for c, v in scores.items()}, names
-            )[0]
-            for stratum, indices in strata_of(config, examples).items()
-        }
-        gate_columns = {g.metric: config.column_of(g.metric) for g in config.gates}
-        gates = evaluate_gates(config.gates, names, baseline, estimates, deltas, gate_columns)
+        result = assess(config, examples, resolved, answers, scores)
         phase_done("score")
 
         reporter.update(phase="report", force=True, message="writing the report")
-        result = EvalResult(
-            config=config,
-            examples=examples,
-            candidates=resolved,
-            generations=answers,
-            columns=columns,
-            scores=scores,
-            metrics=estimates,
-            deltas=deltas,
-            strata=strata,
-            gates=gates,
-            judge_outputs=verdicts,
-            warnings=([fallback] if fallback else []) + [w for c in resolved for w in c.warnings] + warnings,
-            throughput=progress.throughput(),
-            timings=timings,
-        )
+        result.judge_outputs = verdicts
+        result.warnings = ([fallback] if fallback else []) + [w for c in resolved for w in c.warnings] + warnings
+        result.throughput = progress.throughput()
+        result.timings = timings
         output = storage.parse(config.output).uri
         staging = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kubetune-eval-")))
         summary = write_report(result, staging, output)
         storage.upload_dir(staging, output)
         phase_done("report")
         summary["timings"] = timings
-        failed = [g["name"] for g in gates if not g["passed"]]
+        failed = [g["name"] for g in result.gates if not g["passed"]]
         reporter.update(
             phase="done",
             force=True,

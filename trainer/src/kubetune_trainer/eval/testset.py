@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubetune_trainer import storage
+from kubetune_trainer import storage, strict_json
 from kubetune_trainer.errors import DataError
 
 ROLES = ("system", "user", "assistant")
@@ -111,14 +111,14 @@ def _jsonl_rows(text: str, name: str) -> Iterator[tuple[Any, str]]:
         try:
             # Without its line break, so that a row cut short is reported at its own end, not at
             # "column 1" of a next line that is not there.
-            yield json.loads(line.rstrip("\r\n")), f"{name}:{lineno}"
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{name}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            yield strict_json.loads(line.rstrip("\r\n")), f"{name}:{lineno}"
+        except strict_json.JSONProblem as problem:
+            raise DataError(f"{name}:{lineno}: {problem.message}") from None
 
 
 def _json_array_rows(text: str, name: str) -> Iterator[tuple[Any, str]]:
     """The elements of a top-level JSON array, each with the line it starts on."""
-    decoder = json.JSONDecoder()
+    decoder = strict_json.decoder()
     try:
         position = _skip_space(text, 0)
         if text[position : position + 1] != "[":
@@ -127,8 +127,13 @@ def _json_array_rows(text: str, name: str) -> Iterator[tuple[Any, str]]:
         if text[position : position + 1] == "]":
             return
         while True:
-            value, end = decoder.raw_decode(text, position)
-            yield value, f"{name}:{text.count(chr(10), 0, position) + 1}"
+            where = f"{name}:{text.count(chr(10), 0, position) + 1}"
+            try:
+                value, end = decoder.raw_decode(text, position)
+                strict_json.check(text[position:end], value)
+            except strict_json.JSONProblem as problem:
+                raise DataError(f"{where}: {problem.message}") from None
+            yield value, where
             position = _skip_space(text, end)
             if text[position : position + 1] == "]":
                 return

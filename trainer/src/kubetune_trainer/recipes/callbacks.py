@@ -12,11 +12,11 @@ from typing import Any
 from transformers import TrainerCallback
 
 from kubetune_trainer import storage
+from kubetune_trainer.artifacts.lineage import Lineage
 from kubetune_trainer.errors import Preempted
 from kubetune_trainer.progress import ProgressReporter, metrics
 from kubetune_trainer.recipes import checkpoints
 from kubetune_trainer.recipes.distributed import World, any_rank, barrier
-from kubetune_trainer.recipes.lineage import write_lineage
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +107,10 @@ class CheckpointPublisher(TrainerCallback):
         output: str,
         world: World,
         keep: int,
-        lineage: dict[str, Any],
+        lineage: Lineage,
         run: str,
         reporter: ProgressReporter,
+        tensorboard: Path | None = None,
     ):
         self.output = output
         self.world = world
@@ -117,13 +118,14 @@ class CheckpointPublisher(TrainerCallback):
         self.lineage = lineage
         self.run = run
         self.reporter = reporter
+        self.tensorboard = tensorboard
 
     def on_save(self, args, state, control, **kwargs):
         local = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         uri = checkpoints.checkpoint_uri(self.output, state.global_step)
         if self.world.is_main:
             # Every checkpoint is a usable adapter: it names its true base like final/ does.
-            write_lineage(local, self.lineage)
+            self.lineage.write(local)
         barrier()
         if self.world.is_local_main:
             checkpoints.upload_files(local, uri)
@@ -132,6 +134,9 @@ class CheckpointPublisher(TrainerCallback):
             checkpoints.mark_complete(uri, state.global_step, self.run)
             write_metrics_history(state.log_history, Path(args.output_dir) / METRICS_FILE)
             storage.upload_file(Path(args.output_dir) / METRICS_FILE, storage.join(self.output, METRICS_FILE))
+            if self.tensorboard is not None and self.tensorboard.is_dir():
+                # The curves so far, for a TensorBoard pointed at the output while training goes on.
+                storage.upload_dir(self.tensorboard, storage.join(self.output, self.tensorboard.name))
             complete = [c.step for c in checkpoints.list_checkpoints(self.output) if c.complete]
             best = checkpoints.best_by_eval_loss(state.log_history, complete)
             checkpoints.prune(self.output, self.keep, protect=best[0] if best else None)

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from kubetune_trainer import storage
-from kubetune_trainer.recipes.scratch import download_once
+from kubetune_trainer.artifacts.scratch import download_once
 
 COMPLETE = "COMPLETE"
 CHECKPOINTS = "checkpoints"

@@ -75,8 +75,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def work(config_path: str) -> int:
+    from kubetune_trainer.recipes import train
     from kubetune_trainer.recipes.distributed import World
-    from kubetune_trainer.recipes.run import train
 
     is_main = World.from_env().is_main
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.dataclasses import dataclass
@@ -33,10 +33,35 @@ SCHEDULERS = (
 
 _URI = re.compile(r"^(hf://[\w.-]+(/[\w.-]+)?|(?!hf://)\S+)$")
 
+# The DPO losses whose `label_smoothing` means something: cDPO (sigmoid), robust, EXO and AOT.
+SMOOTHED_LOSSES = ("sigmoid", "robust", "exo_pair", "aot", "aot_unpaired")
+# The losses of TRL's DPOTrainer (1.16) that train from prompt/chosen/rejected pairs against a
+# reference model; its "sft" loss is `sft_loss_weight`. Not discopop: at the paper's tau (0.05, which
+# TRL's default is) its loss falls as a zero margin turns negative, so from a reference-equal start
+# it first unlearns the preference (seen on the tiny model), and tau is one more knob to expose.
+DpoLoss = Literal[
+    "sigmoid",
+    "ipo",
+    "hinge",
+    "robust",
+    "exo_pair",
+    "nca_pair",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "sigmoid_norm",
+]
+DPO_LOSSES = get_args(DpoLoss)
+# Methods that train against a reference model (the true base, adapter disabled or a frozen copy).
+WITH_REFERENCE = ("dpo", "kto")
+
 
 @dataclass(config=ConfigDict(extra="forbid"))
 class TrainConfig:
-    method: Literal["sft", "dpo"]
+    method: Literal["sft", "dpo", "orpo", "simpo", "kto"]
     base_model: str
     dataset: str
     output: str
@@ -67,10 +92,19 @@ class TrainConfig:
     packing: bool = False
 
     beta: float = Field(0.1, gt=0.0)
-    loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
+    loss_type: DpoLoss = "sigmoid"
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)
     sft_loss_weight: float = Field(0.0, ge=0.0)
     precompute_ref_log_probs: bool = False
     padding_free: bool = False
+    simpo_gamma: float = Field(0.5, ge=0.0)
+    kto_loss_type: Literal["kto", "apo_zero_unpaired"] = "kto"
+    desirable_weight: float = Field(1.0, gt=0.0)
+    undesirable_weight: float = Field(1.0, gt=0.0)
+
+    report_to: list[Literal["mlflow", "tensorboard", "wandb"]] = Field(default_factory=list)
+    run_name: str | None = Field(None, min_length=1, max_length=128)
+    tracking_project: str | None = Field(None, min_length=1, max_length=128)
 
     save_steps: int = Field(100, ge=1)
     save_total_limit: int = Field(3, ge=1)
@@ -146,6 +180,21 @@ class TrainConfig:
             )
         if self.peft == "qlora" and self.deepspeed_stage == 3:
             raise ValueError("peft: qlora does not shard under deepspeed_stage: 3 (use 0 or 2)")
+        if self.label_smoothing and (self.method != "dpo" or self.loss_type not in SMOOTHED_LOSSES):
+            raise ValueError(f"label_smoothing: applies to method dpo with loss_type {', '.join(SMOOTHED_LOSSES)}")
+        if self.method == "dpo" and self.loss_type == "exo_pair" and not self.label_smoothing:
+            raise ValueError("label_smoothing: loss_type exo_pair needs it above 0 (the EXO paper uses 1e-3)")
+        if self.precompute_ref_log_probs and self.method not in WITH_REFERENCE:
+            raise ValueError(f"precompute_ref_log_probs: method {self.method} has no reference model")
+        if (
+            self.method == "kto"
+            and self.kto_loss_type == "kto"
+            and self.per_device_train_batch_size < 2
+        ):
+            # TRL's KTO estimates its KL term from the other completions of the same micro-batch.
+            raise ValueError("per_device_train_batch_size: kto needs 2 or more (its KL term pairs answers in a batch)")
+        if len(set(self.report_to)) != len(self.report_to):
+            raise ValueError("report_to: names a tracker twice")
         return self
 
     @property

@@ -1,6 +1,7 @@
 """Base models, tokenizers, adapter chains and the LoRA config.
 
-A chain's true base (base + every adapter of the chain merged in order) is built once per node into
+A chained job (`start_from`) trains on the true base its start point's lineage records plus that
+adapter. The true base (base + every adapter of the chain merged in order) is built once per node into
 the scratch directory and then loaded like any base model, so every later step (the DPO reference,
 the final merge, QLoRA quantisation, ZeRO-3 partitioned loading) sees one ordinary model directory.
 """
@@ -13,37 +14,28 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from kubetune_trainer import storage
-from kubetune_trainer.errors import BaseModelMissing, ConfigError
+from kubetune_trainer.artifacts.lineage import (
+    ADAPTER_WEIGHTS,
+    LINEAGE_FILE,
+    MergedAdapter,
+    TrueBase,
+    normalize_model_uri,
+)
+from kubetune_trainer.artifacts.materialize import materialize_dir, materialize_versioned
+from kubetune_trainer.artifacts.scratch import is_done, mark_done
+from kubetune_trainer.errors import (
+    AdapterBaseMismatch,
+    BaseModelMissing,
+    ConfigError,
+    DataError,
+    KubetuneError,
+)
 from kubetune_trainer.recipes.config import TrainConfig
-from kubetune_trainer.recipes.lineage import MergedAdapter, TrueBase, verify_adapter
-from kubetune_trainer.recipes.scratch import download_once, is_done, keep_only_version, mark_done
 
 log = logging.getLogger(__name__)
-
-
-def materialize_dir(uri: str, cache_dir: Path, field: str) -> Path:
-    """A local directory holding `uri`: the path itself for file://, a download (once per node and
-    content version) for s3://."""
-    return materialize_versioned(uri, cache_dir, field)[0]
-
-
-def materialize_versioned(uri: str, cache_dir: Path, field: str) -> tuple[Path, str | None]:
-    """`materialize_dir`, with the content version (storage.s3_version) of what it downloaded;
-    None for file://."""
-    loc = storage.parse(uri)
-    if loc.scheme == "file":
-        return Path(loc.path), None
-    key = Path(loc.path.rstrip("/"))
-    version = storage.s3_version(uri)
-    if version is None:
-        raise BaseModelMissing(f"{field}: {uri}: no objects under this prefix")
-    # Other storage errors stay StorageError: they may pass, and that exit code is retried.
-    target = cache_dir / "downloads" / loc.bucket / key.parent / f"{key.name}@{version}"
-    download_once(uri, target)
-    keep_only_version(target)
-    return target, version
 
 
 def resolve_base(uri: str, cache_dir: Path) -> tuple[str, str | None]:
@@ -58,6 +50,65 @@ def resolve_base(uri: str, cache_dir: Path) -> tuple[str, str | None]:
         raise BaseModelMissing(f"base_model: {uri}: no model there (no config.json)")
     path, version = materialize_versioned(uri, cache_dir, "base_model")
     return str(path), version
+
+
+def read_lineage(final_uri: str) -> dict[str, Any]:
+    uri = storage.join(final_uri, LINEAGE_FILE)
+    try:
+        text = storage.read_text(uri)
+    except KubetuneError as exc:
+        raise ConfigError(
+            f"start_from: {final_uri} has no readable {LINEAGE_FILE} ({exc.message}); "
+            "it must be the final/ output of a kubetune FineTuneJob"
+        ) from exc
+    try:
+        lineage = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"start_from: {uri} is not JSON: {exc}") from exc
+    if not isinstance(lineage, dict):
+        raise ConfigError(f"start_from: {uri} must hold a JSON object")
+    return lineage
+
+
+def chain_from(config: TrainConfig) -> tuple[str, list[MergedAdapter]]:
+    """`base_model` and the adapters to merge into it, in order, each with the sha256 on record.
+
+    `start_from` itself comes last, with no sha256 yet: `verify_adapter` computes it on download.
+    """
+    base = normalize_model_uri(config.base_model)
+    if not config.start_from:
+        return base, []
+    start = storage.parse(config.start_from).uri.rstrip("/")
+    lineage = read_lineage(start)
+    if lineage.get("type") != "adapter":
+        raise ConfigError(
+            f"start_from: {start} holds a {lineage.get('type', 'unknown')!r} model, not an adapter; "
+            "use a full model as base_model instead"
+        )
+    try:
+        recorded = TrueBase.from_json(lineage, f"{start}/{LINEAGE_FILE}")
+    except DataError as exc:
+        raise ConfigError(f"start_from: {exc.message}") from exc
+    if recorded.base_model != base:
+        raise AdapterBaseMismatch(
+            f"start_from: {start} was trained on {recorded.base_model!r} (see its {LINEAGE_FILE}), "
+            f"but base_model is {base!r}; chains must keep the base of the job they start from"
+        )
+    return base, [*recorded.merged_adapters, MergedAdapter(start)]
+
+
+def verify_adapter(directory: Path, uri: str, expected_sha256: str | None) -> str:
+    """sha256 of an adapter's weights; AdapterBaseMismatch when it changed since the chain recorded it."""
+    weights = Path(directory) / ADAPTER_WEIGHTS
+    if not weights.is_file():
+        raise ConfigError(f"start_from: {uri} has no {ADAPTER_WEIGHTS}; only LoRA adapters can be chained")
+    digest = storage.sha256_file(weights)
+    if expected_sha256 and digest != expected_sha256:
+        raise AdapterBaseMismatch(
+            f"{uri}/{ADAPTER_WEIGHTS} has sha256 {digest}, but the chain recorded {expected_sha256}: "
+            "the adapter was replaced after a later job was trained on it"
+        )
+    return digest
 
 
 def load_tokenizer(path: str, uri: str):

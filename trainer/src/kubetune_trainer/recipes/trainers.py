@@ -1,31 +1,24 @@
-"""TRL's SFT and DPO trainers plus what kubetune adds: key-token weights, a NaN stop, no step past the end.
+"""What kubetune adds to every method's TRL trainer: shared arguments, a NaN stop, no step past the end.
 
-Both recipes build their TRL config from the one TrainConfig, so that a field means the same
-thing under SFT and DPO, on CPU and under torchrun.
+Every recipe builds its TRL config from the one TrainConfig through `common_arguments`, so that a
+field means the same thing under every method, on CPU and under torchrun.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
-from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
-from trl.trainer.utils import pad
 
 from kubetune_trainer.errors import NaNLoss
 from kubetune_trainer.recipes.config import TrainConfig
 from kubetune_trainer.recipes.distributed import World, cuda_available, deepspeed_config
 
-TOKEN_WEIGHTS = "token_weights"
 
-
-def training_arguments(
-    config: TrainConfig, precision: str, output_dir: str, evaluate: bool
-) -> SFTConfig | DPOConfig:
-    common: dict[str, Any] = dict(
+def common_arguments(config: TrainConfig, precision: str, output_dir: str, evaluate: bool) -> dict[str, Any]:
+    """The TrainingArguments every method's TRL config takes, as keyword arguments."""
+    return dict(
         output_dir=output_dir,
         learning_rate=config.learning_rate,
         num_train_epochs=config.num_train_epochs,
@@ -60,27 +53,11 @@ def training_arguments(
         # A NaN loss stops the run (NaNLoss); the filter would hide it behind an average instead.
         logging_nan_inf_filter=False,
         include_num_input_tokens_seen="non_padding",
-        report_to=[],
+        report_to=list(config.report_to),
+        run_name=config.run_name,
         disable_tqdm=True,
         dataloader_num_workers=0,
         max_length=config.cutoff_len,
-    )
-    if config.method == "sft":
-        return SFTConfig(
-            **common,
-            # Rows arrive tokenised and (with packing) packed by kubetune_trainer.recipes.data.
-            dataset_kwargs={"skip_prepare_dataset": True},
-            packing=False,
-            padding_free=False,
-        )
-    return DPOConfig(
-        **common,
-        beta=config.beta,
-        # RPO: TRL's "sft" loss is the NLL of the chosen answers, added with this weight.
-        loss_type=[config.loss_type, "sft"] if config.sft_loss_weight else [config.loss_type],
-        loss_weights=[1.0, config.sft_loss_weight] if config.sft_loss_weight else None,
-        precompute_ref_log_probs=config.precompute_ref_log_probs,
-        padding_free=config.padding_free,
     )
 
 
@@ -106,47 +83,6 @@ class NoStepPastTheEnd:
             self.control.should_training_stop = True
             return None
         return super()._run_epoch(*args, **kwargs)
-
-
-@dataclass
-class WeightedCollator(DataCollatorForLanguageModeling):
-    """TRL's language-modelling collator, plus the per-token loss weights laid out like the labels."""
-
-    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        if TOKEN_WEIGHTS not in examples[0]:
-            return super().torch_call(examples)
-        weights = [torch.tensor(example[TOKEN_WEIGHTS], dtype=torch.float32) for example in examples]
-        output = super().torch_call([{k: v for k, v in e.items() if k != TOKEN_WEIGHTS} for e in examples])
-        if self.padding_free:
-            weights = [torch.cat(weights)]
-        output[TOKEN_WEIGHTS] = pad(
-            weights, padding_value=0.0, padding_side="right", pad_to_multiple_of=self.pad_to_multiple_of
-        )
-        return output
-
-
-class KubetuneSFTTrainer(NaNGuard, NoStepPastTheEnd, SFTTrainer):
-    def _set_signature_columns_if_needed(self):
-        super()._set_signature_columns_if_needed()
-        if TOKEN_WEIGHTS not in self._signature_columns:
-            self._signature_columns = [*self._signature_columns, TOKEN_WEIGHTS]
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        weights = inputs.pop(TOKEN_WEIGHTS, None)
-        if weights is None:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        # Same normalisation as TRL's loss (per trainable token), so weight 1.0 everywhere is plain SFT.
-        outputs = model(**inputs, use_cache=False, fused_lm_head=True)
-        per_token = -outputs.log_probs * weights[:, 1:].to(outputs.log_probs.dtype)
-        count = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
-        loss = per_token.sum() / torch.as_tensor(count).clamp(min=1)
-        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
-            loss = loss * self.accelerator.num_processes
-        return (loss, outputs) if return_outputs else loss
-
-
-class KubetuneDPOTrainer(NaNGuard, NoStepPastTheEnd, DPOTrainer):
-    """TRL's DPOTrainer that stops at the first non-finite loss and never trains past max_steps."""
 
 
 def last_finite(history: list[dict[str, Any]], key: str) -> float | None:
