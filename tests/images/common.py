@@ -71,7 +71,8 @@ def test_exports_as_an_oci_archive_that_skopeo_reads(in_image: InImage, tmp_path
     `skopeo copy oci-archive:... docker://REGISTRY/...` would publish."""
     archive = tmp_path / f"{in_image.built.spec.name}.tar"
     reference = in_image.built.spec.reference
-    in_image.buildah.run("push", reference, f"oci-archive:{archive}:{reference}", log=tmp_path / "push.log")
+    in_image.buildah.run("push", reference, f"oci-archive:{archive}:{reference}", log=tmp_path / "push.log",
+                         scratch=tmp_path)
     try:
         inspected = json.loads(in_image.buildah.run("inspect", f"oci-archive:{archive}", tool=["skopeo"]))
         config = json.loads(in_image.buildah.run("inspect", "--config", f"oci-archive:{archive}", tool=["skopeo"]))
