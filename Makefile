@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(INSTALL_HASH)
 PYTEST_ARGS ?=
 
 .PHONY: install test lint demo crds clean system-deps test-vllm-api cluster-binaries cluster-up cluster-down \
-	images-deps images images-test images-clean
+	images-deps images images-test images-cluster-test images-clean
 
 install: $(STAMP)
 
@@ -19,7 +19,9 @@ $(STAMP):
 	@echo "==> installing into $(VENV)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip==26.3
-	# torch first, from the CPU build: any other torch spec pulls gigabytes of CUDA wheels.
+	# torch first, alone: PyPI's only Linux x86_64 build of torch 2.13.0 is the CUDA 13.0 one, which
+	# brings triton and 18 nvidia/CUDA wheels (4.7 GB installed, about 4 minutes with an empty pip
+	# cache) and runs on the CPU where there is no GPU. There is no CPU build on PyPI to pick instead.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e 'operator[test]' -e 'trainer[test]'
 	$(MAKE) --no-print-directory system-deps
@@ -27,20 +29,30 @@ $(STAMP):
 	touch $(STAMP)
 
 # promtool (rule and PromQL checks) and prometheus (scraped in the integration run) come from
-# Debian's prometheus package; git serves the promotion tests. Installed only when missing.
+# Debian's prometheus package; chromium renders the evaluation report as a person sees it; git
+# serves the promotion tests. Installed only when missing.
 system-deps:
 	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then \
 	  echo "==> installing Debian's prometheus package (promtool)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	fi
+	@if ! command -v chromium >/dev/null; then \
+	  echo "==> installing Debian's chromium (the report's rendering test)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	fi
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
-test: install lint cluster-binaries
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# The test cluster runs the chart's operator pod from the operator image (built, or found built,
+# by tests/images: about 3 minutes on a fresh machine), and tests/images checks that image;
+# CLUSTER_IMAGES= runs it from .venv instead. The trainer and eval images: make images-test.
+CLUSTER_IMAGES ?= operator
+test: install lint cluster-binaries images-deps
+	KUBETUNE_CLUSTER_IMAGES="$(CLUSTER_IMAGES)" KUBETUNE_IMAGE_TESTS="$(CLUSTER_IMAGES)" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The test control plane (tests/cluster): kube-apiserver, kube-controller-manager, kube-scheduler,
 # kubectl, etcd and helm, built with Go from the pins in tests/cluster/go/*/go.mod into a
@@ -74,6 +86,12 @@ images: install images-deps
 # real work, sizes (a table at the end) and an OCI archive export read back by skopeo.
 images-test: images
 	KUBETUNE_IMAGE_TESTS=all nice -n 10 $(BIN)/python -m pytest -p no:cacheprovider tests/images $(PYTEST_ARGS)
+
+# The chart and operator suites on the test cluster with every pod of the three images run from
+# its image (fakes aside): what users run, at the cost of the trainer and eval images.
+images-cluster-test: images cluster-binaries
+	KUBETUNE_CLUSTER_IMAGES="operator trainer eval" nice -n 10 $(BIN)/python -m pytest -p no:cacheprovider \
+	  tests/integration/kube tests/integration/operator $(PYTEST_ARGS)
 
 images-clean:
 	$(BIN)/python -m tests.images clean

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.cluster.client import Kube  # noqa: E402
 from tests.cluster.cluster import LocalCluster  # noqa: E402
-from tests.cluster.testing import INSTALL, SYSTEM, OperatorPod  # noqa: E402
+from tests.cluster.testing import SYSTEM, OperatorPod, free_ports, install  # noqa: E402
 
 NAMESPACE = "bench"
 GOALS = {"p50": 0.050, "p99": 0.250, "total": 60.0, "rss": 200.0}
@@ -91,9 +91,10 @@ def main() -> int:
         cluster.start()
         kube = Kube(cluster.control_plane.request, cluster.env())
         version = kube.request("GET", "/version")["gitVersion"]
-        kube.helm(*INSTALL, "--set", "operator.logLevel=WARNING", "--set-json",
-                  'operator.extraEnv=[{"name": "KUBETUNE_RESYNC_INTERVAL", "value": "600"}]', "--wait")
-        operator = OperatorPod(kube, cluster)
+        ports = free_ports()
+        kube.helm(*install(ports, "--set", "operator.logLevel=WARNING", "--set-json",
+                           'operator.extraEnv=[{"name": "KUBETUNE_RESYNC_INTERVAL", "value": "600"}]', "--wait"))
+        operator = OperatorPod(kube, cluster, ports)
         pod = operator.wait_ready()
         pid = cluster.agent.pid(SYSTEM, pod["metadata"]["name"])
         kube.create_namespace(NAMESPACE)

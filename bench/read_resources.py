@@ -2,8 +2,8 @@
 
 A file of small documents (by default 355,000 of them, about 50 MB: PreferenceDatasets, each with
 its own name and source URI, and every fifth a FineTuneJob on the one before) is read
-(`plan.load_documents`: YAML 1.2, duplicate keys, alias budget), validated against the CRD schemas
-and their CEL rules (`plan.validate_all`) and ordered by references (`plan.order`). The same is done
+(`cli.documents.load_documents`: YAML 1.2, duplicate keys, alias budget), validated against the CRD schemas
+and their CEL rules (`validate_all`) and ordered by references (`plan.order`). The same is done
 on the file's first 1/8, 1/4 and 1/2: a flat documents/s down the table is a linear reader.
 
 Peers, in the same run: PyYAML's pure-Python `safe_load_all` (the former reader, YAML 1.1) on the
@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 
 PEER_SAMPLE = 2000
@@ -59,6 +61,7 @@ def peak_rss_mib() -> float:
 
 def worker(mode: str, path: Path) -> dict:
     from kubetune_operator.builders import plan
+    from kubetune_operator.cli.documents import load_documents, validate_all
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -68,7 +71,7 @@ def worker(mode: str, path: Path) -> dict:
         count = sum(1 for body in yaml.safe_load_all(path.read_text(encoding="utf-8")) if body is not None)
         timings["read"] = time.perf_counter() - started
         return {"documents": count, **timings, "rss": peak_rss_mib()}
-    documents = plan.load_documents([path])
+    documents = load_documents([path])
     timings["read"] = time.perf_counter() - started
     if mode == "celpy":
         import celpy
@@ -84,7 +87,7 @@ def worker(mode: str, path: Path) -> dict:
         validation._evaluate = every_rule_by_celpy
         documents = documents[:PEER_SAMPLE]
     mark = time.perf_counter()
-    resources = plan.validate_all(documents)
+    resources = validate_all(documents)
     timings["validate"] = time.perf_counter() - mark
     mark = time.perf_counter()
     plan.order(resources, require_references=mode != "celpy")
@@ -108,37 +111,34 @@ def main() -> None:
         print(json.dumps(worker(args.worker[0], Path(args.worker[1]))))
         return
 
+    versions = {name: metadata.version(name) for name in ("PyYAML", "cel-python", "jsonschema")}
+    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; "
+          f"Python {platform.python_version()}, " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    print()
+    print("| what | documents | MB | read s | validate s | order s | documents/s | peak RSS (MiB) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|", flush=True)
     with tempfile.TemporaryDirectory(prefix="read-resources-") as scratch:
-        rows = []
         files = {}
         for share in (8, 4, 2, 1):
-            path = Path(scratch) / f"resources-{share}.yaml"
-            generate(path, args.documents // share)
-            files[share] = path
+            files[share] = Path(scratch) / f"resources-{share}.yaml"
+            generate(files[share], args.documents // share)
         for share in (8, 4, 2, 1):
-            path = files[share]
-            result = run_worker("kubetune", path)
-            rows.append((f"kubetune: read + validate + order, 1/{share}" if share > 1 else "kubetune: read + validate + order, whole file", path, result))
-        rows.append(("peer: PyYAML safe_load_all (YAML 1.1, pure Python), read only, 1/8", files[8], run_worker("pyyaml", files[8])))
-        rows.append((f"peer: every CEL rule by celpy, first {PEER_SAMPLE} documents", files[8], run_worker("celpy", files[8])))
+            part = f"1/{share}" if share > 1 else "whole file"
+            row(f"kubetune: read + validate + order, {part}", files[share], run_worker("kubetune", files[share]))
+        row("peer: PyYAML safe_load_all (YAML 1.1, pure Python), read only, 1/8", files[8], run_worker("pyyaml", files[8]))
+        row(f"peer: every CEL rule by celpy, first {PEER_SAMPLE} documents (validate + order only)", files[8],
+            run_worker("celpy", files[8]), reading=False)
+    print(f"\nload at the end {os.getloadavg()[0]:.1f}")
 
-        versions = {name: __import__("importlib.metadata").metadata.version(name) for name in ("PyYAML", "cel-python", "jsonschema")}
-        print(f"Machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}, "
-              + ", ".join(f"{k} {v}" for k, v in versions.items()))
-        print()
-        print("| what | documents | MB | read s | validate s | order s | documents/s | peak RSS (MiB) |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|")
-        for label, path, result in rows:
-            total = result["read"] + result.get("validate", 0.0) + result.get("order", 0.0)
-            if label.startswith("peer: every"):
-                # Only the validation of the sample is this peer's: its reading is the kubetune row's.
-                total = result["validate"] + result["order"]
-            megabytes = path.stat().st_size / 1e6
-            print(
-                f"| {label} | {result['documents']:,} | {megabytes:.1f} | {result['read']:.1f} | "
-                f"{result.get('validate', float('nan')):.1f} | {result.get('order', float('nan')):.1f} | "
-                f"{result['documents'] / total:,.0f} | {result['rss']:.0f} |"
-            )
+
+def row(label: str, path: Path, result: dict, reading: bool = True) -> None:
+    total = result.get("validate", 0.0) + result.get("order", 0.0) + (result["read"] if reading else 0.0)
+    print(
+        f"| {label} | {result['documents']:,} | {path.stat().st_size / 1e6:.1f} | {result['read']:.1f} | "
+        f"{result.get('validate', float('nan')):.1f} | {result.get('order', float('nan')):.1f} | "
+        f"{result['documents'] / total:,.0f} | {result['rss']:.0f} |",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

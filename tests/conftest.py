@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+# The real control plane's fixtures, registered once here: a session fixture imported into several
+# conftest files would start one cluster per directory.
+pytest_plugins = ["tests.cluster.testing"]
+
 ROOT = Path(__file__).resolve().parents[1]
 # Resolved: readers report resolved paths (file:line), and the checkout may sit behind a symlink.
 SAMPLE_DATA = (ROOT / "tests" / "fixtures" / "data").resolve()

@@ -4,7 +4,7 @@ Writes, under --output:
   sft/repeats.jsonl             chat SFT rows whose answers repeat themselves (TRL `messages`)
   repeater/dataset_info.json    a LLaMA-Factory registration of the bad cases
   repeater/badcases.json        alpaca ranking rows: chosen = the clean answer, rejected = the repeater
-  test.json                     the bad cases as a replay set (text, standard_answer)
+  test.json                     the bad cases as a replay set (text, standard_answer, subtype: the topic)
   base/                         a random-weight Qwen2-style model with a tokenizer trained on the text
 
 The same seed writes the same bytes, and files that already hold them are left alone, so a second
@@ -41,7 +41,8 @@ def cases(seed: int) -> list[dict[str, str]]:
     for city in CITIES:
         for topic, answer in TOPICS.items():
             clean = answer(city, rng.randint(10, 40))
-            rows.append({"prompt": f"{topic} in {city}?", "clean": clean, "repeater": " ".join([clean] * REPEATS)})
+            rows.append({"prompt": f"{topic} in {city}?", "clean": clean, "repeater": " ".join([clean] * REPEATS),
+                         "topic": topic})
     rng.shuffle(rows)
     return rows
 
@@ -99,7 +100,8 @@ def main() -> None:
     }
     write_if_changed(out / "repeater" / "dataset_info.json", json.dumps(info, indent=1) + "\n")
 
-    replay = [{"text": r["prompt"], "standard_answer": r["clean"]} for r in rows]
+    # The topic is the replay set's subtype: the report scores every metric per subtype too.
+    replay = [{"text": r["prompt"], "standard_answer": r["clean"], "subtype": r["topic"]} for r in rows]
     write_if_changed(out / "test.json", json.dumps(replay, ensure_ascii=False, indent=1) + "\n")
 
     texts = [r["prompt"] for r in rows] + [r["clean"] for r in rows]

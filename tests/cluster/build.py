@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.machine_cache import machine_cache
+
 GO_DIR = Path(__file__).resolve().parent / "go"
 
 
@@ -80,10 +82,7 @@ MODULES = (
 
 
 def cache_root() -> Path:
-    if os.environ.get("KUBETUNE_CLUSTER_CACHE"):
-        return Path(os.environ["KUBETUNE_CLUSTER_CACHE"])
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "kubetune" / "cluster"
+    return machine_cache("cluster", "KUBETUNE_CLUSTER_CACHE")
 
 
 def go_version() -> str:

@@ -18,7 +18,7 @@ import pytest
 
 from tests.cluster.client import ROOT, Kube
 from tests.cluster.cluster import LocalCluster
-from tests.cluster.control_plane import AUDITED_NAMESPACE
+from tests.cluster.control_plane import AUDITED_NAMESPACE, free_port
 
 FAKE_POD = ROOT / "tests" / "integration" / "harness" / "fake_pod.py"
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}
@@ -83,13 +83,21 @@ def kube(kube_cluster: LocalCluster) -> Kube:
 
 RELEASE, SYSTEM = "kubetune", AUDITED_NAMESPACE
 OPERATOR_USER = f"system:serviceaccount:{SYSTEM}:{RELEASE}"
-# The chart's ports, on this machine: pods share its network.
-PROGRESS_PORT, METRICS_PORT, HEALTH_PORT = 8080, 9090, 8081
 # Faster resyncs and progress writes than production, so tests wait seconds, not minutes.
 TEST_ENV = [{"name": "KUBETUNE_RESYNC_INTERVAL", "value": "2"},
             {"name": "KUBETUNE_PROGRESS_PATCH_INTERVAL", "value": "0.2"}]
-INSTALL = ["install", RELEASE, "charts/kubetune", "-n", SYSTEM, "--create-namespace",
-           "--set", "artifacts.root=s3://artifacts/kubetune", "--set", "storage.secretName=kubetune-s3"]
+
+
+def install(ports: dict[str, int], *values: str) -> list[str]:
+    """`helm install` as docs/install.md gives it, with the operator's ports: pods share this
+    machine's network, so each cluster's operator takes free ones (another may run beside it)."""
+    return ["install", RELEASE, "charts/kubetune", "-n", SYSTEM, "--create-namespace",
+            "--set", "artifacts.root=s3://artifacts/kubetune", "--set", "storage.secretName=kubetune-s3",
+            *(f"--set=operator.ports.{name}={port}" for name, port in ports.items()), *values]
+
+
+def free_ports() -> dict[str, int]:
+    return {name: free_port() for name in ("progress", "metrics", "health")}
 
 
 def _get(url: str) -> bytes | None:
@@ -103,10 +111,15 @@ def _get(url: str) -> bytes | None:
 class OperatorPod:
     """The operator as the chart runs it: the Deployment's pod, under the chart's ServiceAccount."""
 
-    def __init__(self, kube: Kube, cluster: LocalCluster):
+    def __init__(self, kube: Kube, cluster: LocalCluster, ports: dict[str, int]):
         self.kube = kube
         self.cluster = cluster
+        self.ports = ports
         self.starts = 0
+
+    @property
+    def progress_port(self) -> int:
+        return self.ports["progress"]
 
     def pods(self) -> list[dict]:
         return self.kube.pods(SYSTEM, labels={"app.kubernetes.io/instance": RELEASE,
@@ -122,7 +135,7 @@ class OperatorPod:
             for pod in self.pods():
                 conditions = {c["type"]: c["status"] for c in (pod.get("status") or {}).get("conditions") or []}
                 if (pod["metadata"]["uid"] != other_than and not pod["metadata"].get("deletionTimestamp")
-                        and conditions.get("Ready") == "True" and _get(f"http://127.0.0.1:{HEALTH_PORT}/healthz")):
+                        and conditions.get("Ready") == "True" and _get(f"http://127.0.0.1:{self.ports['health']}/healthz")):
                     return pod
             return None
 
@@ -142,7 +155,7 @@ class OperatorPod:
         return base64.b64decode(secret["data"]["key"])
 
     def metrics(self) -> str:
-        text = _get(f"http://127.0.0.1:{METRICS_PORT}/metrics")
+        text = _get(f"http://127.0.0.1:{self.ports['metrics']}/metrics")
         assert text is not None, "the operator's /metrics did not answer"
         return text.decode()
 
@@ -183,8 +196,9 @@ def refused(events: list[dict[str, Any]]) -> list[str]:
 def release(kube: Kube, kube_cluster: LocalCluster) -> OperatorPod:
     """The chart installed as docs/install.md says (its CRDs with it); the operator runs as its pod."""
     began = time.monotonic()
-    kube.helm(*INSTALL, "--set-json", f"operator.extraEnv={json.dumps(TEST_ENV)}", "--wait", "--timeout", "180s")
-    operator = OperatorPod(kube, kube_cluster)
+    ports = free_ports()
+    kube.helm(*install(ports, "--set-json", f"operator.extraEnv={json.dumps(TEST_ENV)}", "--wait", "--timeout", "180s"))
+    operator = OperatorPod(kube, kube_cluster, ports)
     operator.wait_ready()
     print(f"helm install and the operator's start took {time.monotonic() - began:.1f} s")
     return operator

@@ -37,6 +37,9 @@ def test_demo_story_runs_and_a_second_run_skips_every_step(tmp_path):
     assert dpo["contains"]["value"] >= sft["contains"]["value"]
     html = (report_dir / "report.html").read_text()
     assert "sft" in html and "dpo" in html and "data:image/png;base64," in html
+    # The replay set's topics are its subtypes: every metric is scored per topic too.
+    assert set(summary["strata"]["values"]) == {"hotel", "museum", "train", "weather"}
+    assert (report_dir / "plots" / "per_subtype_contains.png").exists()
     workbook = openpyxl.load_workbook(report_dir / "results.xlsx")
     assert workbook.sheetnames
 

@@ -108,6 +108,9 @@ class Builder:
         wanted |= {IMAGES[n].built_on for n in wanted if IMAGES[n].built_on}
         self.logs.mkdir(parents=True, exist_ok=True)
         self.stamps.mkdir(parents=True, exist_ok=True)
+        cached = self._cached(wanted)
+        if cached is not None:  # nothing to build: no need to wait for another builder's lock
+            return cached
         built: dict[str, Built] = {}
         with self.buildah.lock():
             began = time.monotonic()
@@ -121,15 +124,36 @@ class Builder:
             self.buildah.run("rmi", "--prune", check=False)
         return list(built.values())
 
-    def _ensure_one(self, spec: ImageSpec, parent: str) -> Built:
+    def _cached(self, wanted: set[str]) -> list[Built] | None:
+        """The images wanted when every one is built and up to date, else None."""
+        parents = {None: base.name()}
+        found: list[Built] = []
+        for spec in IMAGES.values():
+            if spec.name in wanted:
+                current = self._current(spec, parents[spec.built_on])
+                if current is None:
+                    return None
+                parents[spec.name] = spec.reference
+                found.append(Built(spec, current, 0.0, cached=True))
+        return found
+
+    def _current(self, spec: ImageSpec, parent: str) -> str | None:
+        """The id of the image built from these sources on this parent, if it is there."""
         parent_id = self.buildah.image_id(parent)
-        key = spec.key(parent_id or "")
         stamp = self.stamps / f"{spec.name}.json"
         recorded = json.loads(stamp.read_text()) if stamp.exists() else {}
         current = self.buildah.image_id(spec.reference)
-        if recorded.get("key") == key and current and current == recorded.get("id"):
+        fresh = parent_id and recorded.get("key") == spec.key(parent_id) and current == recorded.get("id")
+        return current if fresh else None
+
+    def _ensure_one(self, spec: ImageSpec, parent: str) -> Built:
+        current = self._current(spec, parent)
+        if current is not None:
             self.say(f"{spec.name} {spec.reference}: up to date")
             return Built(spec, current, 0.0, cached=True)
+        current = self.buildah.image_id(spec.reference)
+        key = spec.key(self.buildah.image_id(parent) or "")
+        stamp = self.stamps / f"{spec.name}.json"
         log = self.logs / f"{spec.name}.log"
         log.write_text("")
         self.say(f"{spec.name} {spec.reference}: building on {parent} (log: {log})")

@@ -15,7 +15,7 @@ from tests.images.common import (
     test_size_is_within_its_limit,
     test_the_image_runs_as_the_charts_non_root_user,
 )
-from tests.images.conftest import InImage
+from tests.images.harness import InImage
 
 IMAGE = "eval"
 ROOT = Path(__file__).resolve().parents[2]

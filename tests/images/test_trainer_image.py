@@ -16,7 +16,7 @@ from tests.images.common import (
     test_size_is_within_its_limit,
     test_the_image_runs_as_the_charts_non_root_user,
 )
-from tests.images.conftest import InImage
+from tests.images.harness import InImage
 
 IMAGE = "trainer"
 INSTALL_DOC = Path(__file__).resolve().parents[2] / "docs" / "install.md"

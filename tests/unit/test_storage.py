@@ -61,7 +61,7 @@ def test_names_with_hash_and_question_mark_round_trip(tmp_path, s3_bucket):
 
 
 @pytest.mark.parametrize("root", ["file:///srv/out", "s3://bucket/out"])
-@pytest.mark.parametrize("part", ["..", "../x", "a/../../x", "/../x"])
+@pytest.mark.parametrize("part", ["..", "../x", "a/../../x", "/../x"])  # refused input
 def test_a_part_that_climbs_out_of_its_root_is_refused(root, part):
     with pytest.raises(StorageError, match="would leave this location"):
         storage.join(root, part)

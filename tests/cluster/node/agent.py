@@ -382,6 +382,8 @@ class NodeAgent:
         """The pod is being deleted: stop its container (SIGTERM, SIGKILL after the grace period),
         write its final status and confirm the deletion (grace 0), as a kubelet does."""
         meta = pod["metadata"]
+        if run is not None and run.stopping and run.waiter is not None and not run.waiter.done():
+            return  # another event's sync is stopping it, and confirms the deletion when it has stopped
         if run is not None and not run.stopping:
             run.stopping = True
             if run.container is not None:

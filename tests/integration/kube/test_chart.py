@@ -9,7 +9,7 @@ import json
 import boto3
 from harness import resources as r
 
-from tests.cluster.testing import INSTALL, OPERATOR_USER, RELEASE, SYSTEM, TEST_ENV
+from tests.cluster.testing import OPERATOR_USER, RELEASE, SYSTEM, TEST_ENV, install
 
 DATA = "s3://data/prepared/"
 
@@ -71,8 +71,8 @@ def test_helm_upgrade_and_uninstall_leave_resources_jobs_and_s3_data(kube, names
         assert kube.get("deployments", SYSTEM, RELEASE) is None
     finally:
         # The rest of the session keeps its operator (with the same values as at first).
-        kube.helm(*INSTALL, "--set-json", f"operator.extraEnv={json.dumps(TEST_ENV)}", "--wait",
-                  "--timeout", "180s")
+        kube.helm(*install(operator.ports, "--set-json", f"operator.extraEnv={json.dumps(TEST_ENV)}", "--wait",
+                           "--timeout", "180s"))
         operator.wait_ready()
     # The new operator reads the world back and leaves finished work alone.
     assert kube.status("finetunejobs", namespace, "sft")["phase"] == "Succeeded"

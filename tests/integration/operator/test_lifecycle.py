@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from harness import resources as r
 
+from tests.unit.charts.argocd_health import health
+
 DATA = "s3://data/prepared/"
 
 
@@ -22,6 +24,7 @@ def test_suspend_stops_the_job_and_resume_finishes_it(kube, namespace, fake_pods
     assert {c["type"]: c["reason"] for c in status["conditions"]}["Suspended"] == "Suspended"
     assert kube.get("jobs", namespace, "sft-train")["spec"]["suspend"] is True
     assert kube.pods(namespace, "sft-train") == []
+    assert health(kube.get("finetunejobs", namespace, "sft"))["status"] == "Suspended"
 
     kube.patch("finetunejobs", namespace, "sft", {"spec": {"suspend": False}})
 
@@ -29,6 +32,9 @@ def test_suspend_stops_the_job_and_resume_finishes_it(kube, namespace, fake_pods
     conditions = {c["type"]: c for c in status["conditions"]}
     assert (conditions["Suspended"]["status"], conditions["Suspended"]["reason"]) == ("False", "Resumed")
     assert status["observedGeneration"] == 2
+    ready = {c["type"]: c for c in status["conditions"]}["Ready"]
+    assert (ready["status"], ready["observedGeneration"]) == ("True", 2)
+    assert health(kube.get("finetunejobs", namespace, "sft"))["status"] == "Healthy"
 
 
 def test_a_queued_job_waits_for_kueue_and_the_operator_does_not_admit_it(

@@ -286,7 +286,7 @@ def test_the_operator_runs_once_with_the_contract_ports_and_probe(rendered):
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["kubetune"]
-    assert container["args"] == ["--log-level", "INFO", "operator", "--all-namespaces"]
+    assert container["args"] == ["--log-level", "INFO", "operator", "--all-namespaces", "--progress-port", "8080", "--metrics-port", "9090", "--health-port", "8081"]
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"progress": 8080, "metrics": 9090,
                                                                           "health": 8081}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
@@ -299,7 +299,22 @@ def test_the_operator_runs_once_with_the_contract_ports_and_probe(rendered):
 
 def test_namespaced_mode_starts_the_operator_on_each_namespace(rendered):
     container = only(rendered["namespaced-mode"], "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    assert container["args"] == ["--log-level", "INFO", "operator", "--namespace", "team-a", "--namespace", "team-b"]
+    assert container["args"] == ["--log-level", "INFO", "operator", "--namespace", "team-a", "--namespace", "team-b",
+                                 "--progress-port", "8080", "--metrics-port", "9090", "--health-port", "8081"]
+
+
+def test_the_ports_are_one_value_each_for_the_pod_the_service_and_the_progress_url(chart):
+    # The same number in the pod and on its Service: reached alike through a Service proxy or on the host network.
+    objects = manifests(render_templates(chart, {"operator": {"ports": {"progress": 18080, "metrics": 19090,
+                                                                        "health": 18081}}}))
+    deployment = only(objects, "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][-6:] == ["--progress-port", "18080", "--metrics-port", "19090", "--health-port", "18081"]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"progress": 18080, "metrics": 19090,
+                                                                          "health": 18081}
+    service = only(objects, "Service")
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"progress": 18080, "metrics": 19090}
+    assert env_of(deployment)["KUBETUNE_PROGRESS_BASE_URL"]["value"] == "http://kubetune.kubetune-system.svc:18080"
 
 
 def test_the_operator_gets_the_contract_environment(chart):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubetune_operator.builders.plan import load_documents
+from kubetune_operator.cli.documents import load_documents
 from kubetune_operator.errors import ValidationFailed
 from kubetune_operator.yaml12 import ALIAS_BUDGET, MAX_DEPTH, load_all
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from kubetune_operator.api.resource import (
     FieldName,
@@ -25,7 +26,25 @@ from kubetune_operator.api.resource import (
 )
 
 MetricName = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z][a-z0-9_]*$")]
-Regex = Annotated[str, Field(min_length=1, max_length=512)]
+
+
+def _compiles(pattern: str) -> str:
+    # The evaluator compiles patterns with Python's re (lookbehind and all); the API server's CEL
+    # knows only RE2, so this check runs where the operator reads the spec, before any Job exists.
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"not a valid (Python) regular expression: {exc}") from None
+    return pattern
+
+
+Regex = Annotated[str, Field(min_length=1, max_length=512), AfterValidator(_compiles)]
+
+
+def _one_group(pattern: str) -> str:
+    if re.compile(pattern).groups != 1:
+        raise ValueError("use exactly one capture group, around the score")
+    return pattern
 
 
 class TestSet(Model):
@@ -133,12 +152,23 @@ class Judge(Model):
     model: ModelUri
     """The judge model."""
 
-    prompt_template: Annotated[str, Field(min_length=1, max_length=16384)]
+    prompt_template: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=16384,
+            json_schema_extra={
+                "x-kubernetes-validations": [
+                    {"rule": "self.contains('{answer}')", "message": "must contain {answer} (and may use {prompt} and {reference})"}
+                ]
+            },
+        ),
+    ]
     """Template with {prompt}, {answer} and {reference}; the judge answers with a score."""
 
     # A 0..1 number standing alone: not the 1 of "15" nor the 0 of "2023".
-    score_pattern: Regex = r"(?<![\d.])([01](?:\.\d+)?)(?!\.?\d)"
-    """Regex whose first group is the score (0..1)."""
+    score_pattern: Annotated[Regex, AfterValidator(_one_group)] = r"(?<![\d.])([01](?:\.\d+)?)(?!\.?\d)"
+    """Regex whose one capture group is the score (0..1)."""
 
 
 class Metric(Model):
@@ -148,6 +178,11 @@ class Metric(Model):
         cel(
             "!(self.type in ['regex', 'judgement']) || has(self.pattern)",
             "metrics of type regex and judgement need pattern",
+            field_path=".pattern",
+        ),
+        cel(
+            "!has(self.pattern) || self.type in ['regex', 'judgement']",
+            "pattern applies only to metrics of type regex and judgement",
             field_path=".pattern",
         ),
         cel(
@@ -207,8 +242,27 @@ class Gate(Model):
     estimate."""
 
 
+class PullRequest(Model):
+    """Promotion by review: the commit goes to a branch of its own, kubetune/promote-<serving name>-<first 8
+    characters of the EvalRun's UID>, started from `branch`, and a pull (merge) request into `branch` is opened
+    through the forge's API with the Secret's `token`. Nothing is pushed when `branch` already holds the
+    promotion (the request was merged)."""
+
+    provider: Literal["github", "gitlab", "gitea"]
+    """The forge: github (GitHub and GitHub Enterprise Server), gitlab, gitea (Gitea and Forgejo)."""
+
+    api_url: Annotated[str, Field(max_length=256, pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$")] | None = None
+    """The forge's API root. Default, from the repository URL: https://api.github.com for github.com,
+    https://<host>/api/v3 (GitHub Enterprise), https://<host>/api/v4 (GitLab), https://<host>/api/v1 (Gitea)."""
+
+
 class Promotion(Model):
     """Where a passing adapter is recorded for GitOps (Argo CD, Flux)."""
+
+    cel_rules: ClassVar = [
+        cel("!has(self.pullRequest) || self.repository.matches('^(https://[^/]+/|ssh://[^/]+/|git@[^:]+:)[^/]+/.+$')",
+            "a pull request needs a repository URL with an owner (or group) and a name", field_path=".pullRequest"),
+    ]
 
     repository: Annotated[
         str, Field(max_length=512, pattern=r"^(https://[A-Za-z0-9.-]+(:[0-9]+)?/[A-Za-z0-9._~/-]+|git@[A-Za-z0-9.-]+:[A-Za-z0-9._~/-]+|ssh://[A-Za-z0-9@.-]+(:[0-9]+)?/[A-Za-z0-9._~/-]+)$",
@@ -237,6 +291,10 @@ class Promotion(Model):
 
     serving_name: ResourceName | None = None
     """Adapter name in vLLM's --lora-modules (default: the candidate's name)."""
+
+    pull_request: PullRequest | None = None
+    """Open a pull request into `branch` instead of pushing to it (the Secret's `token` must also be allowed to
+    open pull requests). Without it the commit is pushed to `branch` directly."""
 
 
 class Resources(Model):
@@ -306,8 +364,12 @@ class EvalRunSpec(Model):
             field_path=".gates",
         ),
         cel(
-            "self.gates.all(g, self.metrics.exists(m, m.name == g.metric || g.metric.startsWith(m.name + '.')))",
-            "every gate's metric must name one of the metrics",
+            "self.gates.all(g, self.metrics.exists(m, m.name == g.metric"
+            " || (m.type == 'repetition' && g.metric in [m.name + '.ngram_rate', m.name + '.longest_span',"
+            " m.name + '.no_eos_rate', m.name + '.repeater_rate'])"
+            " || (m.type == 'length' && g.metric in [m.name + '.tokens', m.name + '.chars'])))",
+            "every gate's metric must name one of the metrics, or a sub-value of a repetition metric "
+            "(.ngram_rate, .longest_span, .no_eos_rate, .repeater_rate) or a length metric (.tokens, .chars)",
             field_path=".gates",
         ),
         cel(
@@ -450,6 +512,12 @@ class PromotionStatus(Model):
 
     commit: Annotated[str, Field(max_length=64)] | None = None
     """Commit SHA."""
+
+    pull_request: Annotated[str, Field(max_length=512)] | None = None
+    """URL of the pull request that merges the commit (on `branch`) into `baseBranch` (spec.promotion.pullRequest)."""
+
+    base_branch: Annotated[str, Field(max_length=128)] | None = None
+    """The branch the pull request merges into."""
 
 
 STATUS_GATES_LIMIT = 64

@@ -111,8 +111,8 @@ class Hyperparameters(Model):
     cutoff_length: Annotated[int, Field(ge=16, le=1_048_576)] = 1024
     """Maximum tokens of prompt plus answer; longer examples are truncated from the prompt's start."""
 
-    warmup_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
-    """Fraction of steps spent warming up the learning rate."""
+    warmup_ratio: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    """Fraction of steps spent warming up the learning rate (below 1: some steps must train at the peak)."""
 
     weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
     """AdamW weight decay."""
@@ -392,6 +392,18 @@ class FineTuneJobSpec(Model):
             "self.resources.nodes == 1 || self.resources.gpusPerNode > 0",
             "several nodes need GPUs (resources.gpusPerNode > 0)",
             field_path=".resources.nodes",
+        ),
+        cel(
+            "self.peft.type != 'qlora' || (has(self.resources.deepspeed) ? self.resources.deepspeed.stage != 3"
+            " : self.resources.nodes * self.resources.gpusPerNode <= 1)",
+            "qlora does not shard under DeepSpeed ZeRO-3, the default when more than one GPU trains: "
+            "set resources.deepspeed.stage to 0 or 2",
+            field_path=".peft.type",
+        ),
+        cel(
+            "self.peft.type != 'full' || !self.output.mergeAdapter",
+            "output.mergeAdapter merges an adapter into its base: a full fine-tune is already a whole model",
+            field_path=".output.mergeAdapter",
         ),
         cel(
             "!has(self.startFrom) || self.peft.type != 'full'",

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from kubetune_operator.api import API_VERSION, KINDS, Resource
 from kubetune_operator.api.crd import openapi_schema
-from kubetune_operator.api.resource import MAX_NAMESPACE_LENGTH, NAMESPACE_PATTERN
+from kubetune_operator.api.resource import LABEL_KEY_PATTERN, MAX_NAMESPACE_LENGTH, NAMESPACE_PATTERN
 from kubetune_operator.api.schema import prune_nulls
 from kubetune_operator.errors import ValidationFailed, clip, shorten
 
@@ -67,12 +67,48 @@ def _strict(schema: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
+def _pattern(validator, pattern: str, instance: Any, schema: dict[str, Any]):
+    """`pattern` as the API server (Go's RE2) reads it: `$` is the end of the text. Python's `$` also
+    matches before a final newline, which let `file://./m\\n` through."""
+    if validator.is_type(instance, "string") and re2.search(pattern, instance) is None:
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+# Sub-documents found valid, by schema and content: documents repeat most of theirs (the defaults
+# fill in whole blocks), and a subschema's verdict depends on nothing outside it.
+_VALID: set[tuple[int, str]] = set()
+_VALID_LIMIT = 1 << 16
+
+
+def _properties(validator, properties: dict[str, Any], instance: Any, schema: dict[str, Any]):
+    if not validator.is_type(instance, "object"):
+        return
+    for name, subschema in properties.items():
+        if name not in instance:
+            continue
+        value = instance[name]
+        key = (id(subschema), json.dumps(value, sort_keys=True)) if isinstance(value, dict | list) else None
+        if key in _VALID:
+            continue
+        errors = list(validator.descend(value, subschema, path=name, schema_path=name))
+        if key is not None and not errors:
+            if len(_VALID) >= _VALID_LIMIT:
+                _VALID.clear()
+            _VALID.add(key)
+        yield from errors
+
+
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft4Validator, {"pattern": _pattern, "properties": _properties}
+)
+
+
 @cache
 def _validator(kind: str) -> jsonschema.Draft4Validator:
     schema = _strict(_schema(kind))
     schema["properties"]["metadata"] = {"type": "object"}
     schema["properties"].pop("status", None)
-    return jsonschema.Draft4Validator(schema)
+    return _Validator(schema)
 
 
 def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
@@ -306,7 +342,7 @@ def _metadata_errors(document: Any) -> list[FieldError]:
     metadata = document.get("metadata")
     if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
         return [FieldError("metadata.name", "is required")]
-    if not DNS_SUBDOMAIN.match(metadata["name"]) or len(metadata["name"]) > 253:
+    if not DNS_SUBDOMAIN.fullmatch(metadata["name"]) or len(metadata["name"]) > 253:
         return [
             FieldError(
                 "metadata.name",
@@ -315,7 +351,7 @@ def _metadata_errors(document: Any) -> list[FieldError]:
         ]
     namespace = metadata.get("namespace")
     if namespace is not None and (
-        not isinstance(namespace, str) or not DNS_LABEL.match(namespace) or len(namespace) > MAX_NAMESPACE_LENGTH
+        not isinstance(namespace, str) or not DNS_LABEL.fullmatch(namespace) or len(namespace) > MAX_NAMESPACE_LENGTH
     ):
         return [
             FieldError(
@@ -324,7 +360,33 @@ def _metadata_errors(document: Any) -> list[FieldError]:
                 f"starting and ending with a letter or digit (got {clip(namespace)})",
             )
         ]
-    return []
+    return _label_errors(metadata.get("labels"), "metadata.labels", values=True) + _label_errors(
+        metadata.get("annotations"), "metadata.annotations", values=False
+    )
+
+
+LABEL_KEY = re.compile(LABEL_KEY_PATTERN)
+LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+MAX_ANNOTATIONS_BYTES = 256 * 1024
+
+
+def _label_errors(value: Any, where: str, values: bool) -> list[FieldError]:
+    """Labels and annotations as the API server checks them: qualified-name keys, and label values
+    of at most 63 characters or annotations of at most 256 KiB in all."""
+    if value is None:
+        return []
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        return [FieldError(where, "must be a map of strings to strings")]
+    errors = []
+    for key, item in value.items():
+        name = key.rsplit("/", 1)[-1]
+        if not LABEL_KEY.fullmatch(key) or len(name) > 63 or len(key) > 253:
+            errors.append(FieldError(f"{where}.{shorten(key)}", "is not a valid key ([prefix/]name, name of at most 63 characters)"))
+        elif values and (len(item) > 63 or not LABEL_VALUE.fullmatch(item)):
+            errors.append(FieldError(f"{where}.{shorten(key)}", f"{clip(item)} is not a valid label value (at most 63 characters)"))
+    if not values and sum(len(k.encode()) + len(v.encode()) for k, v in value.items()) > MAX_ANNOTATIONS_BYTES:
+        errors.append(FieldError(where, "may hold at most 256 KiB in all"))
+    return errors
 
 
 def _schema_errors(error: jsonschema.ValidationError) -> list[FieldError]:
@@ -360,7 +422,6 @@ def parse(document: Any, old: Any = None) -> tuple[Resource | None, list[FieldEr
     try:
         return model.model_validate(defaulted), []
     except ValidationError as exc:
-        # The schema and the model come from the same source, so this means a generator bug.
-        raise ValidationFailed(
-            "; ".join(f"{_path(e['loc'])}: {e['msg']}" for e in exc.errors())
-        ) from exc
+        # The schema and the model come from the same source, so this means a generator bug; the
+        # errors still name their document and field.
+        return None, [FieldError(_path(e["loc"]), e["msg"]) for e in exc.errors()]

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from kubetune_operator.api import PreferenceDataset
 from kubetune_operator.builders import workload
+from kubetune_operator.builders.inputs import Artifacts
 from kubetune_operator.builders.settings import OperatorSettings
 
 
 def job_name(pds: PreferenceDataset) -> str:
     return f"{pds.metadata.name}-data"
+
+
+def predicted_artifacts(output: str, pds: PreferenceDataset | None = None) -> Artifacts:
+    """What a dataset at `output` will hold, before it ran: its directory (the fingerprint is not known)."""
+    return Artifacts(uri=output)
+
+
+def summary_artifacts(summary: dict[str, Any]) -> Artifacts:
+    """What a dataset holds, from its pod's termination summary (docs/contracts.md §5)."""
+    return Artifacts(uri=summary.get("output"), fingerprint=summary.get("fingerprint"))
 
 
 def column_map(pds: PreferenceDataset) -> str | None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubetune_operator.api import EvalRun
+from kubetune_operator.api import EvalRun, FineTuneJob, PreferenceDataset
 from kubetune_operator.builders import workload
+from kubetune_operator.builders.inputs import InputRefused, Lookup
 from kubetune_operator.builders.settings import OperatorSettings
 
 
@@ -23,10 +24,34 @@ class CandidateArtifacts:
 
 @dataclass(frozen=True)
 class EvalInputs:
-    """What the handler resolved: the test set's URI and each FineTuneJob candidate's artifacts."""
+    """The test set's URI and each FineTuneJob candidate's artifacts (resolve_inputs)."""
 
-    test_set_uri: str
+    test_set_uri: str | None
     candidates: dict[str, CandidateArtifacts] = field(default_factory=dict)
+
+
+def resolve_inputs(evr: EvalRun, artifacts_of: Lookup) -> EvalInputs:
+    """The test set and every FineTuneJob candidate. `artifacts_of` may answer None for an input not
+    ready yet, which is then left out; a merged model asked of a job that writes none is refused."""
+    spec = evr.spec
+    test_set = spec.test_set.uri
+    if spec.test_set.preference_dataset:
+        data = artifacts_of(PreferenceDataset, spec.test_set.preference_dataset)
+        test_set = data.uri if data else None
+    candidates = {}
+    for candidate in spec.candidates:
+        job = artifacts_of(FineTuneJob, candidate.fine_tune_job) if candidate.fine_tune_job else None
+        if job is None:
+            continue
+        resolved = trained_candidate(candidate.use_merged, job.type, job.uri, job.merged_uri)
+        if resolved is None:
+            raise InputRefused(
+                "NoMergedModel",
+                f"candidate {candidate.name}: useMerged is set but FineTuneJob {candidate.fine_tune_job} wrote "
+                "no merged model (set its output.mergeAdapter)",
+            )
+        candidates[candidate.name] = resolved
+    return EvalInputs(test_set_uri=test_set, candidates=candidates)
 
 
 def trained_candidate(

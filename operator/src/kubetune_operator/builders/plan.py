@@ -7,82 +7,14 @@ default output layout of docs/contracts.md §6).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
-import yaml
-
-from kubetune_operator import yaml12
 from kubetune_operator.api import EvalRun, FineTuneJob, PreferenceDataset, Resource
-from kubetune_operator.api.validation import parse
 from kubetune_operator.builders import dataset, evaluation, training, workload
+from kubetune_operator.builders.inputs import Artifacts, InputRefused, Lookup
 from kubetune_operator.builders.settings import OperatorSettings
-from kubetune_operator.errors import ValidationFailed, shorten
+from kubetune_operator.errors import ValidationFailed
 
-# Errors listed per document: ten thousand unknown fields need not be ten thousand lines.
-MAX_ERRORS_SHOWN = 20
-
-
-@dataclass(frozen=True)
-class Document:
-    source: str  # "file.yaml#index"
-    body: dict[str, Any]
-
-
-def load_documents(paths: Iterable[Path]) -> list[Document]:
-    paths = [Path(path) for path in paths]
-    documents = []
-    for path in paths:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ValidationFailed(f"{path}: {exc.strerror or exc}") from exc
-        except UnicodeDecodeError as exc:
-            raise ValidationFailed(f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})") from exc
-        try:
-            for index, (_, body) in enumerate(yaml12.load_all(text)):
-                if body is not None:
-                    documents.append(Document(f"{path}#{index}", body))
-        except yaml12.YamlError as exc:
-            raise ValidationFailed(f"{path}:{exc.line}:{exc.column}: {exc.message}") from exc
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-            raise ValidationFailed(f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from exc
-    if not documents:
-        # Nothing to do is never success: an empty file or a wrong glob would look like a finished run.
-        raise ValidationFailed(f"no resource documents in {', '.join(map(str, paths))}")
-    return documents
-
-
-def describe(document: Document) -> str:
-    body = document.body if isinstance(document.body, dict) else {}
-    name = (body.get("metadata") or {}).get("name", "?") if isinstance(body.get("metadata"), dict) else "?"
-    return f"{document.source} ({shorten(str(body.get('kind', '?')))} {shorten(str(name))})"
-
-
-def validate_all(documents: list[Document]) -> list[Resource]:
-    """Every document against the CRD schemas; one error lists every bad field of every document."""
-    problems = []
-    resources = []
-    first_seen: dict[tuple[str, str, str], str] = {}
-    for document in documents:
-        resource, errors = parse(document.body)
-        if errors:
-            shown = errors[:MAX_ERRORS_SHOWN]
-            problems += [f"{describe(document)}: {error}" for error in shown]
-            if len(errors) > len(shown):
-                problems.append(f"{describe(document)}: … and {len(errors) - len(shown)} more errors")
-            continue
-        if key(resource) in first_seen:
-            problems.append(f"{describe(document)}: defined twice (first in {first_seen[key(resource)]})")
-        first_seen.setdefault(key(resource), document.source)
-        resources.append(resource)
-    if problems:
-        raise ValidationFailed("\n".join(problems))
-    return resources
+# What each kind that others take as input will have produced, by the layout.
+PREDICTED = {PreferenceDataset: dataset.predicted_artifacts, FineTuneJob: training.predicted_artifacts}
 
 
 def key(resource: Resource) -> tuple[str, str, str]:
@@ -142,56 +74,36 @@ def order(resources: list[Resource], require_references: bool = True) -> list[Re
     return ordered
 
 
-def _output_of(kind: type[Resource], namespace: str, name: str, known: dict, settings: OperatorSettings) -> str:
-    resource = known.get((kind.kind_name, namespace, name))
-    if resource is not None:
-        return workload.output_uri(resource, settings)
-    return f"{settings.artifact_root.rstrip('/')}/{namespace}/{kind.plural}/{name}"
+def predicted(resource: Resource, known: dict, settings: OperatorSettings) -> Lookup:
+    """The artifacts of `resource`'s inputs by the default layout, before anything ran: from their
+    specs when they are among the documents, else by name."""
+    namespace = workload.namespace_of(resource)
 
+    def artifacts_of(kind: type[Resource], name: str) -> Artifacts:
+        producer = known.get((kind.kind_name, namespace, name))
+        if producer is not None:
+            output = workload.output_uri(producer, settings)
+        else:
+            output = f"{settings.artifact_root.rstrip('/')}/{namespace}/{kind.plural}/{name}"
+        return PREDICTED[kind](output, producer)
 
-def training_inputs(ftj: FineTuneJob, known: dict, settings: OperatorSettings) -> training.TrainingInputs:
-    namespace = workload.namespace_of(ftj)
-    spec = ftj.spec
-    if spec.dataset.preference_dataset:
-        dataset_uri = _output_of(PreferenceDataset, namespace, spec.dataset.preference_dataset, known, settings)
-    else:
-        dataset_uri = spec.dataset.uri
-    start_from = None
-    if spec.start_from and spec.start_from.fine_tune_job:
-        start_from = _output_of(FineTuneJob, namespace, spec.start_from.fine_tune_job, known, settings) + "/final"
-    elif spec.start_from:
-        start_from = spec.start_from.adapter_uri
-    return training.TrainingInputs(dataset_uri=dataset_uri, start_from_uri=start_from)
-
-
-def eval_inputs(evr: EvalRun, known: dict, settings: OperatorSettings) -> evaluation.EvalInputs:
-    namespace = workload.namespace_of(evr)
-    spec = evr.spec
-    if spec.test_set.preference_dataset:
-        test_set = _output_of(PreferenceDataset, namespace, spec.test_set.preference_dataset, known, settings)
-    else:
-        test_set = spec.test_set.uri
-    candidates = {}
-    for candidate in spec.candidates:
-        if not candidate.fine_tune_job:
-            continue
-        job = known.get(("FineTuneJob", namespace, candidate.fine_tune_job))
-        output = _output_of(FineTuneJob, namespace, candidate.fine_tune_job, known, settings)
-        artifact_type = "full" if job is not None and job.spec.peft.type == "full" else "adapter"
-        candidates[candidate.name] = evaluation.trained_candidate(
-            candidate.use_merged, artifact_type, f"{output}/final", f"{output}/merged"
-        )
-    return evaluation.EvalInputs(test_set_uri=test_set, candidates=candidates)
+    return artifacts_of
 
 
 def build(resource: Resource, known: dict, settings: OperatorSettings) -> list[workload.Manifest]:
-    """The children the operator would create, with inputs predicted from the other documents."""
-    if isinstance(resource, PreferenceDataset):
-        return dataset.build(resource, settings)
-    if isinstance(resource, FineTuneJob):
-        return training.build(resource, settings, training_inputs(resource, known, settings))
-    if isinstance(resource, EvalRun):
-        return evaluation.build(resource, settings, eval_inputs(resource, known, settings))
+    """The children the operator would create, with inputs predicted from the other documents; an
+    input that could never serve is refused, as the operator would refuse it."""
+    try:
+        if isinstance(resource, PreferenceDataset):
+            return dataset.build(resource, settings)
+        if isinstance(resource, FineTuneJob):
+            inputs = training.resolve_inputs(resource, predicted(resource, known, settings))
+            return training.build(resource, settings, inputs)
+        if isinstance(resource, EvalRun):
+            inputs = evaluation.resolve_inputs(resource, predicted(resource, known, settings))
+            return evaluation.build(resource, settings, inputs)
+    except InputRefused as refused:
+        raise ValidationFailed(f"{resource.kind_name} {resource.metadata.name}: {refused.message}") from refused
     raise TypeError(f"no builder for {type(resource).__name__}")
 
 

@@ -43,7 +43,16 @@ def command(evr: EvalRun) -> list[str]:
         promotion.author,
         "--credentials-dir",
         CREDENTIALS_DIR,
+        *review_arguments(evr),
     ]
+
+
+def review_arguments(evr: EvalRun) -> list[str]:
+    """Promotion by pull request: the forge and, when given, its API root."""
+    review = evr.spec.promotion.pull_request
+    if review is None:
+        return []
+    return ["--pull-request", review.provider, *(["--api-url", review.api_url] if review.api_url else [])]
 
 
 def build(evr: EvalRun, settings: OperatorSettings, record: dict[str, Any]) -> list[workload.Manifest]:

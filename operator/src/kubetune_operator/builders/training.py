@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kubetune_operator.api import FineTuneJob
+from kubetune_operator.api import FineTuneJob, PreferenceDataset
 from kubetune_operator.api.finetunejob import FineTuneJobSpec, Kto, Lora, Orpo, Simpo
 from kubetune_operator.builders import workload
+from kubetune_operator.builders.inputs import Artifacts, InputRefused, Lookup
 from kubetune_operator.builders.settings import OperatorSettings
 
 RENDEZVOUS_PORT = 29500
@@ -15,11 +16,55 @@ RENDEZVOUS_PORT = 29500
 
 @dataclass(frozen=True)
 class TrainingInputs:
-    """What the handler resolved from other resources' statuses."""
+    """The dataset and start point, resolved from the resources that produce them (resolve_inputs)."""
 
-    dataset_uri: str
+    dataset_uri: str | None
     dataset_fingerprint: str | None = None
     start_from_uri: str | None = None
+
+
+def resolve_inputs(ftj: FineTuneJob, artifacts_of: Lookup) -> TrainingInputs:
+    """The dataset (the spec's fingerprint pinned first, else the dataset's) and the adapter to start
+    from. `artifacts_of` may answer None for an input not ready yet, whose URI then stays None; a
+    start point that is not an adapter is refused (startFrom merges an adapter into the base)."""
+    spec = ftj.spec
+    dataset_uri, fingerprint = spec.dataset.uri, spec.dataset.fingerprint
+    if spec.dataset.preference_dataset:
+        data = artifacts_of(PreferenceDataset, spec.dataset.preference_dataset)
+        dataset_uri = data.uri if data else None
+        fingerprint = fingerprint or (data.fingerprint if data else None)
+    start_from = spec.start_from.adapter_uri if spec.start_from else None
+    if spec.start_from and spec.start_from.fine_tune_job:
+        start = artifacts_of(FineTuneJob, spec.start_from.fine_tune_job)
+        if start is not None and start.type != "adapter":
+            raise InputRefused(
+                "StartPointNotAdapter",
+                f"startFrom.fineTuneJob {spec.start_from.fine_tune_job} wrote a {start.type or 'unknown'} "
+                "model, not an adapter: startFrom merges an adapter into the base",
+            )
+        start_from = start.uri if start else None
+    return TrainingInputs(dataset_uri=dataset_uri, dataset_fingerprint=fingerprint, start_from_uri=start_from)
+
+
+def predicted_artifacts(output: str, ftj: FineTuneJob | None = None) -> Artifacts:
+    """What a job at `output` will write, by the layout (docs/contracts.md §6), before it ran; from its
+    spec when it is known (full or adapter, merged/ or not), else an adapter with merged/."""
+    full = ftj is not None and ftj.spec.peft.type == "full"
+    merged = ftj is None or ftj.spec.output.merge_adapter
+    return Artifacts(
+        uri=f"{output}/final", type="full" if full else "adapter", merged_uri=f"{output}/merged" if merged else None
+    )
+
+
+def summary_artifacts(summary: dict[str, Any]) -> Artifacts:
+    """What a job wrote, from its pod's termination summary (docs/contracts.md §5). A summary too
+    long for the termination message leaves `artifact` out; the layout (§6) still says where final/ is."""
+    artifact = summary.get("artifact") if isinstance(summary.get("artifact"), dict) else {}
+    return Artifacts(
+        uri=artifact.get("uri") or f"{summary.get('output')}/final",
+        type=artifact.get("type"),
+        merged_uri=summary.get("merged"),
+    )
 
 
 def job_name(ftj: FineTuneJob) -> str:
@@ -165,7 +210,7 @@ def command(ftj: FineTuneJob) -> list[str]:
     return [
         *argv,
         # Expanded by the kubelet from the env var the Job controller gives Indexed pods.
-        "--node-rank=$(JOB_COMPLETION_INDEX)",
+        workload.Expanded("--node-rank=$(JOB_COMPLETION_INDEX)"),
         f"--master-addr={name}-0.{name}",
         f"--master-port={RENDEZVOUS_PORT}",
     ]

@@ -187,6 +187,17 @@ POD_SECURITY = {
 }
 
 
+class Expanded(str):
+    """Text the kubelet is meant to expand: its `$(VAR)` names a variable of the container."""
+
+
+def literal(text: str) -> str:
+    """Text the kubelet passes on as written. It expands `$(VAR)` in command, args and env values
+    and reads `$$` as `$`, so every `$` is doubled: a user's `$(HOME)` (in an author, a column name,
+    anything) reaches the process as typed, never as the variable's value."""
+    return text if isinstance(text, Expanded) else text.replace("$", "$$")
+
+
 def container(
     name: str,
     image: str,
@@ -196,11 +207,13 @@ def container(
     mounts: list[dict[str, Any]],
     ports: list[dict[str, Any]] | None = None,
 ) -> Manifest:
+    """A container whose command and env values are `literal` (but for Expanded parts)."""
+    env = [{**entry, "value": literal(entry["value"])} if "value" in entry else entry for entry in env]
     spec: Manifest = {
         "name": name,
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "command": list(command),
+        "command": [literal(arg) for arg in command],
         "env": env,
         "resources": resources,
         "volumeMounts": mounts,

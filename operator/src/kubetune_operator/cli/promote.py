@@ -16,8 +16,16 @@ from kubetune_operator.errors import UserError
 from kubetune_operator.exitcodes import reason
 from kubetune_operator.promotion.credentials import GitCredentials, url_password_free
 from kubetune_operator.promotion.errors import PromotionRefused
+from kubetune_operator.promotion.forge import PROVIDERS, forge
 from kubetune_operator.promotion.git import Author, check_branch_name
-from kubetune_operator.promotion.publish import DEFAULT_ATTEMPTS, Published, Target, promote, rollback
+from kubetune_operator.promotion.publish import (
+    DEFAULT_ATTEMPTS,
+    Published,
+    Target,
+    promote,
+    promote_by_pull_request,
+    rollback,
+)
 from kubetune_operator.promotion.record import ADAPTER_NAME_PATTERN, load_record
 from kubetune_operator.promotion.termination import write_termination_summary
 
@@ -64,6 +72,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     promote_parser.add_argument("--record", required=True, type=Path, help="the promotion record (JSON)")
     _add_target_arguments(promote_parser)
+    review = promote_parser.add_argument_group(
+        "promotion by pull request",
+        "commit to a branch of its own, started from --branch, and open a pull (merge) request into --branch "
+        "through the forge's API with `token` from --credentials-dir; nothing is pushed when --branch holds "
+        "the promotion already",
+    )
+    review.add_argument("--pull-request", choices=PROVIDERS, help="the forge: github (and GitHub Enterprise), "
+                        "gitlab, gitea (and Forgejo)")
+    review.add_argument("--api-url", help="the forge's API root (default: from --repo: https://api.github.com for "
+                        "github.com, https://HOST/api/v3, /api/v4 or /api/v1)")
+    review.add_argument("--head-branch", help="the branch to push to (default: kubetune/promote-ADAPTER-UID8)")
     promote_parser.set_defaults(func=run_promote)
 
     rollback_parser = subparsers.add_parser(
@@ -145,12 +164,25 @@ def _where(published: Published) -> str:
 def run_promote(args: argparse.Namespace) -> int:
     def publish() -> Published:
         target, author, credentials = _target(args), _author(args.author), _credentials(args)
-        return promote(
-            load_record(args.record), target, credentials=credentials, author=author, attempts=args.attempts
-        )
+        record = load_record(args.record)
+        if args.pull_request is None:
+            if args.api_url or args.head_branch:
+                raise PromotionRefused("--api-url and --head-branch apply to --pull-request only")
+            return promote(record, target, credentials=credentials, author=author, attempts=args.attempts)
+        if args.head_branch:
+            check_branch_name(args.head_branch, "--head-branch")
+        host = forge(args.pull_request, target.repository, args.api_url, credentials.token if credentials else None)
+        return promote_by_pull_request(record, target, host, head=args.head_branch, credentials=credentials,
+                                       author=author, attempts=args.attempts)
 
     def describe(published: Published) -> str:
         record, run = published.record, published.record.eval_run
+        pull = published.pull_request
+        if pull is not None:
+            opened = "opened" if pull.created else f"found ({pull.state})"
+            return (f"promoted {record.adapter.name} (EvalRun {run.namespace}/{run.name}) to {_where(published)}: "
+                    f"commit {published.commit}; pull request #{pull.number} into {published.merge_into} "
+                    f"{opened}: {pull.url}")
         if published.created:
             return f"promoted {record.adapter.name} (EvalRun {run.namespace}/{run.name}) to {_where(published)}: commit {published.commit}"
         # Not "is promoted": a rollback since then stays, so the adapter may serve another EvalRun now.

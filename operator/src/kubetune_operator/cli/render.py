@@ -35,11 +35,12 @@ def run(args: argparse.Namespace) -> int:
 
     from kubetune_operator.builders import plan
     from kubetune_operator.builders.settings import OperatorSettings
+    from kubetune_operator.cli.documents import load_documents, validate_all
 
     settings = OperatorSettings.from_env()
     if args.artifact_root:
         settings = replace(settings, artifact_root=args.artifact_root)
-    resources = plan.validate_all(plan.load_documents(args.files))
+    resources = validate_all(load_documents(args.files))
     manifests = plan.render(resources, settings)
     print(yaml.safe_dump_all(manifests, sort_keys=False, allow_unicode=True), end="")
     return 0

@@ -100,11 +100,12 @@ def _run(args: argparse.Namespace, stream) -> int:
     from rich.console import Console
 
     from kubetune_operator.builders import plan
+    from kubetune_operator.cli.documents import load_documents, validate_all
     from kubetune_operator.localrun.runner import LocalRunner
 
     # Off a terminal (CI logs, `make demo | tee`) rich would fold tables to 80 columns.
     console = Console(file=stream, highlight=False, width=None if stream.isatty() else 140)
-    resources = plan.validate_all(plan.load_documents(args.files))
+    resources = validate_all(load_documents(args.files))
     display = ProgressDisplay(console)
     runner = LocalRunner(
         args.artifacts, args.workdir.resolve(), force=args.force, gpus=args.gpus,
@@ -454,12 +455,12 @@ def resource_document(result) -> dict[str, Any]:
         entry["metrics"] = {key: summary[key] for key in _METRIC_KEYS.get(kind, ()) if summary.get(key) is not None}
     artifacts = {name: summary[key] for name, key in _ARTIFACT_KEYS.get(kind, {}).items() if summary.get(key)}
     if kind == "train":
-        from kubetune_operator.localrun.runner import final_artifact
+        from kubetune_operator.builders.training import summary_artifacts
 
-        artifact = final_artifact(summary)
-        artifacts["final"] = artifact["uri"]
-        if artifact.get("type"):
-            entry["artifactType"] = artifact["type"]
+        artifact = summary_artifacts(summary)
+        artifacts["final"] = artifact.uri
+        if artifact.type:
+            entry["artifactType"] = artifact.type
         if summary.get("trueBase"):
             entry["trueBase"] = summary["trueBase"]
     if kind == "dataset" and summary.get("fingerprint"):

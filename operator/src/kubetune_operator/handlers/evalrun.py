@@ -3,19 +3,22 @@ status; with passing gates and a promotion target, the promote Job and the Promo
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 from kubetune_operator.api import EvalRun, FineTuneJob, PreferenceDataset
 from kubetune_operator.api.evalrun import STATUS_GATES_LIMIT, CandidateResult, GateResult, PromotionStatus
 from kubetune_operator.api.finetunejob import Lora
 from kubetune_operator.builders import evaluation, promotion
+from kubetune_operator.builders.inputs import InputRefused
 from kubetune_operator.builders.workload import output_uri
 from kubetune_operator.handlers.children import ensure_job, job_pods
-from kubetune_operator.handlers.dependencies import dependency, wait
+from kubetune_operator.handlers.dependencies import Inputs, dependency, wait
 from kubetune_operator.handlers.job_outcome import JobOutcome, apply_outcome, conform, job_outcome
 from kubetune_operator.handlers.kind import Kind
 from kubetune_operator.handlers.watch import register
-from kubetune_operator.observability.metrics import OperatorMetrics
+from kubetune_operator.observability.metrics import FINISHED_SERIES_SECONDS, OperatorMetrics
 from kubetune_operator.promotion.errors import PromotionRefused
 from kubetune_operator.promotion.record import build_record
 from kubetune_operator.runtime.context import Runtime
@@ -28,7 +31,7 @@ GATE_NAME_LIMIT = GateResult.model_fields["name"].metadata[0].max_length
 async def reconcile(rt: Runtime, evr: EvalRun, body: dict[str, Any], draft: StatusDraft) -> None:
     namespace = body["metadata"]["namespace"]
     if draft.was_terminal:
-        # Eval gauges live as long as the EvalRun; a restarted operator publishes them again.
+        # A restarted operator publishes the results again while they are due (a while after the end).
         publish_metrics(rt, evr, draft.current)
         return
 
@@ -72,46 +75,32 @@ async def reconcile(rt: Runtime, evr: EvalRun, body: dict[str, Any], draft: Stat
 
 
 async def eval_inputs(rt: Runtime, evr: EvalRun, namespace: str, draft: StatusDraft) -> evaluation.EvalInputs | None:
+    """The test set and candidates from other resources' statuses; None (and Waiting) until all are
+    ready, or (and Failed) when one can never serve."""
     spec = evr.spec
-    blocking = []
-    test_set = spec.test_set.uri
+    inputs = Inputs()
     if spec.test_set.preference_dataset:
-        data = await dependency(rt, PreferenceDataset, namespace, spec.test_set.preference_dataset, "TestSet")
+        data = await inputs.check(rt, PreferenceDataset, namespace, spec.test_set.preference_dataset, "TestSet")
         draft.condition("TestSetReady", data.ready, data.reason, data.message)
-        if data.ready:
-            test_set = (data.status.get("artifacts") or {}).get("uri")
-        else:
-            blocking.append(data)
-    candidates: dict[str, evaluation.CandidateArtifacts] = {}
     waiting = []
     for candidate in spec.candidates:
-        if not candidate.fine_tune_job:
-            continue
-        job = await dependency(rt, FineTuneJob, namespace, candidate.fine_tune_job, "Candidate")
-        if not job.ready:
-            waiting.append(job)
-            continue
-        artifacts = job.status.get("artifacts") or {}
-        resolved = evaluation.trained_candidate(
-            candidate.use_merged, artifacts.get("type"), artifacts.get("uri"), artifacts.get("mergedUri")
-        )
-        if resolved is None:
-            draft.fail(
-                "NoMergedModel",
-                f"candidate {candidate.name}: useMerged is set but FineTuneJob {candidate.fine_tune_job} wrote "
-                "no merged model (set its output.mergeAdapter)",
-            )
-            return None
-        candidates[candidate.name] = resolved
+        if candidate.fine_tune_job:
+            job = await inputs.check(rt, FineTuneJob, namespace, candidate.fine_tune_job, "Candidate")
+            if not job.ready:
+                waiting.append(job)
+    try:
+        resolved = evaluation.resolve_inputs(evr, inputs.artifacts_of)
+    except InputRefused as refused:
+        draft.fail(refused.reason, refused.message)
+        return None
     if waiting:
         draft.condition("CandidatesReady", False, waiting[0].reason, "; ".join(w.message for w in waiting))
-        blocking += waiting
     else:
         draft.condition("CandidatesReady", True, "CandidatesReady", f"{len(spec.candidates)} candidates ready")
-    if blocking:
-        wait(draft, blocking)
+    if inputs.blocking:
+        wait(draft, inputs.blocking)
         return None
-    return evaluation.EvalInputs(test_set_uri=test_set, candidates=candidates)
+    return resolved
 
 
 def eval_status(evr: EvalRun, summary: dict[str, Any], default_output: str) -> dict[str, Any]:
@@ -171,12 +160,24 @@ def gate_tally(status: dict[str, Any]) -> tuple[int, int]:
 
 
 def publish_metrics(rt: Runtime, evr: EvalRun, status: dict[str, Any]) -> None:
+    """The results as series, from when they arrive until a while after the EvalRun ends (a promotion
+    may still run when they arrive: their end is set when it finishes)."""
     results = status.get("results")
     if not results:
         return
+    ended = _timestamp(status.get("completionTime"))
+    if ended is not None and ended + FINISHED_SERIES_SECONDS <= time.time():
+        return
     metrics = {r["candidate"]: r.get("metrics") or {} for r in results}
     failed = sum(1 for g in status.get("gates") or [] if not g.get("passed"))
-    rt.metrics.record_eval(evr.metadata.namespace or "default", evr.metadata.name, metrics, failed)
+    rt.metrics.record_eval(evr.metadata.namespace or "default", evr.metadata.name, metrics, failed, ended)
+
+
+def _timestamp(rfc3339: Any) -> float | None:
+    try:
+        return datetime.strptime(str(rfc3339), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
 
 
 def promoted_candidate(evr: EvalRun):
@@ -212,11 +213,20 @@ async def promote(rt: Runtime, evr: EvalRun, body: dict[str, Any], draft: Status
     outcome = job_outcome(job, await job_pods(rt, job), "promotion")
     if outcome.state == "Succeeded":
         summary = outcome.summary or {}
-        record = conform(PromotionStatus, {k: summary.get(k) for k in ("repository", "branch", "path", "commit")},
-                                "promotion")
+        pull = summary.get("pullRequest") if isinstance(summary.get("pullRequest"), dict) else None
+        landed = {k: summary.get(k) for k in ("repository", "branch", "path", "commit", "baseBranch")}
+        record = conform(PromotionStatus, landed | {"pullRequest": (pull or {}).get("url")}, "promotion")
         draft.set(promotion=record)
-        draft.condition("Promoted", True, "Promoted", f"committed {summary.get('commit') or '(unknown commit)'} "
-                        f"to {summary.get('repository')} {summary.get('branch')}")
+        committed = f"committed {summary.get('commit') or '(unknown commit)'} to {summary.get('repository')} " \
+                    f"{summary.get('branch')}"
+        if pull is None:
+            draft.condition("Promoted", True, "Promoted", committed)
+        else:
+            # The commit serves once a reviewer merges the request; the operator does not watch the forge.
+            state = pull.get("state")
+            draft.condition("Promoted", True, "PullRequestMerged" if state == "merged" else "PullRequestOpened",
+                            f"{committed}; pull request #{pull.get('number')} into {summary.get('baseBranch')} "
+                            f"({state}): {pull.get('url')}" + ("" if state == "merged" else "; merge it to serve the adapter"))
         apply_outcome(draft, JobOutcome("Succeeded", "Completed", "evaluation and promotion finished"))
     elif outcome.state == "Failed":
         draft.condition("Promoted", False, outcome.reason, outcome.message)
@@ -258,4 +268,4 @@ async def promotion_record(rt: Runtime, evr: EvalRun, body: dict[str, Any], stat
 
 
 # Eval results are known only once an EvalRun finishes: they stay until it is deleted.
-register(Kind(EvalRun, reconcile, forget_all=OperatorMetrics.forget_eval))
+register(Kind(EvalRun, reconcile, forget_all=OperatorMetrics.forget_eval, end_finished=OperatorMetrics.end_eval_now))

@@ -10,9 +10,10 @@ from pydantic.alias_generators import to_camel
 from kubetune_operator.api import FineTuneJob, PreferenceDataset
 from kubetune_operator.api.finetunejob import FineTuneJobStatus
 from kubetune_operator.builders import training
+from kubetune_operator.builders.inputs import InputRefused
 from kubetune_operator.builders.workload import output_uri
 from kubetune_operator.handlers.children import ensure_job, job_pods, sync_suspend
-from kubetune_operator.handlers.dependencies import dependency, wait
+from kubetune_operator.handlers.dependencies import Inputs, wait
 from kubetune_operator.handlers.job_outcome import apply_outcome, job_outcome, status_fields
 from kubetune_operator.handlers.kind import Kind
 from kubetune_operator.handlers.watch import register
@@ -51,42 +52,29 @@ async def reconcile(rt: Runtime, ftj: FineTuneJob, body: dict[str, Any], draft: 
 async def training_inputs(
     rt: Runtime, ftj: FineTuneJob, namespace: str, draft: StatusDraft
 ) -> training.TrainingInputs | None:
-    """The dataset and start point from other resources' statuses; None (and Waiting) until both are ready."""
+    """The dataset and start point from other resources' statuses; None (and Waiting) until both are
+    ready, or (and Failed) when one can never serve."""
     spec = ftj.spec
-    blocking = []
-    dataset_uri, fingerprint, start_from = spec.dataset.uri, spec.dataset.fingerprint, None
+    inputs = Inputs()
     if spec.dataset.preference_dataset:
-        data = await dependency(rt, PreferenceDataset, namespace, spec.dataset.preference_dataset, "Dataset")
+        data = await inputs.check(rt, PreferenceDataset, namespace, spec.dataset.preference_dataset, "Dataset")
         draft.condition("DatasetReady", data.ready, data.reason, data.message)
-        if data.ready:
-            dataset_uri = (data.status.get("artifacts") or {}).get("uri")
-            fingerprint = fingerprint or data.status.get("fingerprint")
-        else:
-            blocking.append(data)
     else:
-        draft.condition("DatasetReady", True, "DatasetUri", f"prepared dataset at {dataset_uri}")
+        draft.condition("DatasetReady", True, "DatasetUri", f"prepared dataset at {spec.dataset.uri}")
     if spec.start_from and spec.start_from.fine_tune_job:
-        start = await dependency(rt, FineTuneJob, namespace, spec.start_from.fine_tune_job, "StartPoint")
+        start = await inputs.check(rt, FineTuneJob, namespace, spec.start_from.fine_tune_job, "StartPoint")
         draft.condition("StartPointReady", start.ready, start.reason, start.message)
-        if not start.ready:
-            blocking.append(start)
-        else:
-            artifacts = start.status.get("artifacts") or {}
-            if artifacts.get("type") != "adapter":
-                draft.fail(
-                    "StartPointNotAdapter",
-                    f"startFrom.fineTuneJob {spec.start_from.fine_tune_job} wrote a {artifacts.get('type') or 'unknown'} "
-                    "model, not an adapter: startFrom merges an adapter into the base",
-                )
-                return None
-            start_from = artifacts.get("uri")
     elif spec.start_from:
-        start_from = spec.start_from.adapter_uri
-        draft.condition("StartPointReady", True, "AdapterUri", f"starting from the adapter at {start_from}")
-    if blocking:
-        wait(draft, blocking)
+        draft.condition("StartPointReady", True, "AdapterUri", f"starting from the adapter at {spec.start_from.adapter_uri}")
+    try:
+        resolved = training.resolve_inputs(ftj, inputs.artifacts_of)
+    except InputRefused as refused:
+        draft.fail(refused.reason, refused.message)
         return None
-    return training.TrainingInputs(dataset_uri=dataset_uri, dataset_fingerprint=fingerprint, start_from_uri=start_from)
+    if inputs.blocking:
+        wait(draft, inputs.blocking)
+        return None
+    return resolved
 
 
 def training_status(summary: dict[str, Any], default_output: str) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from typing import Any
 
 from kubetune_operator.api import EvalRun, FineTuneJob, PreferenceDataset, Resource
 from kubetune_operator.builders import dataset, evaluation, plan, training, workload
+from kubetune_operator.builders.inputs import Artifacts, InputRefused, Lookup
 from kubetune_operator.builders.settings import OperatorSettings
 from kubetune_operator.errors import UserError, shorten
 from kubetune_operator.exitcodes import reason
@@ -51,6 +52,8 @@ AFRESH_ENV = "KUBETUNE_TRAIN_AFRESH"
 OUTPUT_LOCK = ".kubetune-lock"
 # kubetune's own files in an output: not part of its content (the lock holds a PID).
 CONTROL_FILES = (OUTPUT_MARKER, OUTPUT_LOCK)
+# What each kind that others take as input produced, from its step's summary.
+PRODUCED = {PreferenceDataset: dataset.summary_artifacts, FineTuneJob: training.summary_artifacts}
 # Launcher flags that only make sense across several nodes; locally everything is one node.
 _MULTI_NODE_FLAGS = ("--node-rank", "--master-addr", "--master-port")
 
@@ -88,12 +91,6 @@ def collapse_launch(argv: list[str], gpus: int) -> list[str]:
     if gpus > 1:
         kept += ["--nnodes=1", f"--nproc-per-node={gpus}"]
     return kept
-
-
-def final_artifact(train_summary: dict[str, Any]) -> dict[str, Any]:
-    """The final adapter or model of a training summary; the summary drops its details when it is
-    too long for a termination message, but the layout (docs/contracts.md §6) still says where it is."""
-    return train_summary.get("artifact") or {"uri": f"{train_summary['output']}/final"}
 
 
 def _digest(value: Any) -> str:
@@ -254,42 +251,20 @@ class LocalRunner:
         result = self.results[(kind, workload.namespace_of(resource), name)]
         return result.summary
 
-    def _training_inputs(self, ftj: FineTuneJob) -> training.TrainingInputs:
-        spec = ftj.spec
-        if spec.dataset.preference_dataset:
-            data = self._summary_of("PreferenceDataset", ftj, spec.dataset.preference_dataset)
-            dataset_uri, fingerprint = data["output"], data.get("fingerprint")
-        else:
-            dataset_uri, fingerprint = spec.dataset.uri, spec.dataset.fingerprint
-        start_from = None
-        if spec.start_from and spec.start_from.fine_tune_job:
-            start_from = final_artifact(self._summary_of("FineTuneJob", ftj, spec.start_from.fine_tune_job))["uri"]
-        elif spec.start_from:
-            start_from = spec.start_from.adapter_uri
-        return training.TrainingInputs(dataset_uri, fingerprint, start_from)
+    def _artifacts_of(self, resource: Resource) -> Lookup:
+        """The lookup for the input resolvers: what the earlier steps' summaries say they produced."""
 
-    def _eval_inputs(self, evr: EvalRun) -> evaluation.EvalInputs:
-        spec = evr.spec
-        if spec.test_set.preference_dataset:
-            test_set = self._summary_of("PreferenceDataset", evr, spec.test_set.preference_dataset)["output"]
-        else:
-            test_set = spec.test_set.uri
-        candidates = {}
-        for candidate in spec.candidates:
-            if not candidate.fine_tune_job:
-                continue
-            trained = self._summary_of("FineTuneJob", evr, candidate.fine_tune_job)
-            artifact = final_artifact(trained)
-            resolved = evaluation.trained_candidate(
-                candidate.use_merged, artifact.get("type"), artifact["uri"], trained.get("merged")
-            )
-            if resolved is None:
-                raise UserError(
-                    f"EvalRun {evr.metadata.name}: candidate {candidate.name} uses the merged model of "
-                    f"FineTuneJob {candidate.fine_tune_job}, which has output.mergeAdapter off"
-                )
-            candidates[candidate.name] = resolved
-        return evaluation.EvalInputs(test_set_uri=test_set, candidates=candidates)
+        def artifacts_of(kind: type[Resource], name: str) -> Artifacts:
+            return PRODUCED[kind](self._summary_of(kind.kind_name, resource, name))
+
+        return artifacts_of
+
+    def _inputs(self, resource: FineTuneJob | EvalRun) -> Any:
+        resolve = training.resolve_inputs if isinstance(resource, FineTuneJob) else evaluation.resolve_inputs
+        try:
+            return resolve(resource, self._artifacts_of(resource))
+        except InputRefused as refused:
+            raise UserError(f"{resource.kind_name} {resource.metadata.name}: {refused.message}") from refused
 
     def _children(self, resource: Resource) -> tuple[list[dict[str, Any]], Any]:
         """The manifests to run and the inputs that decide whether they must run again."""
@@ -300,7 +275,7 @@ class LocalRunner:
                 sources.append(info.rsplit("/", 1)[0] if not resource.spec.sources else info)
             return dataset.build(resource, self.settings), [_file_fingerprint(s) for s in sources]
         if isinstance(resource, FineTuneJob):
-            inputs = self._training_inputs(resource)
+            inputs = self._inputs(resource)
             upstream = [
                 self._summary_of(kind, resource, name) for kind, _, name in plan.references(resource)
             ]
@@ -310,7 +285,7 @@ class LocalRunner:
                 [u.get("fingerprint") or u.get("artifact") for u in upstream],
             ]
         if isinstance(resource, EvalRun):
-            inputs = self._eval_inputs(resource)
+            inputs = self._inputs(resource)
             upstream = [self._summary_of(kind, resource, name) for kind, _, name in plan.references(resource)]
             models = [_model_fingerprint(c.model) for c in resource.spec.candidates if c.model]
             return evaluation.build(resource, self.settings, inputs), [

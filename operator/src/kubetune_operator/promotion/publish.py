@@ -13,14 +13,16 @@ import logging
 import random
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
 from kubetune_operator.promotion import layout
 from kubetune_operator.promotion.credentials import GitCredentials
 from kubetune_operator.promotion.errors import PromotionRefused, RepositoryError
+from kubetune_operator.promotion.forge import Forge, PullRequest
 from kubetune_operator.promotion.git import Author, Workspace
 from kubetune_operator.promotion.record import PromotionRecord, load_record_yaml, require_passed_gates
 
@@ -46,10 +48,13 @@ class Published:
     commit: str
     created: bool
     record: PromotionRecord
+    # Promotion by review: the request that merges `target.branch` into `merge_into`.
+    pull_request: PullRequest | None = None
+    merge_into: str | None = None
 
     def summary(self) -> dict[str, object]:
         """The termination summary (contracts §5)."""
-        return {
+        summary: dict[str, object] = {
             "kind": "promotion",
             "repository": self.target.repository,
             "branch": self.target.branch,
@@ -57,6 +62,11 @@ class Published:
             "commit": self.commit,
             "created": self.created,
         }
+        if self.merge_into is not None:
+            summary["baseBranch"] = self.merge_into
+        if self.pull_request is not None:
+            summary["pullRequest"] = self.pull_request.summary()
+        return summary
 
 
 @dataclass(frozen=True)
@@ -150,6 +160,14 @@ def _start_point(workspace: Workspace, target: Target) -> str | None:
     return heads.branches[base]
 
 
+@contextmanager
+def _workspace(repository: str, credentials: GitCredentials | None) -> Iterator[Workspace]:
+    with tempfile.TemporaryDirectory(prefix="kubetune-git-") as scratch_dir:
+        scratch = Path(scratch_dir)
+        environment = credentials.environment(repository, scratch) if credentials else {}
+        yield Workspace(repository, scratch, environment, credentials.secrets() if credentials else ())
+
+
 def _publish(
     target: Target,
     plan: Callable[[_Branch], _Existing | _Change],
@@ -158,38 +176,44 @@ def _publish(
     author: Author,
     attempts: int,
 ) -> Published:
-    with tempfile.TemporaryDirectory(prefix="kubetune-git-") as scratch_dir:
-        scratch = Path(scratch_dir)
-        environment = credentials.environment(target.repository, scratch) if credentials else {}
-        workspace = Workspace(
-            target.repository, scratch, environment, credentials.secrets() if credentials else ()
-        )
-        rejection = ""
-        for attempt in range(1, attempts + 1):
-            branch = _Branch(workspace, _start_point(workspace, target), target.path)
-            decision = plan(branch)
-            if isinstance(decision, _Existing):
-                return Published(target, decision.commit, False, decision.record)
-            changes = layout.changes_for(target.path, decision.record, branch.records(), branch.files)
-            commit = workspace.commit(branch.tip, changes, decision.message, author)
-            if commit is None:
-                unchanged_at = branch.last_change(decision.record.adapter.name) or branch.tip
-                return Published(target, unchanged_at, False, decision.record)
-            rejection = workspace.push(commit, target.branch)
-            if rejection is None:
-                return Published(target, commit, True, decision.record)
-            if attempt < attempts:
-                delay = random.uniform(0, min(MAX_BACKOFF_S, BACKOFF_S * 2 ** (attempt - 1)))
-                log.warning(
-                    "push to %s %s rejected (%s); re-applying on the new tip in %.2f s (attempt %d of %d)",
-                    target.repository,
-                    target.branch,
-                    rejection,
-                    delay,
-                    attempt + 1,
-                    attempts,
-                )
-                time.sleep(delay)
+    with _workspace(target.repository, credentials) as workspace:
+        return _push_planned(workspace, target, plan, author=author, attempts=attempts)
+
+
+def _push_planned(
+    workspace: Workspace,
+    target: Target,
+    plan: Callable[[_Branch], _Existing | _Change],
+    *,
+    author: Author,
+    attempts: int,
+) -> Published:
+    rejection = ""
+    for attempt in range(1, attempts + 1):
+        branch = _Branch(workspace, _start_point(workspace, target), target.path)
+        decision = plan(branch)
+        if isinstance(decision, _Existing):
+            return Published(target, decision.commit, False, decision.record)
+        changes = layout.changes_for(target.path, decision.record, branch.records(), branch.files)
+        commit = workspace.commit(branch.tip, changes, decision.message, author)
+        if commit is None:
+            unchanged_at = branch.last_change(decision.record.adapter.name) or branch.tip
+            return Published(target, unchanged_at, False, decision.record)
+        rejection = workspace.push(commit, target.branch)
+        if rejection is None:
+            return Published(target, commit, True, decision.record)
+        if attempt < attempts:
+            delay = random.uniform(0, min(MAX_BACKOFF_S, BACKOFF_S * 2 ** (attempt - 1)))
+            log.warning(
+                "push to %s %s rejected (%s); re-applying on the new tip in %.2f s (attempt %d of %d)",
+                target.repository,
+                target.branch,
+                rejection,
+                delay,
+                attempt + 1,
+                attempts,
+            )
+            time.sleep(delay)
     raise RepositoryError(
         f"push to {target.repository} branch {target.branch} was rejected {attempts} times "
         f"(last: {rejection}); the record is kept and the promotion is retried"
@@ -227,6 +251,30 @@ def promotion_message(record: PromotionRecord) -> str:
     )
 
 
+def _promotion_plan(record: PromotionRecord) -> Callable[[_Branch], _Existing | _Change]:
+    def plan(branch: _Branch) -> _Existing | _Change:
+        existing = branch.promotion_commit(record.adapter.name, record.eval_run.uid)
+        if existing is not None:
+            return _Existing(existing, record)
+        return _Change(record, promotion_message(record))
+
+    return plan
+
+
+def _check_promotable(record: PromotionRecord) -> None:
+    if record.action != "promote":
+        raise PromotionRefused(
+            f"the record's action is {record.action!r}; `kubetune promote` takes 'promote' records"
+        )
+    require_passed_gates(record)
+
+
+def head_branch(record: PromotionRecord) -> str:
+    """The branch a promotion by pull request pushes to: one per adapter and EvalRun (by UID), so a
+    retried Job finds its own and an EvalRun re-created under the same name gets a new one."""
+    return f"kubetune/promote-{record.adapter.name}-{record.eval_run.uid[:8]}"
+
+
 def promote(
     record: PromotionRecord,
     target: Target,
@@ -236,19 +284,55 @@ def promote(
     attempts: int = DEFAULT_ATTEMPTS,
 ) -> Published:
     """Commit `record` (action promote, gates passed) and the serving fragment it changes."""
-    if record.action != "promote":
+    _check_promotable(record)
+    return _publish(target, _promotion_plan(record), credentials=credentials, author=author, attempts=attempts)
+
+
+def promote_by_pull_request(
+    record: PromotionRecord,
+    target: Target,
+    forge: Forge,
+    *,
+    head: str | None = None,
+    credentials: GitCredentials | None = None,
+    author: Author,
+    attempts: int = DEFAULT_ATTEMPTS,
+) -> Published:
+    """Commit `record` to a branch of its own (`head`) started from `target.branch`, and open a pull
+    request into `target.branch` (or find the one open or merged). Nothing is pushed and no request
+    is opened when `target.branch` already holds the promotion (merged, squashed or not)."""
+    _check_promotable(record)
+    head = head or head_branch(record)
+    if head == target.branch:
+        raise PromotionRefused(f"--head-branch {head}: the pull request's branch must differ from --branch")
+    with _workspace(target.repository, credentials) as workspace:
+        landed = _landed(workspace, target, record, author)
+        if landed is not None:
+            return landed
+        into_head = Target(target.repository, head, target.path, base_branch=target.branch)
+        published = _push_planned(workspace, into_head, _promotion_plan(record), author=author, attempts=attempts)
+    title, _, body = promotion_message(record).partition("\n")
+    pull = forge.open(head, target.branch, title, body.strip() + "\n\nOpened by kubetune promote.")
+    return replace(published, pull_request=pull, merge_into=target.branch)
+
+
+def _landed(workspace: Workspace, target: Target, record: PromotionRecord, author: Author) -> Published | None:
+    """The promotion as `target.branch` holds it already (its commit, or the record as it would be
+    written), or None."""
+    heads = workspace.remote_heads(target.branch)
+    if target.branch not in heads.branches:
         raise PromotionRefused(
-            f"the record's action is {record.action!r}; `kubetune promote` takes 'promote' records"
+            f"--branch {target.branch}: no such branch in {target.repository} for a pull request to merge into"
         )
-    require_passed_gates(record)
-
-    def plan(branch: _Branch) -> _Existing | _Change:
-        existing = branch.promotion_commit(record.adapter.name, record.eval_run.uid)
-        if existing is not None:
-            return _Existing(existing, record)
-        return _Change(record, promotion_message(record))
-
-    return _publish(target, plan, credentials=credentials, author=author, attempts=attempts)
+    workspace.fetch(target.branch)
+    branch = _Branch(workspace, heads.branches[target.branch], target.path)
+    existing = branch.promotion_commit(record.adapter.name, record.eval_run.uid)
+    if existing is not None:
+        return Published(target, existing, False, record)
+    changes = layout.changes_for(target.path, record, branch.records(), branch.files)
+    if workspace.commit(branch.tip, changes, promotion_message(record), author) is None:
+        return Published(target, branch.last_change(record.adapter.name) or branch.tip, False, record)
+    return None
 
 
 def _rollback_change(branch: _Branch, target: Target, adapter: str, reason: str | None) -> _Change:

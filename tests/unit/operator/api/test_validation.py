@@ -1,6 +1,7 @@
 """Examples validate; a table of bad objects is rejected by the schema or the CEL rules, naming the field."""
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,13 @@ def both(*mutations):
 
 
 PDS, FTJ, EVR = "preferencedataset.yaml", "finetunejob.yaml", "evalrun.yaml"
+# An inline LLaMA-Factory column map (the example reads a dataset_info.json instead).
+INLINE = {
+    "kind": "preference",
+    "format": "alpaca",
+    "sources": [{"uri": "s3://llm-data/pairs.json"}],
+    "llamafactory": {"columns": {"prompt": "q", "chosen": "good", "rejected": "bad"}},
+}
 SFT_DATA = "pipeline/01-sft-data.yaml"
 
 # (example, mutation, the field the error must name)
@@ -98,23 +106,38 @@ BAD = {
     "backticks in source URI": (PDS, setter("spec.llamafactory.datasetInfo", "s3://b/`id`/info.json"), "spec.llamafactory.datasetInfo"),
     "leading dash in path segment": (FTJ, setter("spec.baseModel", "file://-rf/models"), "spec.baseModel"),
     "dot-dot in URI": (FTJ, setter("spec.baseModel", "s3://models/../secrets"), "spec.baseModel"),
+    "dataset_info entry that reads as an option": (PDS, setter("spec.llamafactory.dataset", "-h"), "spec.llamafactory.dataset"),
+    "home directory in a file URI": (FTJ, setter("spec.output.uri", "file://~/out"), "spec.output.uri"),  # refused input
     "dot-dot inside a segment": (FTJ, setter("spec.output.uri", "s3://bucket/a..b"), "spec.output.uri"),
     "unsupported URI scheme": (FTJ, setter("spec.baseModel", "http://example.com/model"), "spec.baseModel"),
     "leading dash in referenced name": (FTJ, setter("spec.dataset.preferenceDataset", "-repeater"), "spec.dataset.preferenceDataset"),
     "shell metacharacters in referenced name": (EVR, setter("spec.candidates.1.fineTuneJob", "x;reboot"), "spec.candidates[1].fineTuneJob"),
     "over-long resource name": (FTJ, setter("metadata.name", "a" * 49), "metadata.name"),
     "invalid resource name": (FTJ, setter("metadata.name", "Bad_Name"), "metadata.name"),
-    "namespace escaping the artifact root": (FTJ, setter("metadata.namespace", "../../esc"), "metadata.namespace"),
+    "namespace escaping the artifact root": (FTJ, setter("metadata.namespace", "../../esc"), "metadata.namespace"),  # refused input
     "namespace with a slash": (PDS, setter("metadata.namespace", "a/b"), "metadata.namespace"),
     "namespace with uppercase": (EVR, setter("metadata.namespace", "Team"), "metadata.namespace"),
     "namespace with a dot": (PDS, setter("metadata.namespace", "team.a"), "metadata.namespace"),
     "empty namespace": (PDS, setter("metadata.namespace", ""), "metadata.namespace"),
     "namespace of 64 characters": (PDS, setter("metadata.namespace", "n" * 64), "metadata.namespace"),
     "namespace that is not a string": (FTJ, setter("metadata.namespace", 7), "metadata.namespace"),
+    # Python's `$` also matches before a final newline; the API server's RE2 does not.
+    "URI with a trailing newline": (FTJ, setter("spec.baseModel", "file://./m\n"), "spec.baseModel"),
+    "output URI with a trailing newline": (FTJ, setter("spec.output.uri", "s3://bucket/x\n"), "spec.output.uri"),
+    "namespace with a trailing newline": (PDS, setter("metadata.namespace", "ns\n"), "metadata.namespace"),
+    "name with a trailing newline": (PDS, setter("metadata.name", "data\n"), "metadata.name"),
+    "label value with a trailing newline": (FTJ, setter("metadata.labels", {"team": "a\n"}), "metadata.labels.team"),
+    "label value of 64 characters": (FTJ, setter("metadata.labels", {"team": "v" * 64}), "metadata.labels.team"),
+    "label key with a space": (FTJ, setter("metadata.labels", {"a b": "x"}), "metadata.labels.a b"),
+    "label value that is a number": (PDS, setter("metadata.labels", {"team": 7}), "metadata.labels"),
+    "annotations past 256 KiB": (EVR, setter("metadata.annotations", {"note": "x" * 262_145}), "metadata.annotations"),
     "dots in a resource name (no reference could name it)": (PDS, setter("metadata.name", "repeater.badcases"), "metadata.name"),
     "training name starting with a digit (its Service would be refused)": (FTJ, setter("metadata.name", "7b-dpo"), "metadata.name"),
     "over-long stratify field": (SFT_DATA, setter("spec.split.stratifyBy", "s" * 64), "spec.split.stratifyBy"),
     "over-long system prompt": (EVR, setter("spec.testSet.systemPrompt", "x" * 20000), "spec.testSet.systemPrompt"),
+    "pull request on a repository without an owner": (EVR, setter("spec.promotion.repository", "https://git.example.com/gitops.git"), "spec.promotion.pullRequest"),
+    "pull request on an unknown forge": (EVR, setter("spec.promotion.pullRequest.provider", "bitbucket"), "spec.promotion.pullRequest.provider"),
+    "pull request API root that is not http": (EVR, setter("spec.promotion.pullRequest.apiUrl", "ftp://api"), "spec.promotion.pullRequest.apiUrl"),
     "missing method": (FTJ, deleter("spec.method"), "spec.method"),
     "missing base model": (FTJ, deleter("spec.baseModel"), "spec.baseModel"),
     "missing spec": (FTJ, deleter("spec"), "spec"),
@@ -158,7 +181,20 @@ BAD = {
     "toleration with Exists and a value": (FTJ, setter("spec.scheduling.tolerations.0.value", "yes"), "spec.scheduling.tolerations[0].value"),
     "tolerationSeconds without NoExecute": (FTJ, setter("spec.scheduling.tolerations.0.tolerationSeconds", 60), "spec.scheduling.tolerations[0].tolerationSeconds"),
     "promotion repo with shell text": (EVR, setter("spec.promotion.repository", "https://git.example.com/x;id"), "spec.promotion.repository"),
-    "promotion path escaping the repo": (EVR, setter("spec.promotion.path", "adapters/../../etc"), "spec.promotion.path"),
+    "promotion path escaping the repo": (EVR, setter("spec.promotion.path", "adapters/../../etc"), "spec.promotion.path"),  # refused input
+    # Each of these passed the CRD and failed in the pod (tests/unit/test_spec_contracts.py found them).
+    "qlora under the ZeRO-3 that 8 GPUs imply": (FTJ, both(setter("spec.peft.type", "qlora"), deleter("spec.resources.deepspeed")), "spec.peft.type"),
+    "qlora under explicit ZeRO-3": (FTJ, setter("spec.peft.type", "qlora"), "spec.peft.type"),
+    "warmup over every step": (FTJ, setter("spec.hyperparameters.warmupRatio", 1.0), "spec.hyperparameters.warmupRatio"),
+    "merged copy of a full fine-tune": (FTJ, both(setter("spec.peft", {"type": "full"}), setter("spec.output.mergeAdapter", True)), "spec.output.mergeAdapter"),
+    "pattern on a metric that reads none": (EVR, setter("spec.metrics.0.pattern", "x"), "spec.metrics[0].pattern"),
+    "gate on a sub-value its metric lacks": (EVR, setter("spec.gates.1.metric", "normalized_match.tokens"), "spec.gates"),
+    "judge template without the answer": (EVR, setter("spec.metrics.0", {"name": "judge", "type": "rubric", "judge": {"model": "s3://llm-models/judge", "promptTemplate": "Rate {prompt}"}}), "spec.metrics[0].judge.promptTemplate"),
+    "inline ranking map of sft rows": (PDS, setter("spec", {**INLINE, "kind": "sft", "llamafactory": {"ranking": True, "columns": {"prompt": "q", "response": "a"}}}), "spec.llamafactory.ranking"),
+    "preference map without chosen and rejected": (PDS, setter("spec", {**INLINE, "llamafactory": {"columns": {"prompt": "q", "response": "a"}}}), "spec.llamafactory.columns"),
+    "formatting against format": (PDS, setter("spec", {**INLINE, "llamafactory": {**INLINE["llamafactory"], "formatting": "sharegpt"}}), "spec.llamafactory.formatting"),
+    "tags map leaving tags out": (PDS, setter("spec", {**INLINE, "format": "sharegpt", "llamafactory": {"columns": {"messages": "m", "chosen": "c", "rejected": "r"}, "tags": {"roleTag": "role"}}}), "spec.llamafactory.tags"),
+    "tags beside a datasetInfo entry (they would be ignored)": (PDS, setter("spec.llamafactory.tags", {"roleTag": "r", "contentTag": "c", "userTag": "u", "assistantTag": "a"}), "spec.llamafactory"),
 }
 
 
@@ -176,6 +212,27 @@ def test_bad_object_is_rejected_naming_the_field(example, mutate, field):
         validate(document)
 
 
+@pytest.mark.parametrize(
+    ("metric", "field"),
+    [
+        ({"name": "verdict", "type": "regex", "pattern": "判断:(是|否"}, "spec.metrics[0].pattern"),
+        (
+            {"name": "judge", "type": "rubric", "judge": {"model": "s3://llm-models/judge", "promptTemplate": "{answer}", "scorePattern": "(1)(0)"}},
+            "spec.metrics[0].judge.scorePattern",
+        ),
+    ],
+)
+def test_a_pattern_the_evaluator_cannot_use_is_refused_where_the_operator_reads_the_spec(metric, field):
+    # CEL evaluates RE2 only, and the evaluator's patterns are Python's (lookbehind included), so the
+    # operator's model compiles them: the resource fails before any Job exists, naming the field.
+    document = load(EVR)
+    document["spec"]["metrics"][0] = metric
+    document["spec"]["gates"] = []
+    del document["spec"]["promotion"]
+    with pytest.raises(ValidationFailed, match=re.escape(field.removeprefix("spec."))):
+        validate(document)
+
+
 # Objects the API server accepts must pass locally too: `kubetune run` refusing them would be a lie.
 GOOD = {
     # YAML's `0` is an integer, but the API server hands a `number` field to CEL as a double.
@@ -183,6 +240,9 @@ GOOD = {
     "learning rate written as an integer": (FTJ, setter("spec.hyperparameters.learningRate", 1)),
     "dataset name starting with a digit": (PDS, setter("metadata.name", "2024-badcases")),
     "namespace of 63 characters starting with a digit": (PDS, setter("metadata.namespace", "1" + "n" * 62)),
+    "labels and annotations as the API server takes them": (FTJ, both(
+        setter("metadata.labels", {"app.kubernetes.io/part-of": "llm-team", "empty": ""}),
+        setter("metadata.annotations", {"kubetune.dev/note": "any text: $(x) <y> ü " * 10}))),
     "toleration of every taint": (FTJ, setter("spec.scheduling.tolerations", [{"operator": "Exists"}])),
     "unpaired APO with batches of one": (FTJ, both(setter("spec.method", "kto"), deleter("spec.dpo"), setter("spec.kto", {"lossType": "apo_zero_unpaired"}))),
     "tensorboard needs no secret": (FTJ, setter("spec.tracking", {"reportTo": ["tensorboard"]})),
@@ -257,7 +317,7 @@ HUGE = "x" * 5_000_000
     ids=["pattern", "enum", "name", "namespace", "kind", "apiVersion", "type", "map key", "unknown field"],
 )
 def test_a_huge_value_is_clipped_in_every_message(mutate):
-    from kubetune_operator.builders.plan import Document, validate_all
+    from kubetune_operator.cli.documents import Document, validate_all
 
     document = load(FTJ)
     mutate(document)
@@ -269,7 +329,7 @@ def test_a_huge_value_is_clipped_in_every_message(mutate):
 
 
 def test_the_errors_of_one_document_are_listed_up_to_a_limit():
-    from kubetune_operator.builders.plan import Document, validate_all
+    from kubetune_operator.cli.documents import Document, validate_all
 
     document = load(FTJ)
     document["spec"].update({f"unknown{i}": i for i in range(500)})

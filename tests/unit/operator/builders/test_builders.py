@@ -8,9 +8,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from kubetune_operator.api.evalrun import PullRequest
 from kubetune_operator.api.validation import validate
 from kubetune_operator.builders import dataset, evaluation, plan, promotion, training, workload
 from kubetune_operator.builders.settings import OperatorSettings
+from kubetune_operator.cli.documents import load_documents, validate_all
 from kubetune_operator.errors import UserError, ValidationFailed
 from kubetune_operator.exitcodes import PERMANENT
 
@@ -40,7 +42,7 @@ def resource(name: str, **spec_changes):
 
 
 def all_manifests():
-    resources = plan.validate_all(plan.load_documents(sorted((ROOT / "examples").rglob("*.yaml"))))
+    resources = validate_all(load_documents(sorted((ROOT / "examples").rglob("*.yaml"))))
     for r in resources:
         r.metadata.uid = UID
     manifests = plan.render(resources, SETTINGS)
@@ -271,11 +273,17 @@ def test_sft_options_reach_the_trainer_config():
     assert config["completion_only_loss"] is True and "beta" not in config
 
 
+def test_a_truncated_training_summary_still_locates_the_artifact():
+    assert training.summary_artifacts({"output": "s3://b/x"}).uri == "s3://b/x/final"
+    full = training.summary_artifacts({"output": "s3://b/x", "artifact": {"uri": "s3://b/x/final", "type": "full"}})
+    assert (full.uri, full.type, full.merged_uri) == ("s3://b/x/final", "full", None)
+
+
 def test_chained_dpo_starts_from_the_sft_jobs_final_adapter():
-    resources = plan.validate_all(plan.load_documents(sorted((ROOT / "examples" / "pipeline").glob("*.yaml"))))
+    resources = validate_all(load_documents(sorted((ROOT / "examples" / "pipeline").glob("*.yaml"))))
     known = {plan.key(r): r for r in resources}
     dpo = next(r for r in resources if r.metadata.name == "qwen25-1-5b-safety-dpo")
-    inputs = plan.training_inputs(dpo, known, SETTINGS)
+    inputs = training.resolve_inputs(dpo, plan.predicted(dpo, known, SETTINGS))
     assert inputs.start_from_uri == "s3://artifacts/kubetune/llm-team/finetunejobs/qwen25-1-5b-defects-sft/final"
     assert inputs.dataset_uri == "s3://artifacts/kubetune/llm-team/preferencedatasets/safety-prefs"
     ordered = [r.metadata.name for r in plan.order(resources)]
@@ -318,6 +326,17 @@ def test_only_the_promote_pod_mounts_the_git_secret():
     assert not [e for e in pod["containers"][0]["env"] if e["name"].startswith("AWS_")]
 
 
+def test_a_promotion_by_pull_request_passes_the_forge_to_a_command_the_cli_takes():
+    from kubetune_operator.cli import build_parser
+
+    evr = resource("evalrun.yaml")
+    evr.spec.promotion.pull_request = PullRequest(provider="github", api_url="https://github.example.com/api/v3")
+    _, job = promotion.build(evr, SETTINGS, {"schemaVersion": 1})
+    argv = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    args = build_parser().parse_args(argv[1:])
+    assert (args.pull_request, args.api_url, args.branch) == ("github", "https://github.example.com/api/v3", "main")
+
+
 def test_progress_secret_is_written_not_read():
     secret = workload.progress_secret(resource("finetunejob.yaml"), "t0k3n")
     assert secret["stringData"] == {"token": "t0k3n"}
@@ -340,7 +359,7 @@ def test_settings_come_from_the_environment():
 
 
 def test_render_refuses_unknown_references_only_when_asked():
-    resources = plan.validate_all(plan.load_documents([ROOT / "examples" / "finetunejob.yaml"]))
+    resources = validate_all(load_documents([ROOT / "examples" / "finetunejob.yaml"]))
     assert plan.render(resources, SETTINGS)
     with pytest.raises(Exception, match="references PreferenceDataset repeater-badcases"):
         plan.order(resources)
@@ -374,11 +393,77 @@ def test_a_bad_file_is_one_error_naming_it(tmp_path, content, message):
     path = tmp_path / "resources.yaml"
     path.write_bytes(content)
     with pytest.raises(ValidationFailed) as error:
-        plan.load_documents([path])
+        load_documents([path])
     assert str(error.value).startswith(message.format(path=path))
 
 
 def test_a_resource_defined_twice_names_both_documents():
     example = ROOT / "examples" / "finetunejob.yaml"
     with pytest.raises(ValidationFailed, match=rf"{example}#0 \(FineTuneJob .*\): defined twice \(first in {example}#0\)"):
-        plan.validate_all(plan.load_documents([example, example]))
+        validate_all(load_documents([example, example]))
+
+
+def _string_leaves(node, path=()):
+    if isinstance(node, str):
+        yield path
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from _string_leaves(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _string_leaves(value, (*path, index))
+
+
+def _with(document, path, value):
+    changed = copy.deepcopy(document)
+    node = changed
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    return changed
+
+
+def _containers_of(manifests):
+    for manifest in manifests:
+        if manifest["kind"] == "Job":
+            yield from manifest["spec"]["template"]["spec"]["containers"]
+
+
+EXAMPLE_DOCUMENTS = [
+    document
+    for path in sorted((ROOT / "examples").rglob("*.yaml"))
+    for document in yaml.safe_load_all(path.read_text())
+    if document
+]
+
+
+@pytest.mark.parametrize("text", ["$(HOME)", "x $(HOME) $$(HOME) $$$(HOME) $"])
+def test_no_users_text_is_ever_expanded_by_the_kubelet_in_any_builder(text):
+    """Every string field of every example, given `$(HOME)` where the API lets it through, must reach
+    the process as written: the kubelet expands `$(VAR)` in command, args and env values."""
+    from kubetune_operator.localrun.pod import expand
+
+    reached = set()
+    for document in EXAMPLE_DOCUMENTS:
+        if "promotion" in document["spec"]:
+            document = _with(document, ("spec", "promotion", "author"), "Bot <bot@example.com>")
+        for path in _string_leaves(document["spec"], ("spec",)):
+            written = f"Bot {text} <bot@example.com>" if path[-1] == "author" else text
+            for value in (written, f"a{written}"):
+                changed = _with(document, path, value)
+                try:
+                    resource_ = validate(changed)
+                except ValidationFailed:
+                    continue
+                manifests = plan.render([resource_], SETTINGS)
+                if getattr(resource_.spec, "promotion", None) is not None:
+                    manifests += promotion.build(resource_, SETTINGS, {"schemaVersion": 1})
+                for container in _containers_of(manifests):
+                    env = {"HOME": "EXPANDED", **{e["name"]: "EXPANDED" for e in container["env"]}}
+                    passed = [expand(a, env) for a in container["command"] + container.get("args", [])]
+                    passed += [expand(e["value"], env) for e in container["env"] if "value" in e]
+                    assert not [p for p in passed if "EXPANDED" in p], (path, passed)
+                    if any(text in p for p in passed):
+                        reached.add(path[-1])
+    # The free-text fields that reach a command line: the author, column names, a stratify field...
+    assert "author" in reached, reached

@@ -11,7 +11,7 @@ import yaml
 from kubetune_operator.api.validation import validate
 from kubetune_operator.errors import UserError
 from kubetune_operator.localrun import runner as runner_module
-from kubetune_operator.localrun.runner import LocalRunner, absolute_file_uris, collapse_launch, final_artifact
+from kubetune_operator.localrun.runner import LocalRunner, absolute_file_uris, collapse_launch
 
 # The fake_trainer fixture points sys.executable at its fake; processes this test starts need the real one.
 PYTHON = sys.executable
@@ -53,11 +53,6 @@ def test_relative_file_uris_become_absolute_under_the_working_directory(tmp_path
 def test_an_unusable_absolute_path_is_named(tmp_path):
     with pytest.raises(UserError, match="relative file:// URI"):
         absolute_file_uris(validate(ftj()), tmp_path / "has space")
-
-
-def test_a_truncated_training_summary_still_locates_the_artifact():
-    assert final_artifact({"output": "s3://b/x"}) == {"uri": "s3://b/x/final"}
-    assert final_artifact({"output": "s3://b/x", "artifact": {"uri": "s3://b/x/final", "type": "full"}})["type"] == "full"
 
 
 FAKE_TRAINER = textwrap.dedent(
@@ -325,7 +320,7 @@ def test_a_datasets_split_warnings_are_shown_after_the_table():
 def test_a_namespace_that_would_leave_the_workdir_is_refused_by_the_runner_too(fake_trainer, monkeypatch):
     # The API refuses such a namespace; the runner checks again, as paths are built from it.
     tmp_path, counter, resources = fake_trainer
-    resources[0].metadata.namespace = "../../esc"
+    resources[0].metadata.namespace = "../../esc"  # refused input
     monkeypatch.setattr(runner_module, "absolute_file_uris", lambda resource, base: resource)
     with pytest.raises(UserError, match="would leave"):
         LocalRunner(f"file://{tmp_path}/artifacts", tmp_path / "work", gpus=0).run(resources[:1])
@@ -338,14 +333,14 @@ def test_render_and_run_refuse_a_namespace_that_is_not_a_dns_label(command, tmp_
     import subprocess
 
     bad = ftj()
-    bad["metadata"]["namespace"] = "../../esc"
+    bad["metadata"]["namespace"] = "../../esc"  # refused input
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(bad))
     kubetune = Path(sys.executable).with_name("kubetune")
     result = subprocess.run([str(kubetune), command, str(path)], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 2, result.stdout
     assert "bad.yaml#0 (FineTuneJob job): metadata.namespace: must be a DNS-1123 label" in result.stderr
-    assert "../../esc" not in result.stdout
+    assert "../../esc" not in result.stdout  # refused input
 
 
 @pytest.mark.parametrize(

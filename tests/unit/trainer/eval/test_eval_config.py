@@ -172,15 +172,18 @@ def test_every_example_evalrun_renders_to_a_config_the_trainer_loads():
 
     from kubetune_operator.builders import evaluation, plan
     from kubetune_operator.builders.settings import OperatorSettings
+    from kubetune_operator.cli.documents import load_documents, validate_all
 
     settings = OperatorSettings(artifact_root="s3://artifacts/kubetune")
     examples = sorted((Path(__file__).resolve().parents[4] / "examples").rglob("*.yaml"))
-    resources = plan.validate_all(plan.load_documents(examples))
+    resources = validate_all(load_documents(examples))
     known = {plan.key(r): r for r in resources}
     evalruns = [r for r in resources if r.kind == "EvalRun"]
     assert evalruns
     for evalrun in evalruns:
-        rendered = evaluation.eval_config(evalrun, settings, plan.eval_inputs(evalrun, known, settings))
+        rendered = evaluation.eval_config(
+            evalrun, settings, evaluation.resolve_inputs(evalrun, plan.predicted(evalrun, known, settings))
+        )
         config = parse_config(rendered, evalrun.metadata.name)
         assert [c.name for c in config.candidates] == [c.name for c in evalrun.spec.candidates]
         assert all(config.column_of(g.metric) for g in config.gates)

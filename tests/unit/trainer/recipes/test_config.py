@@ -119,9 +119,10 @@ def test_every_example_finetunejob_renders_a_config_the_trainer_loads():
     """Contracts §7: the operator renders the ConfigMap from the spec; the trainer must accept it."""
     from kubetune_operator.builders import plan
     from kubetune_operator.builders.settings import OperatorSettings
+    from kubetune_operator.cli.documents import load_documents, validate_all
 
     examples = sorted((Path(__file__).resolve().parents[4] / "examples").rglob("*.yaml"))
-    resources = plan.validate_all(plan.load_documents(examples))
+    resources = validate_all(load_documents(examples))
     for resource in resources:
         resource.metadata.uid = "6f1c1a57-8a2e-4bd4-9b5e-1b8f4f0f0001"
     settings = OperatorSettings(

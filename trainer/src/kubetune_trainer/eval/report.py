@@ -16,7 +16,9 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 import re
+import urllib.parse
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,15 +26,16 @@ from typing import Any
 import numpy as np
 
 from kubetune_trainer import storage
-from kubetune_trainer.eval import plots
+from kubetune_trainer.eval import plots, regressions
 from kubetune_trainer.eval.result import EvalResult
 
 # Excel refuses longer cells.
 XLSX_CELL_LIMIT = 32767
-# Prompts shown side by side in the HTML page; the CSV/XLSX hold them all.
-HTML_SAMPLE_ROWS = 50
-# Metric kinds whose per-stratum score is drawn as an accuracy plot.
-ACCURACY_TYPES = ("judgement", "exact_match", "normalized_match", "contains", "regex", "rubric")
+# Prompts in the HTML page's answers table, and rows per "got worse" table; the CSV/XLSX hold them all.
+ANSWER_ROWS = 500
+WORSE_ROWS = 100
+# Score columns shown per answer when no gate says which matter.
+MAX_KEY_COLUMNS = 4
 
 
 def _number(value: float | None) -> float | None:
@@ -176,36 +179,108 @@ def _formulas_as_text(sheet) -> None:
     """openpyxl stores every string that starts with "=" as a formula; prompts and answers are text.
 
     Otherwise an answer like `==== 分析 ====` makes Excel repair the file, and one like
-    `=HYPERLINK(...)` runs as a formula when the workbook is opened.
+    `=HYPERLINK(...)` runs as a formula when the workbook is opened. Text a spreadsheet would take
+    for a formula (OWASP's list) also gets Excel's quote prefix, so it stays text when edited; the
+    text itself is kept exact.
     """
     for row in sheet.iter_rows():
         for cell in row:
             if cell.data_type == "f":
                 cell.data_type = "s"
+            if cell.data_type == "s" and isinstance(cell.value, str) and cell.value.startswith(FORMULA_STARTS):
+                cell.quotePrefix = True
+
+
+# What makes a spreadsheet read a cell as a formula (OWASP, CSV injection): test data and model
+# answers are text, never formulas.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def formula_safe(value: Any) -> Any:
+    """A CSV cell as OWASP advises: text a spreadsheet would take for a formula gets a leading '."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def write_csv(path: Path, table) -> None:
+    """UTF-8 with a byte-order mark, for Excel; no cell, header included, is read as a formula.
+    Every text cell is quoted: pandas leaves one holding a bare carriage return unquoted, which
+    splits its row for every reader."""
+    import csv
+
+    table.map(formula_safe).rename(columns=formula_safe).to_csv(
+        path, index=False, encoding="utf-8-sig", quoting=csv.QUOTE_NONNUMERIC
+    )
+
+
+def gate_marks(result: EvalResult) -> list[plots.GateMark]:
+    """Every gate result as a line at its threshold over the bar it tests: for a gate on the delta,
+    the baseline's value plus the threshold."""
+    marks = []
+    for gate in result.gates:
+        column = result.config.column_of(gate["metric"])
+        if column is None:
+            continue
+        level = gate["threshold"]
+        if gate.get("relativeToBaseline"):
+            base = result.metrics[result.baseline].get(column)
+            if base is None or base.value is None:
+                continue
+            level = base.value + gate["threshold"]
+        marks.append(plots.GateMark(column, gate["candidate"], level, bool(gate["passed"]),
+                                    bool(gate.get("relativeToBaseline"))))
+    return marks
+
+
+def gate_views(result: EvalResult) -> list[plots.GateView]:
+    views = []
+    for gate in result.gates:
+        column = result.config.column_of(gate["metric"])
+        table = result.deltas if gate.get("relativeToBaseline") else result.metrics
+        estimate = table.get(gate["candidate"], {}).get(column) if column else None
+        views.append(plots.GateView(gate["name"], estimate, gate["value"], gate["threshold"], gate["comparator"],
+                                    bool(gate["passed"])))
+    return views
 
 
 def write_plots(directory: Path, result: EvalResult) -> list[tuple[str, str]]:
     """(title, relative path) of every plot written."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
+    marks = gate_marks(result)
+    if result.gates:
+        plots.plot_gates(directory / "gates.png", gate_views(result), result.config.confidence)
+        written.append(("Gates: the value each gate tests against its threshold", "plots/gates.png"))
     bounded = [c for c, column in result.columns.items() if column.bounded]
     if bounded:
         plots.plot_overall(
-            directory / "overall_metrics.png", bounded, result.names, result.metrics, result.config.confidence
+            directory / "overall_metrics.png", bounded, result.names, result.metrics, result.config.confidence,
+            marks,
         )
         written.append(("Overall metrics", "plots/overall_metrics.png"))
     field = str(result.config.stratify_by)
     for metric in result.config.metrics:
-        if metric.type in ACCURACY_TYPES and result.strata:
-            filename = f"per_{_safe_name(field)}_{_safe_name(metric.key)}.png"
-            plots.plot_strata(directory / filename, metric.key, field, result.strata, result.names)
-            written.append((f"{metric.key} per {field}", f"plots/{filename}"))
+        headline = metric.headline()
+        if result.strata and result.columns[headline].bounded:
+            filename = f"per_{_safe_name(field)}_{_safe_name(headline)}.png"
+            # Absolute gates only: a gate on the delta compares with the baseline's overall mean.
+            absolute = [m for m in marks if m.column == headline and not m.relative]
+            plots.plot_strata(directory / filename, headline, field, result.strata, result.names, absolute)
+            written.append((f"{headline} per {field}", f"plots/{filename}"))
         if metric.type == "repetition":
             filename = f"repetition_{_safe_name(metric.key)}.png"
             rates = result.scores[f"{metric.key}.ngram_rate"]
-            plots.plot_repetition(directory / filename, metric.key, result.names, result.metrics, rates)
+            plots.plot_repetition(directory / filename, metric.key, result.names, result.metrics, rates, marks)
             written.append((f"Repetition ({metric.key})", f"plots/{filename}"))
     return written
+
+
+def regression_counts(result: EvalResult) -> dict[str, dict[str, dict[str, int]]]:
+    counts: dict[str, dict[str, dict[str, int]]] = {}
+    for found in regressions.regressions(result, key_columns(result)):
+        counts.setdefault(found.candidate, {})[found.column] = {"worse": len(found.rows), "compared": found.compared}
+    return counts
 
 
 def summary(result: EvalResult, output: str) -> dict[str, Any]:
@@ -227,6 +302,8 @@ def summary(result: EvalResult, output: str) -> dict[str, Any]:
             },
         },
         "candidates": [c.to_json() for c in result.candidates],
+        # Per candidate and gated column: the prompts where it scored worse than the baseline.
+        "regressions": regression_counts(result),
         "counts": {"prompts": len(result.examples), "candidates": len(result.candidates)},
         "confidence": config.confidence,
         "bootstrapSamples": config.bootstrap_samples,
@@ -238,8 +315,103 @@ def summary(result: EvalResult, output: str) -> dict[str, Any]:
     }
 
 
-def render_html(result: EvalResult, summary_data: dict[str, Any], plot_files: list[tuple[str, Path]]) -> str:
+def display_uri(uri: str | None, output: str) -> dict[str, str | None]:
+    """How the page shows a URI: a local file as a path relative to the report (a link that works
+    wherever the folder is copied), anything else as written; the full URI stays in the tooltip."""
+    if not uri:
+        return {"text": "–", "href": None, "title": None}
+    if uri.startswith("file://") and output.startswith("file://"):
+        target = uri[len("file://"):]
+        relative = os.path.relpath(target, output[len("file://"):])
+        return {"text": relative, "href": urllib.parse.quote(relative), "title": uri}
+    return {"text": uri, "href": None, "title": None}
+
+
+def _score_text(value: float | None) -> str:
+    if value is None or math.isnan(value):
+        return "–"
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+
+
+def key_columns(result: EvalResult) -> list[str]:
+    """The columns the answers table shows per answer: those gates test, else those with a direction."""
+    ways = regressions.directions(result)
+    return regressions.gated_columns(result) or [c for c in result.columns if ways.get(c)][:MAX_KEY_COLUMNS]
+
+
+def regression_views(result: EvalResult) -> list[dict[str, Any]]:
+    """The "rows where the candidate got worse" tables, one per candidate and gated column."""
+    gates_on: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for gate in result.gates:
+        gates_on.setdefault((gate["candidate"], result.config.column_of(gate["metric"]) or ""), []).append(gate)
+    views = []
+    for found in regressions.regressions(result, key_columns(result)):
+        base, mine = result.scores[found.column][result.baseline], result.scores[found.column][found.candidate]
+        rows = []
+        for position, loss in list(zip(found.rows, found.losses, strict=True))[:WORSE_ROWS]:
+            example = result.examples[position]
+            rows.append({
+                "example": example,
+                "stratum": result.stratum_of(example),
+                "prompt": _prompt_text(example.prompt),
+                "baseline_answer": result.generations[result.baseline][position],
+                "baseline_score": _score_text(base[position]),
+                "answer": result.generations[found.candidate][position],
+                "score": _score_text(mine[position]),
+                "loss": loss,
+            })
+        views.append({
+            "anchor": f"worse-{_safe_name(found.candidate)}-{_safe_name(found.column)}",
+            "candidate": found.candidate,
+            "column": found.column,
+            "better": "higher" if found.direction > 0 else "lower",
+            "gates": gates_on.get((found.candidate, found.column), []),
+            "count": len(found.rows),
+            "compared": found.compared,
+            "share": found.share,
+            "rows": rows,
+        })
+    return views
+
+
+def answer_rows(result: EvalResult, columns: list[str]) -> list[dict[str, Any]]:
+    """The answers table: every answer with its scores on `columns`, and each non-baseline candidate's
+    delta against the baseline per column (sortable), for the first ANSWER_ROWS prompts."""
+    worse_at: dict[int, set[str]] = {}
+    for found in regressions.regressions(result, columns):
+        for position in found.rows:
+            worse_at.setdefault(position, set()).add(found.candidate)
+    others = [n for n in result.names if n != result.baseline]
+    rows = []
+    for position, example in enumerate(result.examples[:ANSWER_ROWS]):
+        answers = []
+        for name in result.names:
+            scores = [(c, _score_text(result.scores[c][name][position])) for c in columns]
+            answers.append({"name": name, "generation": result.generations[name][position], "scores": scores})
+        deltas = []
+        for name in others:
+            for column in columns:
+                delta = result.scores[column][name][position] - result.scores[column][result.baseline][position]
+                deltas.append(None if math.isnan(delta) else float(delta))
+        rows.append({
+            "example": example,
+            "stratum": result.stratum_of(example),
+            "prompt": _prompt_text(example.prompt),
+            "answers": answers,
+            "deltas": deltas,
+            "worse": sorted(worse_at.get(position, ())),
+        })
+    return rows
+
+
+REPORT_FILES = ("results.xlsx", "results.csv", "predictions.jsonl", "summary.json")
+
+
+def render_html(
+    result: EvalResult, summary_data: dict[str, Any], plot_files: list[tuple[str, Path]], output: str
+) -> str:
     import jinja2
+    import markupsafe
 
     environment = jinja2.Environment(
         # The template ships beside this module (package data "*.j2").
@@ -249,18 +421,34 @@ def render_html(result: EvalResult, summary_data: dict[str, Any], plot_files: li
     )
     environment.filters["num"] = lambda v, digits=3: "–" if v is None else f"{v:.{digits}f}"
     environment.filters["signed"] = lambda v: "–" if v is None else f"{v:+.3f}"
-    images = [(title, base64.b64encode(path.read_bytes()).decode("ascii")) for title, path in plot_files]
-    rows = []
-    for example in result.examples[:HTML_SAMPLE_ROWS]:
-        answers = [(name, result.generations[name][example.index]) for name in result.names]
-        rows.append({"example": example, "prompt": _prompt_text(example.prompt), "answers": answers})
+    environment.filters["uri"] = lambda uri: display_uri(uri, output)
+    # Metric columns (repetition.ngram_rate) may wrap after their dots in narrow headings.
+    environment.filters["breakable"] = lambda text: markupsafe.Markup("<wbr>").join(
+        markupsafe.escape(part) for part in re.split(r"(?<=[._])", str(text))
+    )
+    images = [
+        (title, base64.b64encode(path.read_bytes()).decode("ascii"), f"plots/{path.name}")
+        for title, path in plot_files
+    ]
+    columns = key_columns(result)
+    views = regression_views(result)
+    by_column = {(v["candidate"], v["column"]): v for v in views}
+    gate_views = [by_column.get((g["candidate"], result.config.column_of(g["metric"]))) for g in result.gates]
+    others = [n for n in result.names if n != result.baseline]
     return environment.get_template("report.html.j2").render(
         result=result,
         summary=summary_data,
         candidates=result.candidates,
         images=images,
-        rows=rows,
-        hidden_rows=max(0, len(result.examples) - HTML_SAMPLE_ROWS),
+        files=REPORT_FILES,
+        key_columns=columns,
+        delta_headers=[(name, column) for name in others for column in columns],
+        regressions=views,
+        gates=list(zip(result.gates, gate_views, strict=True)),
+        rows=answer_rows(result, columns),
+        strata_values=list(result.strata),
+        hidden_rows=max(0, len(result.examples) - ANSWER_ROWS),
+        worse_rows_limit=WORSE_ROWS,
     )
 
 
@@ -271,14 +459,14 @@ def write_report(result: EvalResult, directory: Path, output: str) -> dict[str, 
         for row in prediction_rows(result):
             handle.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
     table = side_by_side(result)
-    table.to_csv(directory / "results.csv", index=False, encoding="utf-8-sig")
+    write_csv(directory / "results.csv", table)
     write_xlsx(directory / "results.xlsx", result, table)
     plot_files = write_plots(directory / "plots", result)
     summary_data = summary(result, output)
     (directory / "summary.json").write_text(
         json.dumps(summary_data, ensure_ascii=False, indent=2, default=_json_default), encoding="utf-8"
     )
-    html = render_html(result, summary_data, [(title, directory / rel) for title, rel in plot_files])
+    html = render_html(result, summary_data, [(title, directory / rel) for title, rel in plot_files], output)
     (directory / "report.html").write_text(html, encoding="utf-8")
     manifest = {
         "kind": "eval",

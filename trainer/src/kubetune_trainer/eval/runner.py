@@ -83,11 +83,10 @@ class GenerationProgress:
         self.done += prompts
         self.tokens += tokens
         metrics().prompts_total.inc(prompts)
+        metrics().eval_tokens_total.inc(tokens)
         elapsed = self.seconds + time.monotonic() - self._since
         rate = self.done / elapsed if elapsed > 0 else 0.0
         token_rate = self.tokens / elapsed if elapsed > 0 else 0.0
-        metrics().prompts_per_second.set(rate)
-        metrics().eval_tokens_per_second.set(token_rate)
         self.reporter.update(
             # The last answer always reports, so that the final count is never rate-limited away.
             force=self.done >= self.total,
@@ -237,6 +236,36 @@ def estimate_all(
     return estimates, deltas
 
 
+def assess(
+    config: EvalConfig,
+    examples: Sequence[Example],
+    resolved: list[candidates.Candidate],
+    answers: dict[str, list[Generation]],
+    scores: dict[str, dict[str, np.ndarray]],
+) -> EvalResult:
+    """Estimates with intervals, overall and per stratum, and the gates, from every answer's scores."""
+    names = [c.name for c in resolved]
+    estimates, deltas = estimate_all(config, scores, names)
+    strata = {
+        stratum: estimate_all(config, {c: {n: v[n][indices] for n in names} for c, v in scores.items()}, names)[0]
+        for stratum, indices in strata_of(config, examples).items()
+    }
+    gate_columns = {g.metric: config.column_of(g.metric) for g in config.gates}
+    gates = evaluate_gates(config.gates, names, config.baseline.name, estimates, deltas, gate_columns)
+    return EvalResult(
+        config=config,
+        examples=list(examples),
+        candidates=resolved,
+        generations=answers,
+        columns=config.metric_columns(),
+        scores=scores,
+        metrics=estimates,
+        deltas=deltas,
+        strata=strata,
+        gates=gates,
+    )
+
+
 def run_eval(
     config: EvalConfig,
     reporter: ProgressReporter | None = None,
@@ -277,44 +306,21 @@ def run_eval(
 
         reporter.update(phase="score", force=True, message=f"scoring {total} answers")
         scores, verdicts, warnings = score_all(config, examples, answers, factory, cache_dir)
-        names = [c.name for c in resolved]
-        baseline = config.baseline.name
-        columns = config.metric_columns()
-        estimates, deltas = estimate_all(config, scores, names)
-        strata = {
-            stratum: estimate_all(
-                config, {c: {n: v[n][indices] for n in names} for c, v in scores.items()}, names
-            )[0]
-            for stratum, indices in strata_of(config, examples).items()
-        }
-        gate_columns = {g.metric: config.column_of(g.metric) for g in config.gates}
-        gates = evaluate_gates(config.gates, names, baseline, estimates, deltas, gate_columns)
+        result = assess(config, examples, resolved, answers, scores)
         phase_done("score")
 
         reporter.update(phase="report", force=True, message="writing the report")
-        result = EvalResult(
-            config=config,
-            examples=examples,
-            candidates=resolved,
-            generations=answers,
-            columns=columns,
-            scores=scores,
-            metrics=estimates,
-            deltas=deltas,
-            strata=strata,
-            gates=gates,
-            judge_outputs=verdicts,
-            warnings=([fallback] if fallback else []) + [w for c in resolved for w in c.warnings] + warnings,
-            throughput=progress.throughput(),
-            timings=timings,
-        )
+        result.judge_outputs = verdicts
+        result.warnings = ([fallback] if fallback else []) + [w for c in resolved for w in c.warnings] + warnings
+        result.throughput = progress.throughput()
+        result.timings = timings
         output = storage.parse(config.output).uri
         staging = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kubetune-eval-")))
         summary = write_report(result, staging, output)
         storage.upload_dir(staging, output)
         phase_done("report")
         summary["timings"] = timings
-        failed = [g["name"] for g in gates if not g["passed"]]
+        failed = [g["name"] for g in result.gates if not g["passed"]]
         reporter.update(
             phase="done",
             force=True,
