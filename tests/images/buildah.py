@@ -89,10 +89,12 @@ class Buildah:
                 "--storage-driver", self.driver, *args]
 
     def run(self, *args: str, log: Path | None = None, timeout: float = 3600, check: bool = True,
-            tool: Sequence[str] | None = None) -> str:
-        """Run a buildah command (or `tool`, e.g. skopeo), its output to `log` when given."""
+            tool: Sequence[str] | None = None, scratch: Path | None = None) -> str:
+        """Run a buildah command (or `tool`, e.g. skopeo), its output to `log` when given;
+        `scratch` takes its temporary files (a push stages whole layers in /var/tmp otherwise,
+        and leaves them there when it is killed)."""
         argv = [*tool, *args] if tool else self.command(*args)
-        env = {**os.environ, "BUILDAH_ISOLATION": "chroot"}
+        env = {**os.environ, "BUILDAH_ISOLATION": "chroot"} | ({"TMPDIR": str(scratch)} if scratch else {})
         if log is not None:
             with open(log, "ab") as out:
                 out.write(f"$ {' '.join(argv)}\n".encode())

@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import helm_python as helm
+import pytest
 import yaml
 
 from kubetune_operator.builders.workload import POD_SECURITY
@@ -19,7 +20,7 @@ from tests.unit.charts.chart_render import CHART, manifests, render_templates
 
 # Uncompressed, as the image store holds them: a change that doubles an image fails here first.
 KUBETUNE = str(Path(sys.executable).with_name("kubetune"))  # the sources' CLI, from the venv
-SIZE_LIMITS = {"operator": 0.6e9, "trainer": 7.5e9, "eval": 10e9}
+SIZE_LIMITS = {"operator": 0.6e9, "trainer": 7.5e9, "eval": 11.5e9}
 
 
 def chart_objects() -> list[dict]:
@@ -64,12 +65,14 @@ def test_size_is_within_its_limit(in_image: InImage):
     assert size <= SIZE_LIMITS[name], f"{name}: {size / 1e9:.2f} GB, over {SIZE_LIMITS[name] / 1e9:.1f} GB"
 
 
+@pytest.mark.timeout(1800)  # gzip of 10 GB (eval) on two shared cores
 def test_exports_as_an_oci_archive_that_skopeo_reads(in_image: InImage, tmp_path: Path):
     """The release path without a registry here: `buildah push` to an OCI archive, which
     `skopeo copy oci-archive:... docker://REGISTRY/...` would publish."""
     archive = tmp_path / f"{in_image.built.spec.name}.tar"
     reference = in_image.built.spec.reference
-    in_image.buildah.run("push", reference, f"oci-archive:{archive}:{reference}", log=tmp_path / "push.log")
+    in_image.buildah.run("push", reference, f"oci-archive:{archive}:{reference}", log=tmp_path / "push.log",
+                         scratch=tmp_path)
     try:
         inspected = json.loads(in_image.buildah.run("inspect", f"oci-archive:{archive}", tool=["skopeo"]))
         config = json.loads(in_image.buildah.run("inspect", "--config", f"oci-archive:{archive}", tool=["skopeo"]))

@@ -54,10 +54,11 @@ def pytest_terminal_summary(terminalreporter) -> None:
         return
     lines = ["| image | size | compressed (pulled) | layers | what dominates it |", "|---|---|---|---|---|"]
     for name in IMAGES:
-        if name in SIZES:
+        if "size" in SIZES.get(name, {}):
             row = SIZES[name]
-            lines.append(f"| {row['reference']} | {row['size'] / 1e9:.2f} GB | {row['compressed'] / 1e9:.2f} GB | "
-                         f"{row['layers']} | {row['dominant']} |")
+            compressed = f"{row['compressed'] / 1e9:.2f} GB" if "compressed" in row else "(not exported)"
+            lines.append(f"| {row['reference']} | {row['size'] / 1e9:.2f} GB | {compressed} | "
+                         f"{row.get('layers', '?')} | {row.get('dominant', '?')} |")
     table = "\n".join(lines)
     terminalreporter.write_sep("=", "image sizes")
     terminalreporter.write_line(table)

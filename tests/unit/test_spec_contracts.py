@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from kubetune_operator.api import API_VERSION, KINDS
 from kubetune_operator.api.crd import openapi_schema
 from kubetune_operator.api.validation import check, validate
-from kubetune_operator.builders import dataset, evaluation, training, workload
+from kubetune_operator.builders import dataset, evaluation, plan, training, workload
 from kubetune_operator.builders.settings import OperatorSettings
 from kubetune_operator.errors import ValidationFailed
 from kubetune_trainer.data import options as prepare_options
@@ -149,8 +149,9 @@ def as_the_pod_reads_it(config: dict[str, Any]) -> Any:
     return yaml.safe_load(workload.dump_config(config))
 
 
-def artifacts(plural: str, name: str) -> str:
-    return f"{SETTINGS.artifact_root}/ns/{plural}/{name}"
+def inputs_by_layout(resource):
+    """Other resources' outputs where the default layout puts them (as `kubetune render` predicts)."""
+    return plan.predicted(resource, {}, SETTINGS)
 
 
 # -- FineTuneJob → TrainConfig --------------------------------------------------------------------
@@ -168,13 +169,7 @@ MINIMAL_JOB = {"method": "sft", "baseModel": "s3://models/base", "dataset": {"ur
 @example({**MINIMAL_JOB, "peft": {"type": "full"}, "output": {"mergeAdapter": True}})
 def test_every_accepted_finetunejob_gives_a_train_config_the_trainer_accepts(spec):
     job = accepted("FineTuneJob", spec)
-    ref = job.spec.dataset
-    start = job.spec.start_from
-    inputs = training.TrainingInputs(
-        dataset_uri=ref.uri or artifacts("preferencedatasets", ref.preference_dataset),
-        dataset_fingerprint=None if ref.uri else "sha256:" + "0" * 64,
-        start_from_uri=None if start is None else start.adapter_uri or artifacts("finetunejobs", start.fine_tune_job) + "/final",
-    )
+    inputs = training.resolve_inputs(job, inputs_by_layout(job))
     config = as_the_pod_reads_it(training.trainer_config(job, SETTINGS, inputs))
     try:
         train_config_from_dict(config)
@@ -216,18 +211,7 @@ def evalrun_specs(draw) -> dict[str, Any]:
 @given(evalrun_specs())
 def test_every_accepted_evalrun_gives_an_eval_config_the_evaluator_accepts(spec):
     run = accepted("EvalRun", spec)
-    test_set = run.spec.test_set
-    inputs = evaluation.EvalInputs(
-        test_set_uri=test_set.uri or artifacts("preferencedatasets", test_set.preference_dataset),
-        candidates={
-            c.name: evaluation.trained_candidate(
-                c.use_merged, "adapter", artifacts("finetunejobs", c.fine_tune_job) + "/final",
-                artifacts("finetunejobs", c.fine_tune_job) + "/merged",
-            )
-            for c in run.spec.candidates
-            if c.fine_tune_job
-        },
-    )
+    inputs = evaluation.resolve_inputs(run, inputs_by_layout(run))
     config = as_the_pod_reads_it(evaluation.eval_config(run, SETTINGS, inputs))
     try:
         eval_config_from_dict(config)
@@ -242,7 +226,7 @@ def test_every_accepted_evalrun_gives_an_eval_config_the_evaluator_accepts(spec)
 @given(specs("PreferenceDataset"))
 def test_every_accepted_preferencedataset_gives_flags_data_prepare_accepts(spec):
     pds = accepted("PreferenceDataset", spec)
-    argv = dataset.command(pds, artifacts("preferencedatasets", "x"))
+    argv = dataset.command(pds, workload.output_uri(pds, SETTINGS))
     assert argv[:3] == ["kubetune-trainer", "data", "prepare"]
     parser = argparse.ArgumentParser(exit_on_error=False)
     prepare_options.add_arguments(parser)

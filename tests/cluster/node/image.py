@@ -14,7 +14,6 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from pathlib import Path
 
 from tests.cluster.node.runtime import Container, ContainerSpec, HostContainer, HostProcess, StartError
@@ -28,18 +27,25 @@ class ImageRootfs:
     def __init__(self, images: Iterable[str], host: HostProcess, buildah: Buildah | None = None,
                  command_map: Callable[[str, list[str]], list[str] | None] | None = None):
         self.buildah = buildah or Buildah()
-        self.host = host
         self.command_map = command_map
+        # The mapping is decided here, before any image is entered, and handed to the host
+        # process as its own command_map, so it replaces the argv after the mount paths are
+        # rewritten, as it does with no images.
+        self._mapped: list[str] | None = None
+        host.command_map = lambda _namespace, _argv: self._mapped
+        self.host = host
         self.roots: dict[str, tuple[Path, Image]] = {}
         for image in images:
             self.roots[image] = (self.buildah.rootfs(image, container_name(image)), self.buildah.inspect(image))
 
     def start(self, spec: ContainerSpec) -> Container:
         mapped = self.command_map(spec.pod.split("/", 1)[0], spec.argv) if self.command_map else None
-        if mapped is not None:
-            return self.host.start(replace(spec, argv=mapped))
-        if spec.image not in self.roots:
-            return self.host.start(spec)
+        if mapped is not None or spec.image not in self.roots:
+            self._mapped = mapped
+            try:
+                return self.host.start(spec)
+            finally:
+                self._mapped = None
         root, image = self.roots[spec.image]
         env = image.env | spec.env
         if not _found(root, spec.argv[0], env.get("PATH", "")):
@@ -47,6 +53,7 @@ class ImageRootfs:
         uid, gid = spec.user or image.uid_gid
         spec.termination_log.unlink(missing_ok=True)
         spec.termination_log.touch()
+        spec.termination_log.chmod(0o666)  # as the kubelet makes it: any user of the image writes it
         files = {"/etc/hosts": _hosts_file(spec)}
         if Path("/etc/resolv.conf").is_file():
             files["/etc/resolv.conf"] = Path("/etc/resolv.conf")

@@ -135,7 +135,9 @@ class PodResolver:
                 await self._projected(pod, folder, volume["projected"], known)
             elif "downwardAPI" in volume:
                 _downward(folder, volume["downwardAPI"], known)
-            elif "emptyDir" not in volume:
+            elif "emptyDir" in volume:
+                folder.chmod(0o777)  # as the kubelet makes an emptyDir: writable by the pod's (non-root) user
+            else:
                 kinds = ", ".join(k for k in volume if k != "name")
                 raise PodSpecError(f"volume {volume['name']}: {kinds} is not supported by the node agent")
             found[volume["name"]] = folder

@@ -121,7 +121,8 @@ class LlamaFactory(Model):
     dataset_info: Uri | None = None
     """URI of a dataset_info.json. Its entry's file_name is resolved next to it unless sources are given."""
 
-    dataset: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")] | None = None
+    # No leading dash: the name is an argument of `data prepare --dataset`, not an option.
+    dataset: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*$")] | None = None
     """Name of the entry in dataset_info.json."""
 
     formatting: Literal["alpaca", "sharegpt"] | None = None
@@ -220,23 +221,6 @@ class PreferenceDatasetSpec(Model):
             field_path=".kind",
         ),
         cel(
-            "self.kind != 'kto' || !(self.format in ['cvalues', 'chat-sft', 'defects-raw', 'replay', 'llamafactory-v1'])",
-            "kind kto reads formats auto, trl, llamafactory, sharegpt and alpaca",
-            field_path=".format",
-        ),
-        cel(
-            "!has(self.llamafactory) || !has(self.llamafactory.columns) || !has(self.llamafactory.columns.tools)"
-            " || self.kind == 'sft'",
-            "llamafactory.columns.tools: tool calling is read for kind sft only",
-            field_path=".llamafactory.columns.tools",
-        ),
-        cel(
-            "!has(self.llamafactory) || !has(self.llamafactory.columns) || !has(self.llamafactory.columns.ktoTag)"
-            " || self.kind == 'kto'",
-            "llamafactory.columns.ktoTag labels KTO rows: set kind kto",
-            field_path=".llamafactory.columns.ktoTag",
-        ),
-        cel(
             "!has(self.llamafactory) || !has(self.llamafactory.ranking) || "
             "self.llamafactory.ranking == (self.kind == 'preference')",
             "llamafactory.ranking must be true for kind preference and false for kinds sft and kto",
@@ -253,6 +237,23 @@ class PreferenceDatasetSpec(Model):
             "!(self.format in ['alpaca', 'sharegpt']) || self.format == self.llamafactory.formatting",
             "llamafactory.formatting must agree with format",
             field_path=".llamafactory.formatting",
+        ),
+        cel(
+            "self.kind != 'kto' || !(self.format in ['cvalues', 'chat-sft', 'defects-raw', 'replay', 'llamafactory-v1'])",
+            "kind kto reads formats auto, trl, llamafactory, sharegpt and alpaca",
+            field_path=".format",
+        ),
+        cel(
+            "!has(self.llamafactory) || !has(self.llamafactory.columns) || !has(self.llamafactory.columns.tools)"
+            " || self.kind == 'sft'",
+            "llamafactory.columns.tools: tool calling is read for kind sft only",
+            field_path=".llamafactory.columns.tools",
+        ),
+        cel(
+            "!has(self.llamafactory) || !has(self.llamafactory.columns) || !has(self.llamafactory.columns.ktoTag)"
+            " || self.kind == 'kto'",
+            "llamafactory.columns.ktoTag labels KTO rows: set kind kto",
+            field_path=".llamafactory.columns.ktoTag",
         ),
         cel(
             "size(self.sources) > 0 || (has(self.llamafactory) && has(self.llamafactory.datasetInfo))",

@@ -39,6 +39,8 @@ URI_PATTERN = rf"^({_S3}|{_FILE})$"
 MODEL_URI_PATTERN = rf"^({_S3}|{_FILE}|{_HF})$"
 SOURCE_URI_PATTERN = rf"^({_S3_GLOB}|{_FILE_GLOB})$"
 NO_DOT_DOT = {"rule": "!self.contains('..')", "message": "must not contain '..'"}
+# `file://~/x` would be read from whatever home directory the pod has (or fail for `~user`).
+NO_HOME = {"rule": "!self.startsWith('file://~')", "message": "a file:// path cannot start with ~ (a pod has no home of yours)"}
 
 MAX_URI_LENGTH = 1024
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
@@ -54,7 +56,7 @@ Uri = Annotated[
     Field(
         max_length=MAX_URI_LENGTH,
         pattern=URI_PATTERN,
-        json_schema_extra={"x-kubernetes-validations": [NO_DOT_DOT]},
+        json_schema_extra={"x-kubernetes-validations": [NO_DOT_DOT, NO_HOME]},
     ),
 ]
 ModelUri = Annotated[
@@ -62,7 +64,7 @@ ModelUri = Annotated[
     Field(
         max_length=MAX_URI_LENGTH,
         pattern=MODEL_URI_PATTERN,
-        json_schema_extra={"x-kubernetes-validations": [NO_DOT_DOT]},
+        json_schema_extra={"x-kubernetes-validations": [NO_DOT_DOT, NO_HOME]},
     ),
 ]
 SourceUri = Annotated[
@@ -70,7 +72,7 @@ SourceUri = Annotated[
     Field(
         max_length=MAX_URI_LENGTH,
         pattern=SOURCE_URI_PATTERN,
-        json_schema_extra={"x-kubernetes-validations": [NO_DOT_DOT]},
+        json_schema_extra={"x-kubernetes-validations": [NO_DOT_DOT, NO_HOME]},
     ),
 ]
 Quantity = Annotated[str, Field(max_length=32, pattern=QUANTITY_PATTERN)]

@@ -106,6 +106,8 @@ BAD = {
     "backticks in source URI": (PDS, setter("spec.llamafactory.datasetInfo", "s3://b/`id`/info.json"), "spec.llamafactory.datasetInfo"),
     "leading dash in path segment": (FTJ, setter("spec.baseModel", "file://-rf/models"), "spec.baseModel"),
     "dot-dot in URI": (FTJ, setter("spec.baseModel", "s3://models/../secrets"), "spec.baseModel"),
+    "dataset_info entry that reads as an option": (PDS, setter("spec.llamafactory.dataset", "-h"), "spec.llamafactory.dataset"),
+    "home directory in a file URI": (FTJ, setter("spec.output.uri", "file://~/out"), "spec.output.uri"),  # refused input
     "dot-dot inside a segment": (FTJ, setter("spec.output.uri", "s3://bucket/a..b"), "spec.output.uri"),
     "unsupported URI scheme": (FTJ, setter("spec.baseModel", "http://example.com/model"), "spec.baseModel"),
     "leading dash in referenced name": (FTJ, setter("spec.dataset.preferenceDataset", "-repeater"), "spec.dataset.preferenceDataset"),
@@ -193,7 +195,6 @@ BAD = {
     "formatting against format": (PDS, setter("spec", {**INLINE, "llamafactory": {**INLINE["llamafactory"], "formatting": "sharegpt"}}), "spec.llamafactory.formatting"),
     "tags map leaving tags out": (PDS, setter("spec", {**INLINE, "format": "sharegpt", "llamafactory": {"columns": {"messages": "m", "chosen": "c", "rejected": "r"}, "tags": {"roleTag": "role"}}}), "spec.llamafactory.tags"),
     "tags beside a datasetInfo entry (they would be ignored)": (PDS, setter("spec.llamafactory.tags", {"roleTag": "r", "contentTag": "c", "userTag": "u", "assistantTag": "a"}), "spec.llamafactory"),
-    "tool definitions": (PDS, setter("spec", {**INLINE, "llamafactory": {"columns": {**INLINE["llamafactory"]["columns"], "tools": "t"}}}), "spec.llamafactory.columns.tools"),
 }
 
 
