@@ -7,6 +7,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field
 
+from kubetune_operator.api.pod import PodOptions
 from kubetune_operator.api.resource import (
     FieldName,
     GpuResourceName,
@@ -312,6 +313,11 @@ class Resources(Model):
     shared_memory: Quantity = "8Gi"
     """Size of /dev/shm."""
 
+    ephemeral_storage: Quantity | None = None
+    """Scratch space per pod (downloaded models, merged bases, checkpoints before upload): the pod requests this
+    much ephemeral-storage (request and limit) and its /scratch volume is capped at it. Default: no request
+    (the node's free disk)."""
+
     image: ImageRef | None = None
     """Eval image override."""
 
@@ -424,6 +430,9 @@ class EvalRunSpec(Model):
 
     scheduling: Scheduling = Scheduling()
     """Node selection for the eval pod."""
+
+    pod: PodOptions = PodOptions()
+    """Environment (values, Secrets, ConfigMaps), extra volumes and mounts, and a shared model cache for the pods."""
 
     output: Output = Output()
     """Where the report goes."""

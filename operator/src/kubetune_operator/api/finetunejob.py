@@ -6,6 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
+from kubetune_operator.api.pod import PodOptions
 from kubetune_operator.api.resource import (
     GpuResourceName,
     ImageRef,
@@ -300,6 +301,11 @@ class Resources(Model):
     shared_memory: Quantity = "16Gi"
     """Size of /dev/shm (NCCL and data loaders need more than the container default)."""
 
+    ephemeral_storage: Quantity | None = None
+    """Scratch space per pod (downloaded models, merged bases, checkpoints before upload): the pod requests this
+    much ephemeral-storage (request and limit) and its /scratch volume is capped at it. Default: no request
+    (the node's free disk)."""
+
     image: ImageRef | None = None
     """Trainer image override. Default: the image the operator is configured with."""
 
@@ -453,6 +459,9 @@ class FineTuneJobSpec(Model):
 
     scheduling: Scheduling = Scheduling()
     """Node selection and tolerations for the training pods."""
+
+    pod: PodOptions = PodOptions()
+    """Environment (values, Secrets, ConfigMaps), extra volumes and mounts, and a shared model cache for the pods."""
 
     checkpointing: Checkpointing = Checkpointing()
     """Checkpoint cadence and retention."""

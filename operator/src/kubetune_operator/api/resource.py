@@ -135,6 +135,16 @@ class Model(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
+class CaBundle(Model):
+    """A PEM certificate bundle in a ConfigMap of the resource's namespace."""
+
+    config_map_name: ResourceName
+    """The ConfigMap."""
+
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._A-Za-z0-9]+$")] = "ca.crt"
+    """The key holding the bundle."""
+
+
 class Storage(Model):
     """How pods reach the artifact store. Secret values never appear in a spec, only names."""
 
@@ -157,6 +167,10 @@ class Storage(Model):
         None
     )
     """S3-compatible endpoint (MinIO, Ceph RGW); sets AWS_ENDPOINT_URL in pods."""
+
+    ca_bundle: CaBundle | None = None
+    """A ConfigMap key holding the PEM bundle the S3 endpoint's certificate chains to (an internal CA):
+    mounted into the pods, with AWS_CA_BUNDLE pointing at it."""
 
 
 class Toleration(Model):
@@ -208,6 +222,10 @@ class Scheduling(Model):
 
     priority_class_name: ResourceName | None = None
     """PriorityClass of the pods."""
+
+    affinity: dict[str, Any] | None = None
+    """A Kubernetes Affinity (nodeAffinity, podAffinity, podAntiAffinity), copied into the pod spec as
+    written; the API server checks it when the Job is created."""
 
 
 class Condition(Model):
