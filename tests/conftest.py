@@ -23,12 +23,18 @@ def sample_data() -> Path:
     return SAMPLE_DATA
 
 
+# The samples the shared tiny model's tokenizer is trained on. Samples added since (tool calls, KTO,
+# LLaMA-Factory v1, content parts) are tokenised byte by byte like any other text; training on them
+# too would give every training test another tokenizer, and so another random model.
+TOKENIZER_SAMPLES = ("cvalues", "defects", "llamafactory", "sharegpt", "trl")
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, sample_data) -> Path:
     """A 2-layer random-weight Qwen2 model whose tokenizer was trained on tests/fixtures/data."""
     from kubetune_trainer.models.tiny import corpus_from_files, write_tiny_model
 
-    texts = corpus_from_files(sorted(sample_data.rglob("*.json*")))
+    texts = corpus_from_files(sorted(p for d in TOKENIZER_SAMPLES for p in (sample_data / d).rglob("*.json*")))
     return write_tiny_model(tmp_path_factory.mktemp("tiny-model"), texts)
 
 

@@ -99,3 +99,20 @@ the feature's own list, else the watched namespaces. Call with (dict "root" $ "l
   resources: ["events"]
   verbs: ["create"]
 {{- end }}
+
+{{/*
+The scheduling defaults of training and evaluation pods as the operator reads them
+(KUBETUNE_POD_DEFAULTS): JSON with only the fields set; empty when none is.
+*/}}
+{{- define "kubetune.podDefaults" -}}
+{{- $defaults := dict -}}
+{{- range $work := list "training" "evaluation" -}}
+{{- $values := index $.Values.workloads $work -}}
+{{- $set := dict -}}
+{{- range $field := list "nodeSelector" "tolerations" "affinity" "priorityClassName" -}}
+{{- with index $values $field -}}{{- $_ := set $set $field . -}}{{- end -}}
+{{- end -}}
+{{- if $set -}}{{- $_ := set $defaults $work $set -}}{{- end -}}
+{{- end -}}
+{{- if $defaults -}}{{- toJson $defaults -}}{{- end -}}
+{{- end -}}

@@ -7,6 +7,7 @@ import pytest
 from harness import resources as r
 
 from tests.cluster.client import ApiRefused
+from tests.unit.charts.argocd_health import health
 
 DATA = "s3://data/prepared/"
 
@@ -33,6 +34,12 @@ def test_bad_config_fails_at_once_with_the_trainers_message(kube, namespace, fak
     # podFailurePolicy FailJob: no retry for a permanent error.
     assert len(kube.pods(namespace, "bad-train")) == 1
     assert "BadConfig" in [e["reason"] for e in kube.events(namespace, "bad") if e["type"] == "Warning"]
+    # kstatus says Stalled (Flux reports the health check failed); Argo CD shows it Degraded.
+    stalled = kube.kubectl("wait", "--for=condition=Stalled", "--timeout=10s", "-n", namespace, "finetunejob/bad",
+                           check=False)
+    assert stalled.returncode == 0, stalled.stderr
+    degraded = health(kube.get("finetunejobs", namespace, "bad"))
+    assert degraded["status"] == "Degraded" and degraded["message"].startswith("BadConfig: ")
 
 
 def test_transient_errors_retry_up_to_the_backoff_limit(kube, namespace, fake_pods, operator):

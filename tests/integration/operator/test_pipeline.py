@@ -6,6 +6,8 @@ from __future__ import annotations
 import yaml
 from harness import resources as r
 
+from tests.unit.charts.argocd_health import health
+
 PLURALS = {"PreferenceDataset": "preferencedatasets", "FineTuneJob": "finetunejobs", "EvalRun": "evalruns"}
 
 
@@ -94,6 +96,24 @@ def test_chain_runs_in_dependency_order_and_fills_every_status(kube, namespace, 
     reasons = [event["reason"] for event in kube.events(namespace, "sft")]
     assert reasons.index("Waiting") < reasons.index("DatasetReady") < reasons.index("Succeeded")
     assert "Succeeded" in [event["reason"] for event in kube.events(namespace, "chain-eval")]
+
+    # kstatus: every resource says Ready, so `kubectl wait` (and Flux's health checks) end at once.
+    waited = kube.kubectl("wait", "--for=condition=Ready", "--timeout=10s", "-n", namespace,
+                          *(f"{kind.lower()}/{d['metadata']['name']}" for d in chain(namespace)
+                            for kind in [d["kind"]]), check=False)
+    assert waited.returncode == 0, waited.stderr
+    # Argo CD's health check, run on the objects as the API server returns them.
+    for document in chain(namespace):
+        plural = PLURALS[document["kind"]]
+        assert health(kube.get(plural, namespace, document["metadata"]["name"]))["status"] == "Healthy"
+    # Conditions are a map keyed by type: another field manager's condition joins the operator's
+    # under server-side apply instead of replacing the list.
+    kube.kubectl_apply([{"apiVersion": "kubetune.dev/v1alpha1", "kind": "EvalRun",
+                         "metadata": {"name": "chain-eval", "namespace": namespace},
+                         "status": {"conditions": [{"type": "PolicyChecked", "status": "True", "reason": "Checked"}]}}],
+                       "--server-side", "--subresource=status", "--field-manager=policy-bot")
+    types = [c["type"] for c in kube.status("evalruns", namespace, "chain-eval")["conditions"]]
+    assert {"Ready", "Reconciling", "Stalled", "GatesPassed", "Promoted", "PolicyChecked"} <= set(types)
 
     # The operator fixture holds every request against the chart's RBAC; it sees them all.
     made = {((e["objectRef"].get("apiGroup") or ""), "/".join(filter(None, [e["objectRef"]["resource"], e["objectRef"].get("subresource")])),

@@ -50,10 +50,9 @@ def test_progress_needs_the_resources_token_and_lands_in_status_and_metrics(kube
     assert kube.status("finetunejobs", namespace, "sft")["lastCheckpoint"] == "s3://bucket/ckpt/checkpoint-000030"
 
     metrics = operator.metrics()
-    labels = f'name="sft",namespace="{namespace}"'
-    assert f"kubetune_training_loss{{{labels}}} 0.61" in metrics
-    assert f"kubetune_training_progress_ratio{{{labels}}} 0.25" in metrics
-    assert f"kubetune_training_tokens_per_second{{{labels}}} 5120.0" in metrics
+    # The operator stamps when progress came; what the pods measure (loss, tokens) their own series say.
+    assert f'kubetune_training_last_progress_timestamp_seconds{{namespace="{namespace}",resource="sft"}}' in metrics
+    assert "kubetune_training_loss" not in metrics
     # The operator is shared by the session: other tests' resources may wait too.
     assert re.search(r'kubetune_resources\{kind="finetunejob",phase="Waiting"\} [1-9]', metrics)
     assert 'kubetune_operator_reconciles_total{kind="finetunejob",result="success"}' in metrics

@@ -22,6 +22,18 @@ VARIANTS: dict[str, dict] = {
     "dashboards": {"dashboards": {"enabled": True}},
     "kueue": {"kueue": {"enabled": True, "clusterQueue": "gpu-cluster", "namespaces": ["team-a"]}},
     "s3-secret": {"storage": {"secretName": "s3-credentials"}},
+    "pod-defaults": {
+        "storage": {"endpointUrl": "https://s3.internal:9000", "caBundle": {"configMapName": "internal-ca"}},
+        "workloads": {
+            "training": {"nodeSelector": {"pool": "gpu"}, "priorityClassName": "training",
+                         "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "training",
+                                          "effect": "NoSchedule"}],
+                         "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                             "nodeSelectorTerms": [{"matchExpressions": [
+                                 {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["H100"]}]}]}}}},
+            "evaluation": {"nodeSelector": {"pool": "inference"}},
+        },
+    },
     "irsa": {
         "storage": {
             "workloadServiceAccount": {

@@ -60,7 +60,7 @@ def failed(kind: str, reason: str) -> dict:
 
 def stalled(namespace: str, name: str, silent_for: str) -> dict:
     return alert(
-        {"severity": "warning", "namespace": namespace, "name": name},
+        {"severity": "warning", "namespace": namespace, "resource": name},
         f"{namespace}/{name} has made no progress for {STALL_MINUTES} minutes",
         f"No progress event from {namespace}/{name} for {silent_for}. Check its pods (kubectl -n {namespace} "
         f"get pods -l kubetune.dev/resource={name}) for a hang, a crash loop or a stuck download.",
@@ -71,9 +71,9 @@ UNIT_TESTS = {
     "interval": "1m",
     "input_series": [
         # Progress timestamps: one job last reported at t=0, one reports every minute.
-        {"series": 'kubetune_training_last_progress_timestamp_seconds{namespace="team-a",name="stuck"}',
+        {"series": 'kubetune_training_last_progress_timestamp_seconds{namespace="team-a",resource="stuck"}',
          "values": "0x40"},
-        {"series": 'kubetune_training_last_progress_timestamp_seconds{namespace="team-a",name="busy"}',
+        {"series": 'kubetune_training_last_progress_timestamp_seconds{namespace="team-a",resource="busy"}',
          "values": "0+60x40"},
         # A failure series that appears with its first failure at 5m...
         {"series": 'kubetune_resource_failures_total{kind="finetunejob",reason="OutOfMemory"}',
@@ -81,10 +81,12 @@ UNIT_TESTS = {
         # ...one that already existed and increases at 20m, and one that stays at zero.
         {"series": 'kubetune_resource_failures_total{kind="evalrun",reason="BadConfig"}', "values": "0x19 1x20"},
         {"series": 'kubetune_resource_failures_total{kind="preferencedataset",reason="BadData"}', "values": "0x40"},
-        {"series": 'kubetune_eval_gates_failed{namespace="team-a",name="gated"}', "values": "2x40"},
-        {"series": 'kubetune_eval_gates_failed{namespace="team-a",name="passed"}', "values": "0x40"},
-        {"series": 'kubetune_operator_reconcile_errors_total{kind="finetunejob"}', "values": "0+1x40"},
-        {"series": 'kubetune_operator_reconcile_errors_total{kind="evalrun"}', "values": "3x40"},
+        # An EvalRun's results are exported for ten minutes after it ended, then their series end.
+        {"series": 'kubetune_eval_gates_failed{namespace="team-a",resource="gated"}', "values": "2x10 _x30"},
+        {"series": 'kubetune_eval_gates_failed{namespace="team-a",resource="passed"}', "values": "0x10 _x30"},
+        {"series": 'kubetune_operator_reconciles_total{kind="finetunejob",result="error"}', "values": "0+1x40"},
+        {"series": 'kubetune_operator_reconciles_total{kind="evalrun",result="error"}', "values": "3x40"},
+        {"series": 'kubetune_operator_reconciles_total{kind="evalrun",result="success"}', "values": "0+5x40"},
     ],
     "alert_rule_test": [
         {"eval_time": "29m", "alertname": "KubetuneJobStalled", "exp_alerts": []},
@@ -93,8 +95,9 @@ UNIT_TESTS = {
          "exp_alerts": [failed("finetunejob", "OutOfMemory")]},
         {"eval_time": "25m", "alertname": "KubetuneResourceFailed", "exp_alerts": [failed("evalrun", "BadConfig")]},
         {"eval_time": "38m", "alertname": "KubetuneResourceFailed", "exp_alerts": []},
+        {"eval_time": "25m", "alertname": "KubetuneEvalGateFailed", "exp_alerts": []},
         {"eval_time": "5m", "alertname": "KubetuneEvalGateFailed", "exp_alerts": [alert(
-            {"severity": "info", "namespace": "team-a", "name": "gated"},
+            {"severity": "info", "namespace": "team-a", "resource": "gated"},
             "EvalRun team-a/gated failed 2 gate(s)",
             "The candidate of EvalRun team-a/gated did not pass its gates and is not promoted; "
             "status.gates and the report say which.",

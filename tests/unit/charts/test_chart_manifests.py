@@ -469,3 +469,16 @@ def test_values_yaml_documents_every_key_the_schema_knows():
     schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
     assert set(values) == set(schema["properties"]) - {"global"}
     jsonschema.validate(values, schema)
+
+
+def test_pod_defaults_reach_the_operator_as_settings_a_resource_can_override(rendered):
+    env = {e["name"]: e.get("value", "from-a-secret-key-ref")
+           for e in only(rendered["pod-defaults"], "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    settings = OperatorSettings.from_env(env)
+    assert settings.s3_endpoint_url == "https://s3.internal:9000"
+    assert (settings.s3_ca_bundle.config_map_name, settings.s3_ca_bundle.key) == ("internal-ca", "ca.crt")
+    training = settings.scheduling["training"]
+    assert (training.node_selector, training.priority_class_name) == ({"pool": "gpu"}, "training")
+    assert training.tolerations[0].key == "dedicated" and "nodeAffinity" in training.affinity
+    assert settings.scheduling["evaluation"].node_selector == {"pool": "inference"}
+    assert "KUBETUNE_POD_DEFAULTS" not in env_of(only(rendered["defaults"], "Deployment"))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
+from kubetune_operator.api.pod import PodOptions
 from kubetune_operator.api.resource import (
     FieldName,
     GpuResourceName,
@@ -25,7 +27,25 @@ from kubetune_operator.api.resource import (
 )
 
 MetricName = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z][a-z0-9_]*$")]
-Regex = Annotated[str, Field(min_length=1, max_length=512)]
+
+
+def _compiles(pattern: str) -> str:
+    # The evaluator compiles patterns with Python's re (lookbehind and all); the API server's CEL
+    # knows only RE2, so this check runs where the operator reads the spec, before any Job exists.
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"not a valid (Python) regular expression: {exc}") from None
+    return pattern
+
+
+Regex = Annotated[str, Field(min_length=1, max_length=512), AfterValidator(_compiles)]
+
+
+def _one_group(pattern: str) -> str:
+    if re.compile(pattern).groups != 1:
+        raise ValueError("use exactly one capture group, around the score")
+    return pattern
 
 
 class TestSet(Model):
@@ -133,12 +153,23 @@ class Judge(Model):
     model: ModelUri
     """The judge model."""
 
-    prompt_template: Annotated[str, Field(min_length=1, max_length=16384)]
+    prompt_template: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=16384,
+            json_schema_extra={
+                "x-kubernetes-validations": [
+                    {"rule": "self.contains('{answer}')", "message": "must contain {answer} (and may use {prompt} and {reference})"}
+                ]
+            },
+        ),
+    ]
     """Template with {prompt}, {answer} and {reference}; the judge answers with a score."""
 
     # A 0..1 number standing alone: not the 1 of "15" nor the 0 of "2023".
-    score_pattern: Regex = r"(?<![\d.])([01](?:\.\d+)?)(?!\.?\d)"
-    """Regex whose first group is the score (0..1)."""
+    score_pattern: Annotated[Regex, AfterValidator(_one_group)] = r"(?<![\d.])([01](?:\.\d+)?)(?!\.?\d)"
+    """Regex whose one capture group is the score (0..1)."""
 
 
 class Metric(Model):
@@ -148,6 +179,11 @@ class Metric(Model):
         cel(
             "!(self.type in ['regex', 'judgement']) || has(self.pattern)",
             "metrics of type regex and judgement need pattern",
+            field_path=".pattern",
+        ),
+        cel(
+            "!has(self.pattern) || self.type in ['regex', 'judgement']",
+            "pattern applies only to metrics of type regex and judgement",
             field_path=".pattern",
         ),
         cel(
@@ -277,6 +313,11 @@ class Resources(Model):
     shared_memory: Quantity = "8Gi"
     """Size of /dev/shm."""
 
+    ephemeral_storage: Quantity | None = None
+    """Scratch space per pod (downloaded models, merged bases, checkpoints before upload): the pod requests this
+    much ephemeral-storage (request and limit) and its /scratch volume is capped at it. Default: no request
+    (the node's free disk)."""
+
     image: ImageRef | None = None
     """Eval image override."""
 
@@ -329,8 +370,12 @@ class EvalRunSpec(Model):
             field_path=".gates",
         ),
         cel(
-            "self.gates.all(g, self.metrics.exists(m, m.name == g.metric || g.metric.startsWith(m.name + '.')))",
-            "every gate's metric must name one of the metrics",
+            "self.gates.all(g, self.metrics.exists(m, m.name == g.metric"
+            " || (m.type == 'repetition' && g.metric in [m.name + '.ngram_rate', m.name + '.longest_span',"
+            " m.name + '.no_eos_rate', m.name + '.repeater_rate'])"
+            " || (m.type == 'length' && g.metric in [m.name + '.tokens', m.name + '.chars'])))",
+            "every gate's metric must name one of the metrics, or a sub-value of a repetition metric "
+            "(.ngram_rate, .longest_span, .no_eos_rate, .repeater_rate) or a length metric (.tokens, .chars)",
             field_path=".gates",
         ),
         cel(
@@ -385,6 +430,9 @@ class EvalRunSpec(Model):
 
     scheduling: Scheduling = Scheduling()
     """Node selection for the eval pod."""
+
+    pod: PodOptions = PodOptions()
+    """Environment (values, Secrets, ConfigMaps), extra volumes and mounts, and a shared model cache for the pods."""
 
     output: Output = Output()
     """Where the report goes."""

@@ -6,6 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
+from kubetune_operator.api.pod import PodOptions
 from kubetune_operator.api.resource import (
     GpuResourceName,
     ImageRef,
@@ -111,8 +112,8 @@ class Hyperparameters(Model):
     cutoff_length: Annotated[int, Field(ge=16, le=1_048_576)] = 1024
     """Maximum tokens of prompt plus answer; longer examples are truncated from the prompt's start."""
 
-    warmup_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
-    """Fraction of steps spent warming up the learning rate."""
+    warmup_ratio: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    """Fraction of steps spent warming up the learning rate (below 1: some steps must train at the peak)."""
 
     weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
     """AdamW weight decay."""
@@ -300,6 +301,11 @@ class Resources(Model):
     shared_memory: Quantity = "16Gi"
     """Size of /dev/shm (NCCL and data loaders need more than the container default)."""
 
+    ephemeral_storage: Quantity | None = None
+    """Scratch space per pod (downloaded models, merged bases, checkpoints before upload): the pod requests this
+    much ephemeral-storage (request and limit) and its /scratch volume is capped at it. Default: no request
+    (the node's free disk)."""
+
     image: ImageRef | None = None
     """Trainer image override. Default: the image the operator is configured with."""
 
@@ -394,6 +400,18 @@ class FineTuneJobSpec(Model):
             field_path=".resources.nodes",
         ),
         cel(
+            "self.peft.type != 'qlora' || (has(self.resources.deepspeed) ? self.resources.deepspeed.stage != 3"
+            " : self.resources.nodes * self.resources.gpusPerNode <= 1)",
+            "qlora does not shard under DeepSpeed ZeRO-3, the default when more than one GPU trains: "
+            "set resources.deepspeed.stage to 0 or 2",
+            field_path=".peft.type",
+        ),
+        cel(
+            "self.peft.type != 'full' || !self.output.mergeAdapter",
+            "output.mergeAdapter merges an adapter into its base: a full fine-tune is already a whole model",
+            field_path=".output.mergeAdapter",
+        ),
+        cel(
             "!has(self.startFrom) || self.peft.type != 'full'",
             "startFrom merges an adapter and trains a new one: it needs peft type lora or qlora",
             field_path=".startFrom",
@@ -441,6 +459,9 @@ class FineTuneJobSpec(Model):
 
     scheduling: Scheduling = Scheduling()
     """Node selection and tolerations for the training pods."""
+
+    pod: PodOptions = PodOptions()
+    """Environment (values, Secrets, ConfigMaps), extra volumes and mounts, and a shared model cache for the pods."""
 
     checkpointing: Checkpointing = Checkpointing()
     """Checkpoint cadence and retention."""

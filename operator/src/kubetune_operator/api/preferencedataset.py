@@ -73,6 +73,14 @@ class LlamaFactoryColumns(Model):
 class LlamaFactoryTags(Model):
     """LLaMA-Factory's `tags` map for sharegpt messages."""
 
+    cel_rules: ClassVar = [
+        cel(
+            "has(self.roleTag) && has(self.contentTag) && has(self.userTag) && has(self.assistantTag)",
+            "a tags map sets roleTag, contentTag, userTag and assistantTag: LLaMA-Factory unsets every tag "
+            "the map leaves out",
+        )
+    ]
+
     role_tag: ColumnValue | None = None
     """Key holding a message's role (default `from`)."""
 
@@ -104,12 +112,17 @@ class LlamaFactory(Model):
             "set either datasetInfo (with dataset) or an inline columns map",
         ),
         cel("!has(self.datasetInfo) || has(self.dataset)", "datasetInfo needs dataset: the entry to use"),
+        cel(
+            "has(self.columns) || !(has(self.formatting) || has(self.ranking) || has(self.tags))",
+            "formatting, ranking and tags go with an inline columns map; a datasetInfo entry holds its own",
+        ),
     ]
 
     dataset_info: Uri | None = None
     """URI of a dataset_info.json. Its entry's file_name is resolved next to it unless sources are given."""
 
-    dataset: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")] | None = None
+    # No leading dash: the name is an argument of `data prepare --dataset`, not an option.
+    dataset: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*$")] | None = None
     """Name of the entry in dataset_info.json."""
 
     formatting: Literal["alpaca", "sharegpt"] | None = None
@@ -206,6 +219,24 @@ class PreferenceDatasetSpec(Model):
             "self.kind == 'preference' || self.format != 'cvalues'",
             "format cvalues holds preference pairs: set kind preference",
             field_path=".kind",
+        ),
+        cel(
+            "!has(self.llamafactory) || !has(self.llamafactory.ranking) || "
+            "self.llamafactory.ranking == (self.kind == 'preference')",
+            "llamafactory.ranking must be true for kind preference and false for kinds sft and kto",
+            field_path=".llamafactory.ranking",
+        ),
+        cel(
+            "self.kind != 'preference' || !has(self.llamafactory) || !has(self.llamafactory.columns) || "
+            "(has(self.llamafactory.columns.chosen) && has(self.llamafactory.columns.rejected))",
+            "preference pairs need llamafactory.columns.chosen and llamafactory.columns.rejected",
+            field_path=".llamafactory.columns",
+        ),
+        cel(
+            "!has(self.llamafactory) || !has(self.llamafactory.formatting) || "
+            "!(self.format in ['alpaca', 'sharegpt']) || self.format == self.llamafactory.formatting",
+            "llamafactory.formatting must agree with format",
+            field_path=".llamafactory.formatting",
         ),
         cel(
             "self.kind != 'kto' || !(self.format in ['cvalues', 'chat-sft', 'defects-raw', 'replay', 'llamafactory-v1'])",

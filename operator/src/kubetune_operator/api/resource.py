@@ -39,6 +39,8 @@ URI_PATTERN = rf"^({_S3}|{_FILE})$"
 MODEL_URI_PATTERN = rf"^({_S3}|{_FILE}|{_HF})$"
 SOURCE_URI_PATTERN = rf"^({_S3_GLOB}|{_FILE_GLOB})$"
 NO_DOT_DOT = {"rule": "!self.contains('..')", "message": "must not contain '..'"}
+# `file://~/x` would be read from whatever home directory the pod has (or fail for `~user`).
+NO_HOME = {"rule": "!self.startsWith('file://~')", "message": "a file:// path cannot start with ~ (a pod has no home of yours)"}
 
 MAX_URI_LENGTH = 1024
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
@@ -54,7 +56,7 @@ Uri = Annotated[
     Field(
         max_length=MAX_URI_LENGTH,
         pattern=URI_PATTERN,
-        json_schema_extra={"x-kubernetes-validations": [NO_DOT_DOT]},
+        json_schema_extra={"x-kubernetes-validations": [NO_DOT_DOT, NO_HOME]},
     ),
 ]
 ModelUri = Annotated[
@@ -62,7 +64,7 @@ ModelUri = Annotated[
     Field(
         max_length=MAX_URI_LENGTH,
         pattern=MODEL_URI_PATTERN,
-        json_schema_extra={"x-kubernetes-validations": [NO_DOT_DOT]},
+        json_schema_extra={"x-kubernetes-validations": [NO_DOT_DOT, NO_HOME]},
     ),
 ]
 SourceUri = Annotated[
@@ -70,7 +72,7 @@ SourceUri = Annotated[
     Field(
         max_length=MAX_URI_LENGTH,
         pattern=SOURCE_URI_PATTERN,
-        json_schema_extra={"x-kubernetes-validations": [NO_DOT_DOT]},
+        json_schema_extra={"x-kubernetes-validations": [NO_DOT_DOT, NO_HOME]},
     ),
 ]
 Quantity = Annotated[str, Field(max_length=32, pattern=QUANTITY_PATTERN)]
@@ -133,6 +135,16 @@ class Model(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
+class CaBundle(Model):
+    """A PEM certificate bundle in a ConfigMap of the resource's namespace."""
+
+    config_map_name: ResourceName
+    """The ConfigMap."""
+
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._A-Za-z0-9]+$")] = "ca.crt"
+    """The key holding the bundle."""
+
+
 class Storage(Model):
     """How pods reach the artifact store. Secret values never appear in a spec, only names."""
 
@@ -155,6 +167,10 @@ class Storage(Model):
         None
     )
     """S3-compatible endpoint (MinIO, Ceph RGW); sets AWS_ENDPOINT_URL in pods."""
+
+    ca_bundle: CaBundle | None = None
+    """A ConfigMap key holding the PEM bundle the S3 endpoint's certificate chains to (an internal CA):
+    mounted into the pods, with AWS_CA_BUNDLE pointing at it."""
 
 
 class Toleration(Model):
@@ -207,12 +223,17 @@ class Scheduling(Model):
     priority_class_name: ResourceName | None = None
     """PriorityClass of the pods."""
 
+    affinity: dict[str, Any] | None = None
+    """A Kubernetes Affinity (nodeAffinity, podAffinity, podAntiAffinity), copied into the pod spec as
+    written; the API server checks it when the Job is created."""
+
 
 class Condition(Model):
     """A status condition, as metav1.Condition."""
 
-    type: Annotated[str, Field(max_length=64)]
-    """Condition type, e.g. Ready, DatasetReady, Running, Succeeded, Failed."""
+    type: Annotated[str, Field(min_length=1, max_length=64)]
+    """Condition type: Ready, Reconciling and Stalled (kstatus: done, under way, stuck until the spec or an input
+    changes), and the kind's own, e.g. DatasetReady, JobCreated, Suspended, Succeeded, Failed, GatesPassed."""
 
     status: Literal["True", "False", "Unknown"]
     """Whether the condition holds."""
@@ -265,8 +286,14 @@ class StatusBase(Model):
     phase: Phase | None = None
     """Pending (accepted), Waiting (for inputs), Suspended, Running, Succeeded or Failed."""
 
-    conditions: Annotated[list[Condition], Field(max_length=16)] | None = None
-    """Latest observations of the resource's state."""
+    conditions: Annotated[
+        list[Condition],
+        # One entry per type, merged by type under server-side apply.
+        Field(max_length=16, json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}),
+    ] | None = None
+    """Latest observations of the resource's state, one per type. Ready is True once the work succeeded
+    (`kubectl wait --for=condition=Ready`); Reconciling is True while it is under way; Stalled is True when it
+    failed or waits for an input that failed."""
 
     observed_generation: int | None = None
     """metadata.generation the status was computed for."""

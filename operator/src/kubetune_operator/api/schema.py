@@ -115,6 +115,10 @@ def _convert(node: Any, defs: dict[str, Any], path: str) -> Any:
                 node["default"] = filled_default(node)
         elif isinstance(node.get("additionalProperties"), dict):
             node["additionalProperties"] = _convert(node["additionalProperties"], defs, f"{path}[*]")
+        elif node.get("additionalProperties") is True:
+            # A Kubernetes object kept as written (an affinity): the API server checks it when the pod is made.
+            node.pop("additionalProperties")
+            node["x-kubernetes-preserve-unknown-fields"] = True
     if node["type"] == "array" and "items" in node:
         node["items"] = _convert(node["items"], defs, f"{path}[*]")
     if "required" in node and not node["required"]:

@@ -72,15 +72,17 @@ def command(pds: PreferenceDataset, output: str) -> list[str]:
 def build(pds: PreferenceDataset, settings: OperatorSettings) -> list[workload.Manifest]:
     spec = pds.spec
     volumes, mounts = workload.scratch_volumes()
+    extras = workload.extras(pds, settings)
     container = workload.container(
         name="data",
         image=settings.trainer_image,
         command=command(pds, workload.output_uri(pds, settings)),
         env=workload.pod_env(pds, settings),
         resources=workload.compute_resources(spec.resources.cpu, spec.resources.memory),
-        mounts=mounts,
+        mounts=[*mounts, *extras.mounts],
         ports=workload.METRICS_PORTS,
     )
+    volumes += extras.volumes
     pod = workload.pod_spec([container], volumes, spec.scheduling, spec.storage)
     return [
         workload.job(

@@ -137,18 +137,22 @@ def build(evr: EvalRun, settings: OperatorSettings, inputs: EvalInputs) -> list[
     config = workload.config_map(
         evr, config_map_name(evr), "eval", {"config.yaml": workload.dump_config(eval_config(evr, settings, inputs))}
     )
-    volumes, mounts = workload.scratch_volumes(shared_memory=resources.shared_memory)
+    volumes, mounts = workload.scratch_volumes(resources.shared_memory, resources.ephemeral_storage)
     config_volume, config_mount = workload.config_volume(config_map_name(evr))
+    extras = workload.extras(evr, settings)
     container = workload.container(
         name="eval",
         image=resources.image or settings.eval_image,
         command=["kubetune-trainer", "eval", "--config", workload.CONFIG_FILE],
-        env=workload.pod_env(evr, settings),
-        resources=workload.compute_resources(resources.cpu, resources.memory, gpus(evr), resources.gpu_resource_name),
-        mounts=[*mounts, config_mount],
+        env=workload.pod_env(evr, settings) + extras.env,
+        env_from=extras.env_from,
+        resources=workload.compute_resources(resources.cpu, resources.memory, gpus(evr), resources.gpu_resource_name,
+                                             resources.ephemeral_storage),
+        mounts=[*mounts, config_mount, *extras.mounts],
         ports=workload.METRICS_PORTS,
     )
-    pod = workload.pod_spec([container], [*volumes, config_volume], spec.scheduling, spec.storage)
+    pod = workload.pod_spec([container], [*volumes, config_volume, *extras.volumes],
+                            workload.effective_scheduling(spec.scheduling, settings, "evaluation"), spec.storage)
     return [
         config,
         workload.job(

@@ -243,8 +243,9 @@ def build(ftj: FineTuneJob, settings: OperatorSettings, inputs: TrainingInputs) 
         "train",
         {"config.yaml": workload.dump_config(trainer_config(ftj, settings, inputs))},
     )
-    volumes, mounts = workload.scratch_volumes(shared_memory=resources.shared_memory)
+    volumes, mounts = workload.scratch_volumes(resources.shared_memory, resources.ephemeral_storage)
     config_volume, config_mount = workload.config_volume(config_map_name(ftj))
+    extras = workload.extras(ftj, settings)
     env = workload.pod_env(ftj, settings) + tracking_env(spec)
     if resources.nodes > 1 or resources.gpus_per_node > 1:
         env.append({"name": "NCCL_DEBUG", "value": "WARN"})
@@ -252,15 +253,19 @@ def build(ftj: FineTuneJob, settings: OperatorSettings, inputs: TrainingInputs) 
         name="trainer",
         image=resources.image or settings.trainer_image,
         command=command(ftj),
-        env=env,
+        # The user's variables come last: theirs win over kubetune's defaults (KUBETUNE_* excepted).
+        env=env + extras.env,
+        env_from=extras.env_from,
         resources=workload.compute_resources(
-            resources.cpu, resources.memory, resources.gpus_per_node, resources.gpu_resource_name
+            resources.cpu, resources.memory, resources.gpus_per_node, resources.gpu_resource_name,
+            resources.ephemeral_storage,
         ),
-        mounts=[*mounts, config_mount],
+        mounts=[*mounts, config_mount, *extras.mounts],
         ports=[*workload.METRICS_PORTS, {"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}],
     )
     pod = workload.pod_spec(
-        [container], [*volumes, config_volume], spec.scheduling, spec.storage, subdomain=job_name(ftj)
+        [container], [*volumes, config_volume, *extras.volumes],
+        workload.effective_scheduling(spec.scheduling, settings, "training"), spec.storage, subdomain=job_name(ftj)
     )
     return [
         config,

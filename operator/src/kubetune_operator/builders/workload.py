@@ -3,11 +3,13 @@ the progress Secret, the config map, the env, the restricted pod and the Job."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from kubetune_operator.api import Resource
+from kubetune_operator.api.pod import MODEL_CACHE_PATH, PodOptions
 from kubetune_operator.api.resource import Scheduling, Storage
 from kubetune_operator.builders.settings import OperatorSettings
 from kubetune_operator.exitcodes import PERMANENT
@@ -15,6 +17,9 @@ from kubetune_operator.exitcodes import PERMANENT
 CONFIG_DIR = "/etc/kubetune"
 CONFIG_FILE = f"{CONFIG_DIR}/config.yaml"
 SCRATCH_DIR = "/scratch"
+# The S3 CA bundle's file, from a ConfigMap (Storage.caBundle or the chart's storage.caBundle).
+CA_DIR = "/etc/kubetune-ca"
+CA_FILE = f"{CA_DIR}/ca.crt"
 METRICS_PORT = 9400
 # The images create this user (images/*/Dockerfile).
 RUN_AS_USER = 10001
@@ -117,8 +122,22 @@ def secret_env(name: str, secret: str, key: str, optional: bool = False) -> dict
     return {"name": name, "valueFrom": {"secretKeyRef": ref}}
 
 
+def effective_storage(storage: Storage, settings: OperatorSettings) -> Storage:
+    """The resource's storage, with the chart's S3 endpoint and CA bundle where it names none."""
+    return storage.model_copy(update={"endpoint_url": storage.endpoint_url or settings.s3_endpoint_url,
+                                      "ca_bundle": storage.ca_bundle or settings.s3_ca_bundle})
+
+
+def effective_scheduling(scheduling: Scheduling, settings: OperatorSettings, work: str | None) -> Scheduling:
+    """The resource's scheduling, each field it leaves out taken from the chart's defaults for `work`."""
+    defaults = settings.scheduling.get(work or "") or Scheduling()
+    return scheduling.model_copy(update={name: getattr(defaults, name) for name in Scheduling.model_fields
+                                         if getattr(scheduling, name) is None})
+
+
 def storage_env(storage: Storage, settings: OperatorSettings) -> list[dict[str, Any]]:
     """S3 credentials by Secret reference (never by value), or nothing for IRSA."""
+    storage = effective_storage(storage, settings)
     env: list[dict[str, Any]] = []
     secret = storage.secret_name or (None if storage.service_account_name else settings.s3_secret)
     if secret:
@@ -130,7 +149,45 @@ def storage_env(storage: Storage, settings: OperatorSettings) -> list[dict[str, 
         ]
     if storage.endpoint_url:
         env.append(_env("AWS_ENDPOINT_URL", storage.endpoint_url))
+    if storage.ca_bundle:
+        env.append(_env("AWS_CA_BUNDLE", CA_FILE))
     return env
+
+
+@dataclass(frozen=True)
+class Extras:
+    """What a pod gets besides kubetune's own plumbing: the S3 CA bundle, and the resource's `spec.pod`
+    (env, envFrom, volumes and mounts, the model cache)."""
+
+    env: list[Manifest]
+    env_from: list[Manifest]
+    volumes: list[Manifest]
+    mounts: list[Manifest]
+
+
+def extras(resource: Resource, settings: OperatorSettings) -> Extras:
+    env: list[Manifest] = []
+    volumes: list[Manifest] = []
+    mounts: list[Manifest] = []
+    ca_bundle = effective_storage(resource.spec.storage, settings).ca_bundle
+    if ca_bundle is not None:
+        volumes.append({"name": "ca-bundle", "configMap": {
+            "name": ca_bundle.config_map_name, "items": [{"key": ca_bundle.key, "path": CA_FILE.rsplit("/", 1)[1]}]}})
+        mounts.append({"name": "ca-bundle", "mountPath": CA_DIR, "readOnly": True})
+    options: PodOptions | None = getattr(resource.spec, "pod", None)
+    if options is None:
+        return Extras(env, [], volumes, mounts)
+    if options.model_cache is not None:
+        cache = options.model_cache
+        volumes.append({"name": "model-cache", "persistentVolumeClaim": {"claimName": cache.claim_name,
+                                                                         "readOnly": cache.read_only}})
+        mounts.append({"name": "model-cache", "mountPath": MODEL_CACHE_PATH, "readOnly": cache.read_only})
+        env.append(_env("KUBETUNE_MODEL_CACHE", MODEL_CACHE_PATH))
+        if cache.read_only:
+            env.append(_env("KUBETUNE_MODEL_CACHE_READ_ONLY", "1"))
+    wire = options.to_wire()
+    return Extras([*env, *wire["env"]], wire["envFrom"], [*volumes, *wire["volumes"]],
+                  [*mounts, *wire["volumeMounts"]])
 
 
 def pod_env(resource: Resource, settings: OperatorSettings) -> list[dict[str, Any]]:
@@ -160,9 +217,12 @@ def pod_env(resource: Resource, settings: OperatorSettings) -> list[dict[str, An
     return env + storage_env(resource.spec.storage, settings)
 
 
-def compute_resources(cpu: str, memory: str, gpus: int = 0, gpu_resource: str = "nvidia.com/gpu") -> Manifest:
+def compute_resources(cpu: str, memory: str, gpus: int = 0, gpu_resource: str = "nvidia.com/gpu",
+                      ephemeral_storage: str | None = None) -> Manifest:
     """Requests equal limits: training pods are Guaranteed, so nothing evicts them for memory first."""
     amounts: dict[str, Any] = {"cpu": cpu, "memory": memory}
+    if ephemeral_storage:
+        amounts["ephemeral-storage"] = ephemeral_storage
     if gpus:
         amounts[gpu_resource] = gpus
     return {"requests": dict(amounts), "limits": dict(amounts)}
@@ -206,6 +266,7 @@ def container(
     resources: Manifest,
     mounts: list[dict[str, Any]],
     ports: list[dict[str, Any]] | None = None,
+    env_from: list[dict[str, Any]] | None = None,
 ) -> Manifest:
     """A container whose command and env values are `literal` (but for Expanded parts)."""
     env = [{**entry, "value": literal(entry["value"])} if "value" in entry else entry for entry in env]
@@ -223,16 +284,19 @@ def container(
     }
     if ports:
         spec["ports"] = ports
+    if env_from:
+        spec["envFrom"] = env_from
     return spec
 
 
 METRICS_PORTS = [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}]
 
 
-def scratch_volumes(shared_memory: str | None = None) -> tuple[list[Manifest], list[Manifest]]:
-    """Writable places on a read-only root: scratch for caches and downloads, /tmp, and /dev/shm."""
+def scratch_volumes(shared_memory: str | None = None, scratch_size: str | None = None) -> tuple[list[Manifest], list[Manifest]]:
+    """Writable places on a read-only root: scratch for caches and downloads (at most `scratch_size`,
+    what the pod requests as ephemeral-storage), /tmp, and /dev/shm."""
     volumes: list[Manifest] = [
-        {"name": "scratch", "emptyDir": {}},
+        {"name": "scratch", "emptyDir": {"sizeLimit": scratch_size} if scratch_size else {}},
         {"name": "tmp", "emptyDir": {}},
     ]
     mounts: list[Manifest] = [
@@ -280,6 +344,8 @@ def pod_spec(
         spec["tolerations"] = tolerations
     if scheduling.priority_class_name:
         spec["priorityClassName"] = scheduling.priority_class_name
+    if scheduling.affinity:
+        spec["affinity"] = dict(scheduling.affinity)
     return spec
 
 

@@ -25,6 +25,7 @@ class Dependency:
     reason: str
     message: str
     status: dict[str, Any]
+    failed: bool = False  # the input failed: waiting for it is waiting for a change by the user
 
 
 async def dependency(rt: Runtime, model: type[Resource], namespace: str, name: str, label: str) -> Dependency:
@@ -39,7 +40,8 @@ async def dependency(rt: Runtime, model: type[Resource], namespace: str, name: s
         return Dependency(True, f"{label}Ready", f"{kind} {name} has succeeded", status)
     if phase == "Failed":
         why = status.get("message") or "no message"
-        return Dependency(False, f"{label}Failed", f"{kind} {name} failed ({why}); fix it or point to another", status)
+        return Dependency(False, f"{label}Failed", f"{kind} {name} failed ({why}); fix it or point to another", status,
+                          failed=True)
     return Dependency(False, f"{label}NotReady", f"waiting for {kind} {name} to succeed (it is {phase})", status)
 
 
@@ -65,7 +67,12 @@ class Inputs:
 
 
 def wait(draft: StatusDraft, blocking: list[Dependency]) -> None:
-    draft.set_phase("Waiting", "; ".join(d.message for d in blocking))
+    message = "; ".join(d.message for d in blocking)
+    draft.set_phase("Waiting", message)
+    failed = [d for d in blocking if d.failed]
+    if failed:
+        # A failed input never succeeds by itself: only a fixed or another input lets this go on.
+        draft.stall(failed[0].reason, message)
 
 
 def input_index(model: type[Resource], body: Mapping[str, Any]) -> dict[tuple[str, str, str], tuple[str, str]]:

@@ -3,6 +3,8 @@ status; with passing gates and a promotion target, the promote Job and the Promo
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 from kubetune_operator.api import EvalRun, FineTuneJob, PreferenceDataset
@@ -16,7 +18,7 @@ from kubetune_operator.handlers.dependencies import Inputs, dependency, wait
 from kubetune_operator.handlers.job_outcome import JobOutcome, apply_outcome, conform, job_outcome
 from kubetune_operator.handlers.kind import Kind
 from kubetune_operator.handlers.watch import register
-from kubetune_operator.observability.metrics import OperatorMetrics
+from kubetune_operator.observability.metrics import FINISHED_SERIES_SECONDS, OperatorMetrics
 from kubetune_operator.promotion.errors import PromotionRefused
 from kubetune_operator.promotion.record import build_record
 from kubetune_operator.runtime.context import Runtime
@@ -29,7 +31,7 @@ GATE_NAME_LIMIT = GateResult.model_fields["name"].metadata[0].max_length
 async def reconcile(rt: Runtime, evr: EvalRun, body: dict[str, Any], draft: StatusDraft) -> None:
     namespace = body["metadata"]["namespace"]
     if draft.was_terminal:
-        # Eval gauges live as long as the EvalRun; a restarted operator publishes them again.
+        # A restarted operator publishes the results again while they are due (a while after the end).
         publish_metrics(rt, evr, draft.current)
         return
 
@@ -158,12 +160,24 @@ def gate_tally(status: dict[str, Any]) -> tuple[int, int]:
 
 
 def publish_metrics(rt: Runtime, evr: EvalRun, status: dict[str, Any]) -> None:
+    """The results as series, from when they arrive until a while after the EvalRun ends (a promotion
+    may still run when they arrive: their end is set when it finishes)."""
     results = status.get("results")
     if not results:
         return
+    ended = _timestamp(status.get("completionTime"))
+    if ended is not None and ended + FINISHED_SERIES_SECONDS <= time.time():
+        return
     metrics = {r["candidate"]: r.get("metrics") or {} for r in results}
     failed = sum(1 for g in status.get("gates") or [] if not g.get("passed"))
-    rt.metrics.record_eval(evr.metadata.namespace or "default", evr.metadata.name, metrics, failed)
+    rt.metrics.record_eval(evr.metadata.namespace or "default", evr.metadata.name, metrics, failed, ended)
+
+
+def _timestamp(rfc3339: Any) -> float | None:
+    try:
+        return datetime.strptime(str(rfc3339), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
 
 
 def promoted_candidate(evr: EvalRun):
@@ -254,4 +268,4 @@ async def promotion_record(rt: Runtime, evr: EvalRun, body: dict[str, Any], stat
 
 
 # Eval results are known only once an EvalRun finishes: they stay until it is deleted.
-register(Kind(EvalRun, reconcile, forget_all=OperatorMetrics.forget_eval))
+register(Kind(EvalRun, reconcile, forget_all=OperatorMetrics.forget_eval, end_finished=OperatorMetrics.end_eval_now))

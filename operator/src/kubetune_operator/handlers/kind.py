@@ -26,6 +26,9 @@ class Kind:
     forget_running: SeriesRemover | None = None
     # Every per-resource series of the kind: removed when the resource is deleted.
     forget_all: SeriesRemover | None = None
+    # The per-resource series about the finished work (an EvalRun's results): told when the work
+    # ended, they stay a while for scrapes to record them, then go.
+    end_finished: SeriesRemover | None = None
 
     @property
     def plural(self) -> str:

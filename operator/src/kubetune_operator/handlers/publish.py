@@ -32,3 +32,5 @@ async def publish(rt: Runtime, kind: Kind, body: Mapping[str, Any], draft: Statu
     # not raise the stall alert. Resumed, its first progress event brings the series back.
     if (finished or draft.phase == "Suspended") and kind.forget_running is not None:
         kind.forget_running(rt.metrics, meta["namespace"], meta["name"])
+    if finished and kind.end_finished is not None:
+        kind.end_finished(rt.metrics, meta["namespace"], meta["name"])

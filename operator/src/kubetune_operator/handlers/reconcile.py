@@ -28,6 +28,7 @@ REGISTERED: dict[str, Kind] = {}
 async def reconcile(rt: Runtime, plural: str, namespace: str, name: str) -> None:
     """Bring one resource's children and status up to date (serialised per resource)."""
     kind = REGISTERED[plural]
+    rt.metrics.drop_ended()
     async with rt.locks.hold((plural, namespace, name)):
         with rt.metrics.time_reconcile(kind.singular):
             body = await rt.api.get(CUSTOM_RESOURCES[plural], namespace, name)

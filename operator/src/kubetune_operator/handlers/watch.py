@@ -78,6 +78,8 @@ async def resync(memo: kopf.Memo) -> None:
     while True:
         rt: Runtime = memo.runtime
         await asyncio.sleep(rt.settings.resync_interval)
+        # Finished EvalRuns' series end here too when nothing else is reconciled.
+        rt.metrics.drop_ended()
         for plural, namespace, name in list(rt.phases.unfinished()):
             try:
                 await reconcile(rt, plural, namespace, name)

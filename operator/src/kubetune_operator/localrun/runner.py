@@ -157,6 +157,21 @@ def absolute_file_uris(resource: Resource, base: Path) -> Resource:
         ) from exc
 
 
+def without_cluster_plumbing(resource: Resource) -> Resource:
+    """The resource without what only a cluster has: `spec.pod` (Secrets, ConfigMaps and claims in its
+    namespace) and the S3 CA bundle's ConfigMap. Locally the host's own variables (AWS_*, HF_HUB_OFFLINE,
+    ...) stand in, and models are downloaded into the work folder."""
+    spec = resource.spec
+    changes: dict[str, Any] = {}
+    if "pod" in type(spec).model_fields and spec.pod != type(spec).model_fields["pod"].default:
+        changes["pod"] = type(spec).model_fields["pod"].default
+    if spec.storage.ca_bundle is not None:
+        changes["storage"] = spec.storage.model_copy(update={"ca_bundle": None})
+    if not changes:
+        return resource
+    return resource.model_copy(update={"spec": spec.model_copy(update=changes)})
+
+
 def inside(root: Path, *parts: str) -> Path:
     """root/parts..., refused unless it stays under root: names are validated DNS labels, and this
     keeps a path built from one from ever reaching outside `--workdir` should that slip."""
@@ -411,7 +426,8 @@ class LocalRunner:
     # -- the whole run ---------------------------------------------------------------------------
     def run(self, resources: list[Resource], on_step: Callable[[StepResult], None] | None = None) -> list[StepResult]:
         cwd = Path.cwd()
-        ordered = plan.order([absolute_file_uris(r, cwd) for r in resources], require_references=True)
+        ordered = plan.order([without_cluster_plumbing(absolute_file_uris(r, cwd)) for r in resources],
+                             require_references=True)
         with self.locks:
             # Before anything is read or written: another run's state, pod folders and outputs are its own.
             self.locks.take(

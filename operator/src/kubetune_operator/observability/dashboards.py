@@ -6,8 +6,10 @@ regenerates `charts/kubetune/dashboards/*.json`; the chart ships them as ConfigM
 the Grafana sidecar, and a test fails when the committed JSON drifts from this module. Queries
 use only the metrics of contracts §8: operator series (`kubetune_operator_*`, `kubetune_resources`,
 `kubetune_training_*`, `kubetune_eval_metric`, `kubetune_eval_gates_failed`, labelled `namespace`
-and `name`) and pod series (`kubetune_trainer_*`, `kubetune_eval_*`, labelled `namespace`,
-`resource` and `kind` by the chart's PodMonitor).
+and `resource`) and pod series (`kubetune_trainer_*`, `kubetune_eval_*`, labelled `namespace`,
+`resource` and `kind` by the chart's PodMonitor). What pods measure comes from the pods alone;
+throughput is the rate of their token and prompt counters. An EvalRun's results are exported for a
+while after it ends, so its panels read them back with `last_over_time` over the time range.
 
 Needs the `dashboards` extra (grafana-foundation-sdk); the operator itself never imports this.
 """
@@ -33,11 +35,11 @@ TAGS = ["kubetune"]
 WAITING_PHASES = "Pending|Waiting|Suspended"
 FULL_WIDTH = 24
 
-JOB = 'namespace="$namespace", name="$job"'
 # Resources of different kinds may share a name: pod series are narrowed to the kind as well.
 JOB_PODS = 'namespace="$namespace", kind="finetunejob", resource="$job"'
-EVAL = 'namespace="$namespace", name="$evalrun"'
+EVAL = 'namespace="$namespace", resource="$evalrun"'
 EVAL_PODS = 'namespace="$namespace", kind="evalrun", resource="$evalrun"'
+RATE = "[$__rate_interval]"
 FAILURES = "kubetune_resource_failures_total"
 
 
@@ -117,11 +119,13 @@ def _label_variable(name: str, label: str, query: str, multi: bool = False) -> d
     return variable
 
 
-def _resource_variables(metric: str, variable: str, label: str) -> list[dashboard.QueryVariable]:
-    """A namespace picker, then a picker of the resources `metric` has series for in it."""
+def _resource_variables(metric: str, variable: str, label: str, matchers: str = "") -> list[dashboard.QueryVariable]:
+    """A namespace picker, then a picker of the resources `metric{matchers}` has series for in it."""
+    within = f"{matchers}, " if matchers else ""
     return [
-        _label_variable("namespace", "Namespace", f"label_values({metric}, namespace)"),
-        _label_variable(variable, label, f'label_values({metric}{{namespace="$namespace"}}, name)'),
+        _label_variable("namespace", "Namespace", f"label_values({metric}{{{matchers}}}, namespace)" if matchers
+                        else f"label_values({metric}, namespace)"),
+        _label_variable(variable, label, f'label_values({metric}{{{within}namespace="$namespace"}}, resource)'),
     ]
 
 
@@ -151,8 +155,10 @@ def overview() -> dashboard.Dashboard:
                           "short", _query(f'sum(kubetune_resources{{phase=~"{WAITING_PHASES}"}})')))
         .with_panel(_stat("Failed in range", "Resources that failed during the selected time range", "short",
                           _query(f"sum({_failures_within('$__range')})"), red_from=1))
-        .with_panel(_stat("EvalRuns with failed gates", "EvalRuns whose gates did not all pass", "short",
-                          _query("count(kubetune_eval_gates_failed > 0) or vector(0)"), red_from=1))
+        .with_panel(_stat("EvalRuns with failed gates", "EvalRuns that ended in the time range with gates that did "
+                          "not all pass", "short",
+                          _query("count(max_over_time(kubetune_eval_gates_failed[$__range]) > 0) or vector(0)"),
+                          red_from=1))
         .with_panel(_graph("Resources by phase", "Every resource the operator knows, by kind and phase", "short",
                            _query("sum by (kind, phase) (kubetune_resources)", "{{kind}} {{phase}}"),
                            stacked=True))
@@ -178,11 +184,11 @@ def overview() -> dashboard.Dashboard:
                                               "Value #C": "loss", "Value #D": "tokens/s"}},
                 )),
                 [
-                    _query("kubetune_training_progress_ratio", instant=True),
-                    _query("kubetune_training_eta_seconds", instant=True),
-                    _query("kubetune_training_loss", instant=True),
-                    _query("kubetune_training_tokens_per_second", instant=True),
-                ],
+                    _query(f"max by (namespace, resource) ({metric}{{kind=\"finetunejob\"}})", instant=True)
+                    for metric in ("kubetune_trainer_progress_ratio", "kubetune_trainer_eta_seconds",
+                                   "kubetune_trainer_loss")
+                ] + [_query(f'sum by (namespace, resource) (rate(kubetune_trainer_tokens_total{{kind="finetunejob"}}{RATE}))',
+                            instant=True)],
             )
         )
         .with_row(dashboard.Row("Operator"))
@@ -190,7 +196,7 @@ def overview() -> dashboard.Dashboard:
                            _query("sum by (kind, result) (rate(kubetune_operator_reconciles_total[$__rate_interval]))",
                                   "{{kind}} {{result}}"), width=8))
         .with_panel(_graph("Reconcile errors", "Reconciles that raised, per second", "ops",
-                           _query("sum by (kind) (rate(kubetune_operator_reconcile_errors_total[$__rate_interval]))",
+                           _query('sum by (kind) (rate(kubetune_operator_reconciles_total{result="error"}[$__rate_interval]))',
                                   "{{kind}}"), width=8))
         .with_panel(_graph("Reconcile latency p95", "95th percentile of the time one reconcile takes", "s",
                            _query("histogram_quantile(0.95, sum by (kind, le) "
@@ -203,29 +209,28 @@ def training() -> dashboard.Dashboard:
     return (
         _dashboard("kubetune-training", "kubetune / Training job",
                    "One FineTuneJob: progress and ETA, loss, DPO reward margin, throughput and GPU memory.",
-                   _resource_variables("kubetune_training_progress_ratio", "job", "Job"))
+                   _resource_variables("kubetune_trainer_step", "job", "Job", 'kind="finetunejob"'))
         .with_panel(_stat("Progress", "Fraction of the job done", "percentunit",
-                          _query(f"kubetune_training_progress_ratio{{{JOB}}}")))
+                          _query(f"max(kubetune_trainer_progress_ratio{{{JOB_PODS}}})")))
         .with_panel(_stat("ETA", "Estimated time until the job is done", "s",
-                          _query(f"kubetune_training_eta_seconds{{{JOB}}}")))
+                          _query(f"max(kubetune_trainer_eta_seconds{{{JOB_PODS}}})")))
         .with_panel(_stat("Step", "Optimizer steps completed", "short",
                           _query(f"max(kubetune_trainer_step{{{JOB_PODS}}})")))
         .with_panel(_stat("Planned steps", "Optimizer steps planned", "short",
                           _query(f"max(kubetune_trainer_total_steps{{{JOB_PODS}}})")))
-        .with_panel(_graph("Loss", "Training loss reported by the job and evaluation loss from its pods", "short",
-                           _query(f"kubetune_training_loss{{{JOB}}}", "train"),
+        .with_panel(_graph("Loss", "Training and evaluation loss, as the job's pods report them", "short",
+                           _query(f"max(kubetune_trainer_loss{{{JOB_PODS}}})", "train"),
                            _query(f"max(kubetune_trainer_eval_loss{{{JOB_PODS}}})", "eval")))
         .with_panel(_graph("Reward margin", "DPO: chosen minus rejected reward, and how often chosen wins",
                            "short",
-                           _query(f"kubetune_training_reward_margin{{{JOB}}}", "margin"),
+                           _query(f"max(kubetune_trainer_reward_margin{{{JOB_PODS}}})", "margin"),
                            _query(f"max(kubetune_trainer_reward_accuracy{{{JOB_PODS}}})", "accuracy")))
-        .with_panel(_graph("Tokens per second", "Training throughput of the whole job and of each pod", "short",
-                           _query(f"kubetune_training_tokens_per_second{{{JOB}}}", "job"),
-                           _query(f"kubetune_trainer_tokens_per_second{{{JOB_PODS}}}", "{{pod}}")))
+        .with_panel(_graph("Tokens per second", "Training throughput of the whole job: the rate of its token counter",
+                           "short", _query(f"sum(rate(kubetune_trainer_tokens_total{{{JOB_PODS}}}{RATE}))", "job")))
         .with_panel(_graph("GPU memory", "Peak GPU memory allocated, per pod and GPU", "bytes",
                            _query(f"kubetune_trainer_gpu_memory_bytes{{{JOB_PODS}}}", "{{pod}} gpu {{gpu}}")))
         .with_panel(_graph("Progress", "Fraction of the job done over time", "percentunit",
-                           _query(f"kubetune_training_progress_ratio{{{JOB}}}", "progress")))
+                           _query(f"max(kubetune_trainer_progress_ratio{{{JOB_PODS}}})", "progress")))
         .with_panel(_graph("Learning rate", "Current learning rate", "short",
                            _query(f"max(kubetune_trainer_learning_rate{{{JOB_PODS}}})", "learning rate")))
     )
@@ -240,13 +245,13 @@ def evaluation() -> dashboard.Dashboard:
                     _label_variable("metric", "Metric", f"label_values(kubetune_eval_metric{{{EVAL}}}, metric)",
                                     multi=True)])
         .with_panel(_stat("Gates failed", "Gates of this EvalRun that did not pass", "short",
-                          _query(f"kubetune_eval_gates_failed{{{EVAL}}}"), red_from=1))
+                          _query(f"last_over_time(kubetune_eval_gates_failed{{{EVAL}}}[$__range])"), red_from=1))
         .with_panel(_stat("Generation progress", "Fraction of the prompts generated and scored", "percentunit",
                           _query(f"max(kubetune_trainer_progress_ratio{{{EVAL_PODS}}})")))
         .with_panel(_stat("Prompts generated", "Prompts the eval engine has generated", "short",
                           _query(f"sum(kubetune_eval_prompts_total{{{EVAL_PODS}}})")))
         .with_panel(_stat("Candidates", "Candidates scored", "short",
-                          _query(f"count(count by (candidate) (kubetune_eval_metric{{{EVAL}}}))")))
+                          _query(f"count(count by (candidate) (last_over_time(kubetune_eval_metric{{{EVAL}}}[$__range])))")))
         .with_panel(
             _with_queries(
                 bargauge.Panel()
@@ -261,7 +266,7 @@ def evaluation() -> dashboard.Dashboard:
                 .display_mode(common_models.BarGaugeDisplayMode.BASIC)
                 .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]))
                 .unit("short"),
-                [_query(f'kubetune_eval_metric{{{EVAL}, metric="$metric"}}', "{{candidate}}")],
+                [_query(f'last_over_time(kubetune_eval_metric{{{EVAL}, metric="$metric"}}[$__range])', "{{candidate}}")],
             )
         )
         .with_panel(
@@ -275,13 +280,13 @@ def evaluation() -> dashboard.Dashboard:
                     id_val="groupingToMatrix",
                     options={"columnField": "metric", "rowField": "candidate", "valueField": "Value"},
                 )),
-                [_query(f"kubetune_eval_metric{{{metric_filter}}}", instant=True)],
+                [_query(f"last_over_time(kubetune_eval_metric{{{metric_filter}}}[$__range])", instant=True)],
             )
         )
         .with_panel(_graph("Prompts per second", "Generation throughput of the eval pods", "short",
-                           _query(f"sum(kubetune_eval_prompts_per_second{{{EVAL_PODS}}})", "prompts/s")))
+                           _query(f"sum(rate(kubetune_eval_prompts_total{{{EVAL_PODS}}}{RATE}))", "prompts/s")))
         .with_panel(_graph("Generated tokens per second", "Tokens the eval engine generates per second", "short",
-                           _query(f"sum(kubetune_eval_tokens_per_second{{{EVAL_PODS}}})", "tokens/s")))
+                           _query(f"sum(rate(kubetune_eval_tokens_total{{{EVAL_PODS}}}{RATE}))", "tokens/s")))
     )
 
 

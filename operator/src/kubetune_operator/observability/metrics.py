@@ -4,17 +4,23 @@ The names are part of the dashboards' and alerts' contract: `charts/kubetune/das
 and the chart's PrometheusRule query them, and a test checks every name they use is defined
 here or in the trainer's `TrainerMetrics`.
 
-Per-resource series carry `namespace` and `name` labels, so their number grows with the number
-of resources. They are removed when they stop meaning anything: training series when the
-resource finishes (`forget_training`), everything when it is deleted (`forget`). Eval results
-are only known once an EvalRun finishes, so they stay until the EvalRun is deleted.
+The operator exports what only it knows: reconciles, phases, failures, when a job last reported
+progress, and an EvalRun's results (they reach it in the eval pod's termination message, after
+the pod's own series have ended). What pods measure (loss, steps, tokens, GPU memory) comes from
+the pods alone (`kubetune_trainer_*`, `kubetune_eval_*`), never twice.
+
+Per-resource series carry `namespace` and `resource` labels, as pod series do once the PodMonitor
+copied the pod label `kubetune.dev/resource`. Their number is bounded by the work under way: the
+progress timestamp is removed when the training finishes, is suspended or is deleted; an EvalRun's
+results are kept for `FINISHED_SERIES_SECONDS` after it ends (long enough for scrapes to record
+them; dashboards read them back with `last_over_time`) and then removed.
 
     from kubetune_operator.observability.metrics import operator_metrics
 
     m = operator_metrics()
     with m.time_reconcile("finetunejob"):
         ...
-    m.record_progress("team-a", "dpo", event)    # a progress event (contracts §4)
+    m.record_progress("team-a", "dpo")    # a progress event arrived (contracts §4)
 """
 
 from __future__ import annotations
@@ -31,26 +37,19 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 # anything beyond a minute is a stuck handler, which the top bucket makes visible.
 RECONCILE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
-RESOURCE_LABELS = ("namespace", "name")
+RESOURCE_LABELS = ("namespace", "resource")
+# How long an EvalRun's results stay exported after it ended: several scrape intervals.
+FINISHED_SERIES_SECONDS = 600.0
 
 
 class OperatorMetrics:
     """The operator's metrics, registered on `registry` (the process-wide default unless given)."""
 
     def __init__(self, registry: CollectorRegistry = REGISTRY):
-        def per_resource(name: str, documentation: str) -> Gauge:
-            return Gauge(name, documentation, RESOURCE_LABELS, registry=registry)
-
         self.reconciles = Counter(
             "kubetune_operator_reconciles",
             "Reconciles handled, by kind and result (success or error)",
             ["kind", "result"],
-            registry=registry,
-        )
-        self.reconcile_errors = Counter(
-            "kubetune_operator_reconcile_errors",
-            "Reconciles that raised, by kind",
-            ["kind"],
             registry=registry,
         )
         self.reconcile_duration = Histogram(
@@ -69,36 +68,29 @@ class OperatorMetrics:
             ["kind", "reason"],
             registry=registry,
         )
-        self.training_progress = per_resource("kubetune_training_progress_ratio", "Fraction of the work done, 0..1")
-        self.training_loss = per_resource("kubetune_training_loss", "Latest training loss reported")
-        self.training_reward_margin = per_resource(
-            "kubetune_training_reward_margin", "Latest DPO reward margin (chosen - rejected) reported"
-        )
-        self.training_tokens_per_second = per_resource(
-            "kubetune_training_tokens_per_second", "Training tokens per second, all pods of the job"
-        )
-        self.training_eta = per_resource("kubetune_training_eta_seconds", "Estimated seconds until the work is done")
-        self.training_last_progress = per_resource(
+        self.training_last_progress = Gauge(
             "kubetune_training_last_progress_timestamp_seconds",
-            "Unix time of the latest progress event received; the stall alert watches it",
+            "Unix time of the latest progress event of a running training; the stall alert watches it",
+            RESOURCE_LABELS,
+            registry=registry,
         )
         self.eval_metric = Gauge(
             "kubetune_eval_metric",
-            "Score of an EvalRun candidate on one metric",
+            "Score of an EvalRun candidate on one metric, exported for a while after the EvalRun ended",
             [*RESOURCE_LABELS, "candidate", "metric"],
             registry=registry,
         )
-        self.eval_gates_failed = per_resource("kubetune_eval_gates_failed", "Gates an EvalRun failed")
-        self._training = (
-            self.training_progress,
-            self.training_loss,
-            self.training_reward_margin,
-            self.training_tokens_per_second,
-            self.training_eta,
-            self.training_last_progress,
+        self.eval_gates_failed = Gauge(
+            "kubetune_eval_gates_failed",
+            "Gates an EvalRun failed, exported for a while after the EvalRun ended",
+            RESOURCE_LABELS,
+            registry=registry,
         )
         self._phases_seen: dict[str, set[str]] = {}
         self._phases_lock = threading.Lock()
+        # (namespace, resource) -> when its eval series go
+        self._eval_ends: dict[tuple[str, str], float] = {}
+        self._eval_lock = threading.Lock()
 
     @contextmanager
     def time_reconcile(self, kind: str) -> Iterator[None]:
@@ -111,7 +103,6 @@ class OperatorMetrics:
             yield
         except Exception:
             self.reconciles.labels(kind, "error").inc()
-            self.reconcile_errors.labels(kind).inc()
             raise
         else:
             self.reconciles.labels(kind, "success").inc()
@@ -130,60 +121,71 @@ class OperatorMetrics:
             for phase in seen:
                 self.resources.labels(kind, phase).set(counts.get(phase, 0))
 
-    def record_progress(
-        self, namespace: str, name: str, event: Mapping[str, Any], received_at: float | None = None
-    ) -> None:
-        """Fold one progress event (contracts §4) into the per-resource gauges.
-
-        Every event counts as progress: pods send them from the training loop only.
-        """
-        for key, gauge in (
-            ("loss", self.training_loss),
-            ("reward_margin", self.training_reward_margin),
-            ("tokens_per_second", self.training_tokens_per_second),
-            ("eta_seconds", self.training_eta),
-        ):
-            value = event.get(key)
-            if _is_number(value):
-                gauge.labels(namespace, name).set(value)
-        percent = event.get("percent")
-        if _is_number(percent):
-            self.training_progress.labels(namespace, name).set(percent / 100.0)
-        self.training_last_progress.labels(namespace, name).set(time.time() if received_at is None else received_at)
+    def record_progress(self, namespace: str, resource: str, received_at: float | None = None) -> None:
+        """A progress event (contracts §4) arrived: pods send them from the training loop only, so
+        every event counts as progress."""
+        self.training_last_progress.labels(namespace, resource).set(time.time() if received_at is None else received_at)
 
     def record_eval(
         self,
         namespace: str,
-        name: str,
+        resource: str,
         metrics: Mapping[str, Mapping[str, Any]],
         gates_failed: int,
+        ended_at: float | None = None,
     ) -> None:
-        """Publish an EvalRun's results, shaped as the eval termination summary's `metrics` (contracts §5).
+        """Publish an EvalRun's results, shaped as the eval termination summary's `metrics` (contracts §5),
+        until `FINISHED_SERIES_SECONDS` after `ended_at` (when given; else until `end_eval`).
 
         A score is either a number or `{"value": x, ...}`; entries with no numeric value are skipped.
         """
-        self.eval_metric.remove_by_labels({"namespace": namespace, "name": name})
+        self.eval_metric.remove_by_labels({"namespace": namespace, "resource": resource})
         for candidate, scores in metrics.items():
             for metric, score in scores.items():
                 value = score.get("value") if isinstance(score, Mapping) else score
                 if _is_number(value):
-                    self.eval_metric.labels(namespace, name, candidate, metric).set(value)
-        self.eval_gates_failed.labels(namespace, name).set(gates_failed)
+                    self.eval_metric.labels(namespace, resource, candidate, metric).set(value)
+        self.eval_gates_failed.labels(namespace, resource).set(gates_failed)
+        if ended_at is not None:
+            self.end_eval(namespace, resource, ended_at)
+        else:
+            # Running still (a promotion): the end comes with the phase that ends it.
+            with self._eval_lock:
+                self._eval_ends.pop((namespace, resource), None)
 
-    def forget_training(self, namespace: str, name: str) -> None:
-        """Drop the resource's training series (when it finishes: nothing will update them)."""
-        for gauge in self._training:
-            gauge.remove_by_labels({"namespace": namespace, "name": name})
+    def end_eval(self, namespace: str, resource: str, ended_at: float) -> None:
+        """The EvalRun ended at `ended_at`: its series go `FINISHED_SERIES_SECONDS` later."""
+        with self._eval_lock:
+            self._eval_ends[(namespace, resource)] = ended_at + FINISHED_SERIES_SECONDS
 
-    def forget_eval(self, namespace: str, name: str) -> None:
-        """Drop the resource's eval results (when it is deleted: they describe it until then)."""
-        self.eval_metric.remove_by_labels({"namespace": namespace, "name": name})
-        self.eval_gates_failed.remove_by_labels({"namespace": namespace, "name": name})
+    def end_eval_now(self, namespace: str, resource: str) -> None:
+        self.end_eval(namespace, resource, time.time())
 
-    def forget(self, namespace: str, name: str) -> None:
+    def drop_ended(self, now: float | None = None) -> None:
+        """Remove the series of EvalRuns that ended more than `FINISHED_SERIES_SECONDS` ago."""
+        now = time.time() if now is None else now
+        with self._eval_lock:
+            due = [key for key, at in self._eval_ends.items() if at <= now]
+            for key in due:
+                del self._eval_ends[key]
+        for namespace, resource in due:
+            self.forget_eval(namespace, resource)
+
+    def forget_training(self, namespace: str, resource: str) -> None:
+        """Drop the training's progress timestamp (it finished or is suspended: no progress is due)."""
+        self.training_last_progress.remove_by_labels({"namespace": namespace, "resource": resource})
+
+    def forget_eval(self, namespace: str, resource: str) -> None:
+        """Drop the EvalRun's results."""
+        self.eval_metric.remove_by_labels({"namespace": namespace, "resource": resource})
+        self.eval_gates_failed.remove_by_labels({"namespace": namespace, "resource": resource})
+        with self._eval_lock:
+            self._eval_ends.pop((namespace, resource), None)
+
+    def forget(self, namespace: str, resource: str) -> None:
         """Drop every series of the resource (when it is deleted)."""
-        self.forget_training(namespace, name)
-        self.forget_eval(namespace, name)
+        self.forget_training(namespace, resource)
+        self.forget_eval(namespace, resource)
 
 
 def _is_number(value: Any) -> bool:

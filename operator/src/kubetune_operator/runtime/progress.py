@@ -78,7 +78,7 @@ class ProgressPatcher:
 
     def submit(self, key: ResourceKey, event: Mapping[str, Any]) -> None:
         _, namespace, name = key
-        self.metrics.record_progress(namespace, name, event)
+        self.metrics.record_progress(namespace, name)
         patch: dict[str, Any] = {"progress": progress_status(event)}
         checkpoint = event.get("checkpoint")
         if isinstance(checkpoint, str) and len(checkpoint) <= 1024:

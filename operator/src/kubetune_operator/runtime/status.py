@@ -16,8 +16,13 @@ from typing import Any
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 PHASES = ("Pending", "Waiting", "Suspended", "Running", "Succeeded", "Failed")
 MAX_MESSAGE = 4096
+# kstatus's conditions (sigs.k8s.io/cli-utils/pkg/kstatus), derived from the phase at every write:
+# Ready (the work is done), Reconciling (it is under way), Stalled (it cannot go on without a change
+# by the user). Flux's health checks, `kubectl wait --for=condition=Ready` and Argo CD read them.
+KSTATUS_CONDITIONS = ("Ready", "Reconciling", "Stalled")
 # Conditions whose changes come with a phase change, whose Event says the same.
-PHASE_CONDITIONS = frozenset({"JobCreated", "PromoteJobCreated", "Suspended", "Succeeded", "Failed"})
+PHASE_CONDITIONS = frozenset({"JobCreated", "PromoteJobCreated", "Suspended", "Succeeded", "Failed",
+                              *KSTATUS_CONDITIONS})
 
 
 def now_rfc3339() -> str:
@@ -46,6 +51,8 @@ class StatusDraft:
         self.next: dict[str, Any] = copy.deepcopy(self.current)
         self.generation = generation
         self.now = now or now_rfc3339()
+        # (reason, message) when the resource waits for something that cannot happen on its own.
+        self.stalled: tuple[str, str] | None = None
 
     @property
     def phase(self) -> str | None:
@@ -70,6 +77,36 @@ class StatusDraft:
     def fail(self, reason: str, message: str) -> None:
         self.condition("Failed", True, reason, message)
         self.set_phase("Failed", message)
+
+    def stall(self, reason: str, message: str) -> None:
+        """Not failed, but stuck until the user changes something (an input that failed)."""
+        self.stalled = (reason, message)
+
+    def _kstatus(self) -> None:
+        """Ready, Reconciling and Stalled for the phase as it now is."""
+        phase = self.next.get("phase")
+        if phase is None:
+            return
+        message = self.next.get("message") or phase
+        failed = self.get_condition("Failed") or {}
+        suspended = self.get_condition("Suspended") or {}
+        if phase == "Succeeded":
+            ready, reconciling, stalled = (True, "Succeeded"), (False, "Succeeded"), (False, "Succeeded")
+        elif phase == "Failed":
+            reason = failed.get("reason") or "Failed"
+            ready, reconciling, stalled = (False, reason), (False, "Failed"), (True, reason)
+        elif self.stalled is not None:
+            reason = self.stalled[0]
+            message = self.stalled[1]
+            ready, reconciling, stalled = (False, reason), (False, reason), (True, reason)
+        elif phase == "Suspended" and suspended.get("reason") != "Queued":
+            # Suspended as asked: nothing is under way and nothing is wrong.
+            ready, reconciling, stalled = (False, "Suspended"), (False, "Suspended"), (False, "Suspended")
+        else:
+            reason = suspended.get("reason") if phase == "Suspended" else phase
+            ready, reconciling, stalled = (False, reason), (True, reason), (False, reason)
+        for type, (status, reason) in zip(KSTATUS_CONDITIONS, (ready, reconciling, stalled), strict=True):
+            self.condition(type, status, reason, message)
 
     def set(self, **fields: Any) -> None:
         """Set top-level status fields (camelCase); None removes one."""
@@ -109,6 +146,7 @@ class StatusDraft:
     def finish(self) -> dict[str, Any] | None:
         """The merge patch for `status`, or None when nothing changed."""
         self.next["observedGeneration"] = self.generation
+        self._kstatus()
         diff = merge_patch(self.current, self.next)
         return diff or None
 

@@ -1,5 +1,6 @@
 """The committed CRDs are exactly what the models generate, and they are good CRDs."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ import pytest
 import yaml
 
 from kubetune_operator.api import KINDS
-from kubetune_operator.api.crd import crd, drift, expected_files, openapi_schema
+from kubetune_operator.api.crd import ARGOCD_HEALTH, crd, drift, expected_files, openapi_schema
 from kubetune_operator.api.schema import unwrap, walk
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -20,8 +21,14 @@ def test_committed_crds_match_the_models():
     assert not stale, f"run `kubetune crds`: {[str(p.relative_to(ROOT)) for p in stale]} differ from the models"
 
 
+def fresh_root(tmp_path: Path) -> None:
+    """A root with what `kubetune crds` reads: the chart folder and the hand-written Argo CD health check."""
+    (tmp_path / ARGOCD_HEALTH).parent.mkdir(parents=True)
+    shutil.copy(ROOT / ARGOCD_HEALTH, tmp_path / ARGOCD_HEALTH)
+
+
 def test_kubetune_crds_regenerates_byte_identical_files(tmp_path):
-    (tmp_path / "charts" / "kubetune").mkdir(parents=True)
+    fresh_root(tmp_path)
     kubetune = Path(sys.executable).with_name("kubetune")
     for _ in range(2):
         subprocess.run([str(kubetune), "crds", "--root", str(tmp_path)], check=True, capture_output=True)
@@ -32,7 +39,7 @@ def test_kubetune_crds_regenerates_byte_identical_files(tmp_path):
 
 
 def test_drift_is_detected(tmp_path):
-    (tmp_path / "charts" / "kubetune").mkdir(parents=True)
+    fresh_root(tmp_path)
     kubetune = Path(sys.executable).with_name("kubetune")
     subprocess.run([str(kubetune), "crds", "--root", str(tmp_path)], check=True, capture_output=True)
     edited = tmp_path / "crds" / "kubetune.dev_finetunejobs.yaml"

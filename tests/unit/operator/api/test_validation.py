@@ -1,6 +1,7 @@
 """Examples validate; a table of bad objects is rejected by the schema or the CEL rules, naming the field."""
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,13 @@ def both(*mutations):
 
 
 PDS, FTJ, EVR = "preferencedataset.yaml", "finetunejob.yaml", "evalrun.yaml"
+# An inline LLaMA-Factory column map (the example reads a dataset_info.json instead).
+INLINE = {
+    "kind": "preference",
+    "format": "alpaca",
+    "sources": [{"uri": "s3://llm-data/pairs.json"}],
+    "llamafactory": {"columns": {"prompt": "q", "chosen": "good", "rejected": "bad"}},
+}
 SFT_DATA = "pipeline/01-sft-data.yaml"
 
 # (example, mutation, the field the error must name)
@@ -98,6 +106,8 @@ BAD = {
     "backticks in source URI": (PDS, setter("spec.llamafactory.datasetInfo", "s3://b/`id`/info.json"), "spec.llamafactory.datasetInfo"),
     "leading dash in path segment": (FTJ, setter("spec.baseModel", "file://-rf/models"), "spec.baseModel"),
     "dot-dot in URI": (FTJ, setter("spec.baseModel", "s3://models/../secrets"), "spec.baseModel"),
+    "dataset_info entry that reads as an option": (PDS, setter("spec.llamafactory.dataset", "-h"), "spec.llamafactory.dataset"),
+    "home directory in a file URI": (FTJ, setter("spec.output.uri", "file://~/out"), "spec.output.uri"),  # refused input
     "dot-dot inside a segment": (FTJ, setter("spec.output.uri", "s3://bucket/a..b"), "spec.output.uri"),
     "unsupported URI scheme": (FTJ, setter("spec.baseModel", "http://example.com/model"), "spec.baseModel"),
     "leading dash in referenced name": (FTJ, setter("spec.dataset.preferenceDataset", "-repeater"), "spec.dataset.preferenceDataset"),
@@ -171,7 +181,20 @@ BAD = {
     "toleration with Exists and a value": (FTJ, setter("spec.scheduling.tolerations.0.value", "yes"), "spec.scheduling.tolerations[0].value"),
     "tolerationSeconds without NoExecute": (FTJ, setter("spec.scheduling.tolerations.0.tolerationSeconds", 60), "spec.scheduling.tolerations[0].tolerationSeconds"),
     "promotion repo with shell text": (EVR, setter("spec.promotion.repository", "https://git.example.com/x;id"), "spec.promotion.repository"),
-    "promotion path escaping the repo": (EVR, setter("spec.promotion.path", "adapters/../../etc"), "spec.promotion.path"),
+    "promotion path escaping the repo": (EVR, setter("spec.promotion.path", "adapters/../../etc"), "spec.promotion.path"),  # refused input
+    # Each of these passed the CRD and failed in the pod (tests/unit/test_spec_contracts.py found them).
+    "qlora under the ZeRO-3 that 8 GPUs imply": (FTJ, both(setter("spec.peft.type", "qlora"), deleter("spec.resources.deepspeed")), "spec.peft.type"),
+    "qlora under explicit ZeRO-3": (FTJ, setter("spec.peft.type", "qlora"), "spec.peft.type"),
+    "warmup over every step": (FTJ, setter("spec.hyperparameters.warmupRatio", 1.0), "spec.hyperparameters.warmupRatio"),
+    "merged copy of a full fine-tune": (FTJ, both(setter("spec.peft", {"type": "full"}), setter("spec.output.mergeAdapter", True)), "spec.output.mergeAdapter"),
+    "pattern on a metric that reads none": (EVR, setter("spec.metrics.0.pattern", "x"), "spec.metrics[0].pattern"),
+    "gate on a sub-value its metric lacks": (EVR, setter("spec.gates.1.metric", "normalized_match.tokens"), "spec.gates"),
+    "judge template without the answer": (EVR, setter("spec.metrics.0", {"name": "judge", "type": "rubric", "judge": {"model": "s3://llm-models/judge", "promptTemplate": "Rate {prompt}"}}), "spec.metrics[0].judge.promptTemplate"),
+    "inline ranking map of sft rows": (PDS, setter("spec", {**INLINE, "kind": "sft", "llamafactory": {"ranking": True, "columns": {"prompt": "q", "response": "a"}}}), "spec.llamafactory.ranking"),
+    "preference map without chosen and rejected": (PDS, setter("spec", {**INLINE, "llamafactory": {"columns": {"prompt": "q", "response": "a"}}}), "spec.llamafactory.columns"),
+    "formatting against format": (PDS, setter("spec", {**INLINE, "llamafactory": {**INLINE["llamafactory"], "formatting": "sharegpt"}}), "spec.llamafactory.formatting"),
+    "tags map leaving tags out": (PDS, setter("spec", {**INLINE, "format": "sharegpt", "llamafactory": {"columns": {"messages": "m", "chosen": "c", "rejected": "r"}, "tags": {"roleTag": "role"}}}), "spec.llamafactory.tags"),
+    "tags beside a datasetInfo entry (they would be ignored)": (PDS, setter("spec.llamafactory.tags", {"roleTag": "r", "contentTag": "c", "userTag": "u", "assistantTag": "a"}), "spec.llamafactory"),
 }
 
 
@@ -186,6 +209,27 @@ def test_bad_object_is_rejected_naming_the_field(example, mutate, field):
         str(e) for e in errors
     ]
     with pytest.raises(ValidationFailed):
+        validate(document)
+
+
+@pytest.mark.parametrize(
+    ("metric", "field"),
+    [
+        ({"name": "verdict", "type": "regex", "pattern": "判断:(是|否"}, "spec.metrics[0].pattern"),
+        (
+            {"name": "judge", "type": "rubric", "judge": {"model": "s3://llm-models/judge", "promptTemplate": "{answer}", "scorePattern": "(1)(0)"}},
+            "spec.metrics[0].judge.scorePattern",
+        ),
+    ],
+)
+def test_a_pattern_the_evaluator_cannot_use_is_refused_where_the_operator_reads_the_spec(metric, field):
+    # CEL evaluates RE2 only, and the evaluator's patterns are Python's (lookbehind included), so the
+    # operator's model compiles them: the resource fails before any Job exists, naming the field.
+    document = load(EVR)
+    document["spec"]["metrics"][0] = metric
+    document["spec"]["gates"] = []
+    del document["spec"]["promotion"]
+    with pytest.raises(ValidationFailed, match=re.escape(field.removeprefix("spec."))):
         validate(document)
 
 

@@ -2,6 +2,8 @@
 
 import copy
 import itertools
+import json
+import re
 from pathlib import Path
 
 import kubernetes_validate
@@ -73,14 +75,16 @@ def test_every_pod_meets_the_restricted_pod_security_standard(pod):
         assert security["runAsNonRoot"] is True
         assert security.get("privileged") is not True
         assert container["resources"]["requests"] == container["resources"]["limits"]
-        # Writable places on a read-only root are emptyDirs only.
+        # Writable places on a read-only root are emptyDirs, or a claim the user named (a model cache).
         writable = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
         volumes = {v["name"]: v for v in pod["volumes"]}
         for mount in container["volumeMounts"]:
             if mount["mountPath"] in writable:
-                assert "emptyDir" in volumes[mount["name"]], mount
+                assert {"emptyDir", "persistentVolumeClaim"} & set(volumes[mount["name"]]), mount
     assert not any(key in pod for key in ("hostNetwork", "hostPID", "hostIPC"))
-    assert all("hostPath" not in v for v in pod["volumes"])
+    # The volume types the restricted profile allows.
+    allowed = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+    assert all(set(v) - {"name"} <= allowed for v in pod["volumes"]), pod["volumes"]
 
 
 def test_children_are_owned_labelled_and_deterministically_named():
@@ -467,3 +471,87 @@ def test_no_users_text_is_ever_expanded_by_the_kubelet_in_any_builder(text):
                         reached.add(path[-1])
     # The free-text fields that reach a command line: the author, column names, a stratify field...
     assert "author" in reached, reached
+
+
+def test_pod_plumbing_reaches_the_training_pod_with_the_model_cache_and_scratch_size():
+    ftj = resource("finetunejob.yaml")
+    pod = training.build(ftj, SETTINGS, training.TrainingInputs("s3://d/p"))[-1]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["HF_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "hf-token", "key": "token", "optional": True}}
+    assert env["KUBETUNE_MODEL_CACHE"]["value"] == "/cache/models" and "KUBETUNE_MODEL_CACHE_READ_ONLY" not in env
+    # The user's variables come after kubetune's, so theirs win over its defaults.
+    assert [e["name"] for e in container["env"]].index("HF_TOKEN") > [e["name"] for e in container["env"]].index("HOME")
+    assert container["envFrom"] == [{"configMapRef": {"name": "egress-proxy", "optional": True}}]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["model-cache"]["persistentVolumeClaim"] == {"claimName": "llm-model-cache", "readOnly": False}
+    assert volumes["scratch"]["emptyDir"] == {"sizeLimit": "200Gi"}
+    assert container["resources"]["requests"]["ephemeral-storage"] == "200Gi"
+    assert container["resources"]["limits"]["ephemeral-storage"] == "200Gi"
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert mounts["/etc/internal-ca"] == {"name": "internal-ca", "mountPath": "/etc/internal-ca", "readOnly": True}
+    assert pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    kubernetes_validate.validate(training.build(ftj, SETTINGS, training.TrainingInputs("s3://d/p"))[-1], "1.33",
+                                 strict=True)
+
+
+def test_the_charts_defaults_apply_where_a_resource_sets_nothing_and_yield_where_it_does():
+    settings = OperatorSettings.from_env({
+        "KUBETUNE_S3_ENDPOINT_URL": "https://s3.internal:9000",
+        "KUBETUNE_S3_CA_BUNDLE": "internal-ca/bundle.pem",
+        "KUBETUNE_POD_DEFAULTS": json.dumps({
+            "training": {"nodeSelector": {"pool": "gpu"}, "priorityClassName": "training",
+                         "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}]},
+            "evaluation": {"nodeSelector": {"pool": "inference"}},
+        }),
+    })
+    ftj = resource("finetunejob.yaml")  # sets tolerations and affinity, not nodeSelector nor priorityClassName
+    pod = training.build(ftj, settings, training.TrainingInputs("s3://d/p"))[-1]["spec"]["template"]["spec"]
+    assert (pod["nodeSelector"], pod["priorityClassName"]) == ({"pool": "gpu"}, "training")
+    assert {"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"} not in pod["tolerations"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert (env["AWS_ENDPOINT_URL"], env["AWS_CA_BUNDLE"]) == ("https://s3.internal:9000", "/etc/kubetune-ca/ca.crt")
+    ca = next(v for v in pod["volumes"] if v["name"] == "ca-bundle")
+    assert ca["configMap"] == {"name": "internal-ca", "items": [{"key": "bundle.pem", "path": "ca.crt"}]}
+    evr = resource("evalrun.yaml", scheduling={"nodeSelector": {"pool": "mine"}},
+                   storage={"secretName": "s3-credentials", "endpointUrl": "https://minio.team:9000"})
+    eval_pod = evaluation.build(evr, settings, evaluation.EvalInputs("s3://t"))[-1]["spec"]["template"]["spec"]
+    assert eval_pod["nodeSelector"] == {"pool": "mine"} and "priorityClassName" not in eval_pod
+    assert {e["name"]: e.get("value") for e in eval_pod["containers"][0]["env"]}["AWS_ENDPOINT_URL"] == (
+        "https://minio.team:9000")
+    data_pod = dataset.build(resource("preferencedataset.yaml"), settings)[-1]["spec"]["template"]["spec"]
+    assert any(v["name"] == "ca-bundle" for v in data_pod["volumes"]) and "nodeSelector" not in data_pod
+
+
+@pytest.mark.parametrize("variable, value, said", [
+    ("KUBETUNE_POD_DEFAULTS", '{"training": {"nodeSelector": {"a b": "x"}}}', "KUBETUNE_POD_DEFAULTS.training: nodeSelector"),
+    ("KUBETUNE_POD_DEFAULTS", '{"trainig": {}}', "keys training, evaluation"),
+    ("KUBETUNE_POD_DEFAULTS", "{", "not JSON"),
+    ("KUBETUNE_S3_ENDPOINT_URL", "ftp://x", "KUBETUNE_S3_ENDPOINT_URL: endpointUrl"),
+    ("KUBETUNE_S3_CA_BUNDLE", "Bad_Name/ca.crt", "KUBETUNE_S3_CA_BUNDLE: configMapName"),
+])
+def test_a_bad_chart_default_stops_the_operator_naming_it(variable, value, said):
+    with pytest.raises(UserError, match=said):
+        OperatorSettings.from_env({variable: value})
+
+
+def test_users_env_values_reach_the_process_as_written():
+    ftj = resource("finetunejob.yaml", pod={"env": [{"name": "GREETING", "value": "$(HOME) costs $5"}]})
+    container = training.build(ftj, SETTINGS, training.TrainingInputs("s3://d/p"))[-1]["spec"]["template"]["spec"][
+        "containers"][0]
+    assert {e["name"]: e.get("value") for e in container["env"]}["GREETING"] == "$$(HOME) costs $$5"
+
+
+@pytest.mark.parametrize("pod, field", [
+    ({"env": [{"name": "KUBETUNE_NAME", "value": "x"}]}, "spec.pod.env[0].name"),
+    ({"env": [{"name": "A", "value": "x", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}, "spec.pod.env[0]"),
+    ({"volumes": [{"name": "scratch", "emptyDir": {}}]}, "spec.pod.volumes[0].name"),
+    ({"volumes": [{"name": "host", "hostPath": {"path": "/"}}]}, "spec.pod.volumes[0].hostPath"),
+    ({"volumes": [{"name": "v", "emptyDir": {}}], "volumeMounts": [{"name": "v", "mountPath": "/scratch/x"}]},
+     "spec.pod.volumeMounts[0].mountPath"),
+    ({"volumeMounts": [{"name": "nowhere", "mountPath": "/data"}]}, "spec.pod.volumeMounts"),
+    ({"volumes": [{"name": "v", "emptyDir": {}, "secret": {"secretName": "s"}}]}, "spec.pod.volumes[0]"),
+])
+def test_pod_plumbing_that_would_break_the_pod_or_kubetune_is_refused_naming_the_field(pod, field):
+    with pytest.raises(ValidationFailed, match=re.escape(field)):
+        resource("finetunejob.yaml", pod=pod)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import time
 from typing import Any
 
 import pytest
@@ -85,10 +86,14 @@ def api() -> FakeApi:
     return FakeApi()
 
 
-@pytest.fixture
-def rt(api) -> Runtime:
+def runtime(api: FakeApi) -> Runtime:
     return Runtime(api=api, operator_settings=OperatorSettings(artifact_root="s3://art/root", progress_base_url="http://op:8080"),
                    settings=RuntimeSettings(progress_key=b"k" * 16), metrics=OperatorMetrics(CollectorRegistry()))
+
+
+@pytest.fixture
+def rt(api) -> Runtime:
+    return runtime(api)
 
 
 def resource(kind: str, name: str, spec: dict, status: dict | None = None) -> dict:
@@ -121,6 +126,23 @@ def test_a_job_waits_for_a_dataset_that_does_not_exist(rt, api):
     assert (ready["type"], ready["status"], ready["reason"]) == ("DatasetReady", "False", "DatasetNotFound")
     assert {kind for kind, _ in api.created} == {"Event"}
     assert sorted(api.events()) == ["DatasetNotFound", "Waiting"]
+
+
+def test_a_job_whose_dataset_failed_is_stalled_until_the_dataset_is_fixed(rt, api):
+    api.put("preferencedatasets", resource("PreferenceDataset", "data", {"kind": "sft"},
+                                           {"phase": "Failed", "message": "BadData: line 3"}))
+    api.put("finetunejobs", resource("FineTuneJob", "sft", ftj_spec()))
+    run(rt, "finetunejobs", "sft")
+    status = api.status("finetunejobs", "sft")
+    conditions = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+    assert status["phase"] == "Waiting"
+    assert (conditions["Ready"], conditions["Reconciling"], conditions["Stalled"]) == (
+        ("False", "DatasetFailed"), ("False", "DatasetFailed"), ("True", "DatasetFailed"))
+
+    api.put("preferencedatasets", resource("PreferenceDataset", "data", {"kind": "sft"}, {"phase": "Running"}))
+    run(rt, "finetunejobs", "sft")
+    conditions = {c["type"]: c["status"] for c in api.status("finetunejobs", "sft")["conditions"]}
+    assert (conditions["Reconciling"], conditions["Stalled"]) == ("True", "False")
 
 
 def test_a_ready_dataset_starts_the_children_in_order_with_its_fingerprint(rt, api):
@@ -213,9 +235,13 @@ def test_a_start_point_that_wrote_a_full_model_fails_the_chain(rt, api):
 
 
 def test_finished_resources_are_left_alone(rt, api):
+    # Finished under an operator that wrote no kstatus conditions: they are added once, nothing else.
     api.put("finetunejobs", resource("FineTuneJob", "sft", ftj_spec(), succeeded(observedGeneration=1)))
     run(rt, "finetunejobs", "sft")
-    assert api.created == [] and api.status_patches == 0
+    assert {c["type"]: c["status"] for c in api.status("finetunejobs", "sft")["conditions"]} == {
+        "Ready": "True", "Reconciling": "False", "Stalled": "False"}
+    run(rt, "finetunejobs", "sft")
+    assert api.created == [] and api.status_patches == 1
 
 
 def test_a_spec_this_operator_refuses_fails_an_unfinished_resource_only(rt, api):
@@ -241,7 +267,7 @@ def test_spec_suspend_suspends_the_job(rt, api):
 def test_a_suspended_training_drops_its_progress_series_so_no_stall_alert_fires(rt, api):
     api.put("finetunejobs", resource("FineTuneJob", "sft", ftj_spec(dataset={"uri": "s3://data/p"})))
     run(rt, "finetunejobs", "sft")
-    rt.metrics.record_progress(NS, "sft", {"loss": 0.5, "percent": 50.0})
+    rt.metrics.record_progress(NS, "sft")
     api.put("finetunejobs", resource("FineTuneJob", "sft", ftj_spec(dataset={"uri": "s3://data/p"}, suspend=True)))
     run(rt, "finetunejobs", "sft")
     assert api.status("finetunejobs", "sft")["phase"] == "Suspended"
@@ -419,14 +445,33 @@ def test_a_promotion_by_pull_request_says_which_request_to_merge(rt, api):
     assert "pull request #4 into main (open)" in promoted["message"] and "merge it" in promoted["message"]
 
 
-def test_a_finished_training_drops_its_progress_gauges(rt, api):
-    rt.metrics.record_progress(NS, "sft", {"loss": 0.5, "percent": 50.0})
+def test_a_finished_training_drops_its_progress_timestamp(rt, api):
+    rt.metrics.record_progress(NS, "sft")
     api.put("finetunejobs", resource("FineTuneJob", "sft", ftj_spec(dataset={"uri": "s3://data/prepared"})))
     run(rt, "finetunejobs", "sft")
     finish_job(api, "sft-train", 0, {"kind": "train", "artifact": {"uri": "s3://a/final", "type": "adapter"}})
     run(rt, "finetunejobs", "sft")
     assert api.status("finetunejobs", "sft")["phase"] == "Succeeded"
-    assert [s for m in rt.metrics.training_loss.collect() for s in m.samples] == []
+    assert [s for m in rt.metrics.training_last_progress.collect() for s in m.samples] == []
+
+
+def test_an_evalruns_results_are_exported_until_a_while_after_it_ended(rt, api):
+    from kubetune_operator.observability.metrics import FINISHED_SERIES_SECONDS
+
+    def exported() -> list:
+        return [s for m in rt.metrics.eval_gates_failed.collect() for s in m.samples]
+
+    evaluated(rt, api, passed=False)
+    assert api.status("evalruns", "e")["phase"] == "Succeeded" and len(exported()) == 1
+    rt.metrics.drop_ended(now=time.time() + FINISHED_SERIES_SECONDS + 1)
+    assert exported() == []
+    # A restarted operator publishes them again while they are due, and not long after the end.
+    run(rt, "evalruns", "e")
+    assert len(exported()) == 1
+    rt.metrics.forget_eval(NS, "e")
+    api.objects[("evalruns", NS, "e")]["status"]["completionTime"] = "2020-01-01T00:00:00Z"
+    run(rt, "evalruns", "e")
+    assert exported() == []
 
 
 def test_a_promotion_of_a_model_uri_is_refused_before_the_evaluation_runs(rt, api):
@@ -450,16 +495,16 @@ def test_deleting_a_resource_keeps_the_series_of_other_kinds_with_the_same_name(
     from kubetune_operator.handlers.reconcile import handle_event
 
     def series() -> set[str]:
-        return {s.name for metric in rt.metrics.training_loss.collect() + rt.metrics.eval_metric.collect()
+        return {s.name for metric in rt.metrics.training_last_progress.collect() + rt.metrics.eval_metric.collect()
                 for s in metric.samples}
 
-    rt.metrics.record_progress(NS, "x", {"loss": 0.5})
+    rt.metrics.record_progress(NS, "x")
     rt.metrics.record_eval(NS, "x", {"new": {"exact_match": {"value": 0.5}}}, 0)
     for plural, kind in [("preferencedatasets", "PreferenceDataset"), ("finetunejobs", "FineTuneJob")]:
         deleted = {"type": "DELETED", "object": resource(kind, "x", {})}
         asyncio.run(handle_event(rt, plural, deleted, []))
         if plural == "preferencedatasets":
-            assert series() == {"kubetune_training_loss", "kubetune_eval_metric"}
+            assert series() == {"kubetune_training_last_progress_timestamp_seconds", "kubetune_eval_metric"}
     assert series() == {"kubetune_eval_metric"}
     asyncio.run(handle_event(rt, "evalruns", {"type": "DELETED", "object": resource("EvalRun", "x", {})}, []))
     assert series() == set()

@@ -635,3 +635,15 @@ def test_an_evalruns_json_has_values_deltas_gates_and_the_report(tmp_path):
         "value": 0.65, "ciLow": 0.55, "ciHigh": 0.75, "delta": -0.05, "deltaCiLow": -0.1, "deltaCiHigh": 0.0}
     assert entry["artifacts"] == {"output": f"file://{tmp_path}", "report": full["report"]}
     assert (entry["namespace"], entry["baseline"]) == ("default", "sft")
+
+
+def test_a_local_run_leaves_out_what_only_a_cluster_has():
+    from kubetune_operator.localrun.runner import without_cluster_plumbing
+
+    document = ftj()
+    document["spec"]["pod"] = {"env": [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
+                               "modelCache": {"claimName": "models"}}
+    document["spec"]["storage"] = {"caBundle": {"configMapName": "internal-ca"}}
+    local = without_cluster_plumbing(validate(document))
+    assert local.spec.pod.env == [] and local.spec.pod.model_cache is None
+    assert local.spec.storage.ca_bundle is None

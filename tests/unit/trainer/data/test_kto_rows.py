@@ -22,6 +22,7 @@ def test_trl_unpaired_rows(prepare, sample_data):
     assert len({r["prompt"][0]["content"] for r in result.rows("test")} & {
         r["prompt"][0]["content"] for r in result.rows("train")}) == 0
     assert set(result.manifest["lengths"]) == {"prompt", "answer"}
+    assert result.manifest["labels"] == {"desirable": 8, "undesirable": 8}
 
 
 def test_llamafactory_kto_tag_reads_the_last_turn_as_the_answer(prepare, sample_data):

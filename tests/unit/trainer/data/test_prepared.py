@@ -70,3 +70,25 @@ def test_prepared_dataset_loads_from_s3(sft_dataset, s3_bucket):
     dataset = load_prepared(uri, "sft")
     local = load_prepared(str(sft_dataset), "sft")
     assert dataset.train == local.train and dataset.test == local.test
+
+
+def test_tool_calls_weights_and_tools_come_back_for_the_trainer(tmp_path):
+    call = {"type": "function", "function": {"name": "f", "arguments": {"x": 1}}}
+    row = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": [call]},
+                        {"role": "tool", "content": "r", "name": "f"},
+                        {"role": "assistant", "content": "a", "loss_weight": 0.0}],
+           "tools": [{"type": "function", "function": {"name": "f"}}], "metadata": {"source": "s:1"}}
+    (read,) = load_prepared(str(write_prepared(tmp_path / "ds", [row], test_rows=0)), "sft").train
+    assert read["messages"] == row["messages"] and read["tools"] == row["tools"]
+
+
+def test_a_method_given_rows_of_another_kind_says_what_they_hold(tmp_path, preference_rows, kto_rows):
+    pairs = write_prepared(tmp_path / "pairs", preference_rows[:2], test_rows=0)
+    with pytest.raises(DataError, match=r"train.jsonl:1: completion: missing; a kto row needs prompt, completion "
+                                        r"\(it holds preference rows"):
+        load_prepared(str(pairs), "kto")
+    (row,) = load_prepared(str(write_prepared(tmp_path / "kto", kto_rows[:1], test_rows=0)), "kto").train
+    assert row["label"] is True and row["completion"][0]["role"] == "assistant"
+    broken = write_prepared(tmp_path / "broken", [dict(kto_rows[0], label="yes")], test_rows=0)
+    with pytest.raises(DataError, match=r"train.jsonl:1: label: must be true \(desirable\) or false"):
+        load_prepared(str(broken), "kto")

@@ -287,6 +287,6 @@ def test_progress_phases_and_eval_gauges(evaluation):
     assert any(
         e["phase"] == "generate" and e.get("step") == 48 and e.get("total_steps") == 48 for e in events
     )
-    assert metrics().prompts_per_second._value.get() > 0
-    assert metrics().eval_tokens_per_second._value.get() > 0
+    # Counters, for rate(): the process-wide registry holds every evaluation of the session.
     assert metrics().prompts_total._value.get() >= 48
+    assert metrics().eval_tokens_total._value.get() >= 48

@@ -7,6 +7,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from kubetune_trainer.errors import DataError
+from kubetune_trainer.progress import metrics
 from kubetune_trainer.recipes import train
 from kubetune_trainer.recipes.config import config_from_dict
 from kubetune_trainer.recipes.sft import SFTTokenizer, TokenizeStats, WeightedCollator
@@ -124,6 +125,7 @@ def test_lora_sft_with_key_tokens_and_packing_learns(make_config, trainer_env, t
         key_token_weight=3.0,
         packing=True,
     )
+    tokens_before = metrics().tokens_total._value.get()
     summary = train(config)
     output = tmp_path / "output"
     history = read_jsonl(output / "metrics.jsonl")
@@ -162,6 +164,8 @@ def test_lora_sft_with_key_tokens_and_packing_learns(make_config, trainer_env, t
     steps = [e for e in events if e.get("loss") is not None]
     assert steps[-1]["step"] == 8 and steps[-1]["total_steps"] == 8 and steps[-1]["percent"] == 100.0
     assert all(e["tokens_per_second"] > 0 for e in steps[1:]) and "eta_seconds" in steps[0]
+    # Throughput for Prometheus is a counter of the tokens trained on (its rate() is tokens/s).
+    assert metrics().tokens_total._value.get() > tokens_before
     assert any(e.get("checkpoint", "").endswith("checkpoint-000004") for e in events)
 
 

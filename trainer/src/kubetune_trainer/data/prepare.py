@@ -70,6 +70,8 @@ class FirstPass:
     rejected_chars: array = field(default_factory=lambda: array("I"))
     stratum_ids: dict[str, int] = field(default_factory=dict)
     files: list[dict] = field(default_factory=list)
+    # KTO rows kept per label: desirable_weight and undesirable_weight balance them.
+    labels: Counter = field(default_factory=Counter)
 
     @property
     def kept(self) -> int:
@@ -245,6 +247,8 @@ def first_pass(
                     state.drop(name, line, error)
                     continue
                 write(body[:-1] + b',"metadata":' + tail + b"}\n")
+                if "label" in content:
+                    state.labels["desirable" if content["label"] else "undesirable"] += 1
                 stratum = _stratum(_field(metadata, options.stratify_by)) if options.stratify_by else ""
                 state.keep(split.score(dumps(prompt), key), stratum, lengths)
                 if state.kept == options.max_rows:
@@ -385,6 +389,7 @@ def build_manifest(
         "strata": _strata(state, is_test, options),
         "warnings": split_warnings(state, is_test, options),
         "lengths": _all_lengths(state, options.kind),
+        **({"labels": {k: state.labels[k] for k in ("desirable", "undesirable")}} if options.kind == "kto" else {}),
         "sources": state.files,
         "options": options.describe(),
         "created_by": f"kubetune-trainer {__version__}",

@@ -83,11 +83,10 @@ class GenerationProgress:
         self.done += prompts
         self.tokens += tokens
         metrics().prompts_total.inc(prompts)
+        metrics().eval_tokens_total.inc(tokens)
         elapsed = self.seconds + time.monotonic() - self._since
         rate = self.done / elapsed if elapsed > 0 else 0.0
         token_rate = self.tokens / elapsed if elapsed > 0 else 0.0
-        metrics().prompts_per_second.set(rate)
-        metrics().eval_tokens_per_second.set(token_rate)
         self.reporter.update(
             # The last answer always reports, so that the final count is never rate-limited away.
             force=self.done >= self.total,

@@ -66,6 +66,9 @@ class ProgressCallback(TrainerCallback):
             fields["tokens_per_second"] = round(
                 (state.num_input_tokens_seen - self.last_tokens) / (now - self.last_time), 1
             )
+            # The count is the whole job's (gathered across ranks): one process counts it, once.
+            if state.is_world_process_zero:
+                metrics().tokens_total.inc(state.num_input_tokens_seen - self.last_tokens)
         self.last_time, self.last_tokens = now, state.num_input_tokens_seen
         return fields
 
