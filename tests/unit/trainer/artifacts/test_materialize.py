@@ -60,7 +60,7 @@ def test_an_s3_failure_is_a_storage_error_to_retry_not_a_missing_model(tmp_path,
 def test_pods_sharing_a_model_cache_download_a_model_once(s3_bucket, tmp_path, monkeypatch):
     import threading
 
-    shared = tmp_path / "shared"
+    shared = tmp_path / "model-cache"
     shared.mkdir()
     monkeypatch.setenv("KUBETUNE_MODEL_CACHE", str(shared))
     uri = f"s3://{s3_bucket}/base70b"
@@ -81,7 +81,7 @@ def test_pods_sharing_a_model_cache_download_a_model_once(s3_bucket, tmp_path, m
 
 
 def test_a_read_only_model_cache_is_read_when_it_holds_the_model(s3_bucket, tmp_path, monkeypatch):
-    shared = tmp_path / "shared"
+    shared = tmp_path / "model-cache"
     shared.mkdir()
     uri = f"s3://{s3_bucket}/base"
     upload_model(uri, b"weights")
@@ -103,7 +103,7 @@ def test_a_lock_left_by_a_dead_pod_is_taken_over(s3_bucket, tmp_path, monkeypatc
 
     from kubetune_trainer.artifacts import materialize
 
-    shared = tmp_path / "shared"
+    shared = tmp_path / "model-cache"
     shared.mkdir()
     monkeypatch.setenv("KUBETUNE_MODEL_CACHE", str(shared))
     monkeypatch.setattr(materialize, "SHARED_POLL_S", 0.01)
