@@ -11,6 +11,7 @@ ServiceAccount.
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import os
 import signal
@@ -37,6 +38,7 @@ CONTROLLERS = (
     "node-lifecycle-controller",
 )
 SERVICE_CIDR = "10.0.0.0/24"
+RBAC_WARM_UP = 15  # seconds after a restarted API server is ready
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 # Every request of a ServiceAccount of this namespace is written to logs/audit.log: tests hold
 # the operator's against RBAC (a 403 fails them) and read which calls it made.
@@ -90,6 +92,7 @@ class ControlPlane:
     binaries: dict[str, Path]
     api_port: int = 0
     components: dict[str, Component] = field(default_factory=dict)
+    restarts: list[tuple[datetime.datetime, datetime.datetime]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.folder = self.folder.resolve()
@@ -139,9 +142,13 @@ class ControlPlane:
     def restart_apiserver(self, timeout: float = 120) -> None:
         """Stop kube-apiserver (SIGTERM) and start it again on the same port and data."""
         apiserver = self.components["kube-apiserver"]
+        began = datetime.datetime.now(datetime.UTC)
         apiserver.stop()
         apiserver.start()
         self._wait("kube-apiserver", time.monotonic() + timeout, lambda: self.request("GET", "/readyz") == "ok")
+        # A restarted server refuses requests for a moment while its RBAC cache fills: the window
+        # in which a 403 says nothing about the chart's Role.
+        self.restarts.append((began, datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=RBAC_WARM_UP)))
 
     def _define(self, pki: certificates.Pki) -> None:
         bins = {name: str(path) for name, path in self.binaries.items()}

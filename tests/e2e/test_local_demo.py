@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import openpyxl
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -17,6 +18,12 @@ def kubetune_run(workdir: Path) -> subprocess.CompletedProcess:
          "--artifacts", "demo-artifacts", "--workdir", ".kubetune"],
         cwd=workdir, capture_output=True, text=True, timeout=900,
     )
+
+
+def demo_gate(name: str) -> dict:
+    """A gate of the demo's EvalRun as written in examples/demo/04-eval.yaml."""
+    evalrun = yaml.safe_load((ROOT / "examples" / "demo" / "04-eval.yaml").read_text())
+    return next(gate for gate in evalrun["spec"]["gates"] if gate["name"] == name)
 
 
 def test_demo_story_runs_and_a_second_run_skips_every_step(tmp_path):
@@ -31,10 +38,22 @@ def test_demo_story_runs_and_a_second_run_skips_every_step(tmp_path):
     report_dir = tmp_path / "demo-artifacts" / "default" / "evalruns" / "demo-eval"
     summary = json.loads((report_dir / "summary.json").read_text())
     assert summary["passed"] and summary["baseline"] == "sft"
+    assert summary["confidence"] == 0.95
     sft, dpo = summary["metrics"]["sft"], summary["metrics"]["dpo"]
-    # The bad case is gone as a number: the intervals do not even overlap.
+    # The story's claims, whatever the processor's digits: the bad case is gone as a number (the
+    # 95% intervals of the repetition rate do not even overlap, and the whole interval of the change
+    # lies below the gate's threshold) ...
     assert dpo["repetition.ngram_rate"]["ciHigh"] < sft["repetition.ngram_rate"]["ciLow"]
-    assert dpo["contains"]["value"] >= sft["contains"]["value"]
+    gates = {gate["name"]: gate for gate in summary["gates"]}
+    falls, holds = demo_gate("repetition_falls"), demo_gate("accuracy_holds")
+    assert falls["useConfidenceBound"] and falls["threshold"] < 0
+    assert summary["deltas"]["dpo"]["repetition.ngram_rate"]["ciHigh"] < falls["threshold"]
+    assert gates["repetition_falls"]["passed"]
+    # ... and accuracy does not fall: non-inferiority, the lower end of the interval of the change
+    # above minus the stated margin, not a point estimate compared with 0.
+    assert holds["useConfidenceBound"] and holds["comparator"] == ">=" and holds["threshold"] < 0
+    assert summary["deltas"]["dpo"]["contains"]["ciLow"] >= holds["threshold"]
+    assert gates["accuracy_holds"]["passed"] and gates["accuracy_holds"]["useConfidenceBound"]
     html = (report_dir / "report.html").read_text()
     assert "sft" in html and "dpo" in html and "data:image/png;base64," in html
     # The replay set's topics are its subtypes: every metric is scored per topic too.

@@ -46,7 +46,7 @@ def test_data_prepare_runs_in_the_operators_data_pod(in_image: InImage, tmp_path
     result, log = in_image.pod(container["command"], container, pod, binds={"/data": sample_data})
     assert result.code == 0, log
     summary = json.loads(result.message)
-    assert summary["train_rows"] > 0 and summary["test_rows"] > 0, summary
+    assert summary["kind"] == "dataset" and summary["counts"]["train"] > 0 and summary["counts"]["test"] > 0, summary
     scratch = next(p for p in (in_image.scratch).rglob("preferencedatasets/image-check") if p.is_dir())
     assert {p.name for p in scratch.iterdir()} >= {"train.jsonl", "test.jsonl", "manifest.json"}
 

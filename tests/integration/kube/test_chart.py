@@ -26,7 +26,7 @@ def test_the_operator_runs_as_the_charts_pod_under_its_service_account(kube, ope
     assert {e["user"]["username"] for e in operator.requests()} == {OPERATOR_USER}
 
 
-def test_rbac_refuses_what_the_charts_role_does_not_grant(kube):
+def test_rbac_refuses_what_the_charts_role_does_not_grant(kube, release):
     def can(verb: str, resource: str, namespace: str = "default") -> bool:
         review = kube.request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", {
             "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",

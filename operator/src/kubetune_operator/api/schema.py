@@ -32,6 +32,23 @@ def _key_rule(names: dict[str, Any]) -> dict[str, str]:
     return {"rule": f"self.all(k, {' && '.join(clauses)})", "message": "invalid map key"}
 
 
+def _fractional_bounds_as_rules(node: dict[str, Any]) -> None:
+    """A `number` bound that is not a whole number becomes a CEL rule. kube-apiserver checks a
+    value written as an integer (`0`, and a default of `0.0`, which JSON writes `0`) against the
+    bound truncated to an integer: `< 0.5` refused 0 (the CRD itself, for its default) and
+    `>= 0.5` let 0 through. CEL compares a `number` field as a double."""
+    if node.get("type") != "number":
+        return
+    for key, strict, loose in (("minimum", ">", ">="), ("maximum", "<", "<=")):
+        bound = node.get(key)
+        if isinstance(bound, float) and not bound.is_integer():
+            exclusive = node.pop(f"exclusive{key[:3].capitalize()}imum", False)
+            node.pop(key)
+            op = strict if exclusive else loose
+            node.setdefault("x-kubernetes-validations", []).append(
+                {"rule": f"self {op} {bound!r}", "message": f"must be {op} {bound!r}"})
+
+
 def unwrap(text: str) -> str:
     """A docstring's lines joined into paragraphs: `kubectl explain` wraps descriptions itself and
     would keep the source's line breaks mid-sentence."""
@@ -84,6 +101,7 @@ def _convert(node: Any, defs: dict[str, Any], path: str) -> Any:
     if "exclusiveMaximum" in node and not isinstance(node["exclusiveMaximum"], bool):
         node["maximum"] = node.pop("exclusiveMaximum")
         node["exclusiveMaximum"] = True
+    _fractional_bounds_as_rules(node)
     key_constraints = dict(node.pop("propertyNames", {}))
     if "patternProperties" in node:
         patterns = node.pop("patternProperties")

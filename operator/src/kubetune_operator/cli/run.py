@@ -307,6 +307,8 @@ def print_results(console, results) -> None:
             for warning in result.summary.get("warnings") or []:
                 name = f"{result.resource.kind_name}/{result.resource.metadata.name}"
                 console.print(f"[yellow]warning[/yellow] {name}: {escape(str(warning))}", highlight=False)
+        if result.summary.get("kind") == "train" and result.ok:
+            print_curves(console, result)
         if result.summary.get("kind") == "eval" and result.ok:
             print_comparison(console, result)
             promotion = result.resource.spec.promotion
@@ -315,6 +317,23 @@ def print_results(console, results) -> None:
                     f"promotion to {promotion.repository} is not run locally (it needs the cluster's git "
                     "Secret); `kubetune promote --help` commits the same record by hand"
                 )
+
+
+def print_curves(console, result) -> None:
+    """Where a training's curves and tracker runs are."""
+    name = f"{result.resource.kind_name}/{result.resource.metadata.name}"
+    plots = result.summary.get("plots") or {}
+    if isinstance(plots, dict) and plots:
+        console.print(f"{name} curves: {', '.join(_display_path(str(uri)) for uri in plots.values())}", highlight=False)
+    runs = result.summary.get("tracking") or {}
+    if not isinstance(runs, dict):
+        return
+    if runs.get("mlflowRunId"):
+        console.print(f"{name} MLflow run {runs['mlflowRunId']} (experiment {runs.get('mlflowExperimentId')})")
+    if runs.get("wandbRunUrl") or runs.get("wandbRunId"):
+        console.print(f"{name} W&B run {runs.get('wandbRunUrl') or runs['wandbRunId']}", highlight=False)
+    if runs.get("tensorboard"):
+        console.print(f"{name} tensorboard --logdir {_display_path(str(runs['tensorboard']))}", highlight=False)
 
 
 def _local_summary(result) -> dict[str, Any]:

@@ -147,7 +147,7 @@ def test_inline_llamafactory_columns_become_a_column_map():
     document["spec"]["llamafactory"] = {
         "formatting": "sharegpt",
         "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"},
-        "tags": {"roleTag": "from", "contentTag": "value"},
+        "tags": {"roleTag": "from", "contentTag": "value", "userTag": "human", "assistantTag": "gpt"},
     }
     (job,) = dataset.build(validate(document), SETTINGS)
     argv = job["spec"]["template"]["spec"]["containers"][0]["command"]
@@ -156,7 +156,7 @@ def test_inline_llamafactory_columns_become_a_column_map():
         "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"},
         "formatting": "sharegpt",
         "ranking": True,
-        "tags": {"role_tag": "from", "content_tag": "value"},
+        "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt"},
     }
 
 

@@ -14,6 +14,9 @@ def test_every_method_has_its_recipe():
 
 @pytest.mark.parametrize("method", sorted(RECIPES))
 def test_the_recipe_chosen_trains_the_configured_method(method):
-    config = config_from_dict({"method": method, "base_model": "/m", "dataset": "/d", "output": "/o"})
+    # A batch of 2: KTO's KL term pairs answers within a batch, and every method trains on it.
+    config = config_from_dict(
+        {"method": method, "base_model": "/m", "dataset": "/d", "output": "/o", "per_device_train_batch_size": 2}
+    )
     recipe = recipe_for(config)
     assert recipe.method == method and recipe.config is config

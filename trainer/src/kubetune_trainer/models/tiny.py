@@ -108,7 +108,16 @@ def build_model(
     seed: int = 0,
     eos_token_id: int | None = None,
     pad_token_id: int | None = None,
+    embedding_std: float | None = None,
 ):
+    """A random-weight Qwen2 model. `embedding_std` redraws the (tied) embeddings at that scale.
+
+    At the default initialisation (std 0.02) a logit, the final hidden state (norm sqrt(hidden))
+    times an embedding row (norm 0.02 sqrt(hidden)), stays below about 0.02 × hidden: 1.3 for 64
+    dimensions, while LoRA trains neither the embeddings nor the final norm. Such a model can never
+    be confident: its greedy answers turn on logit gaps of hundredths, which float rounding decides.
+    A trained model's output layer is far larger; std 0.2 lets logits reach about 13 at 64 dimensions.
+    """
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -126,7 +135,11 @@ def build_model(
         bos_token_id=None,
     )
     torch.manual_seed(seed)
-    return Qwen2ForCausalLM(config)
+    model = Qwen2ForCausalLM(config)
+    if embedding_std is not None:
+        with torch.no_grad():
+            model.get_input_embeddings().weight.normal_(0.0, embedding_std)
+    return model
 
 
 def write_tiny_model(
@@ -138,6 +151,7 @@ def write_tiny_model(
     heads: int = 4,
     kv_heads: int = 2,
     seed: int = 0,
+    embedding_std: float | None = None,
 ) -> Path:
     """Write a tokenizer + random-weight model directory that `from_pretrained` loads."""
     from transformers.utils import logging as transformers_logging
@@ -155,6 +169,7 @@ def write_tiny_model(
         seed=seed,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        embedding_std=embedding_std,
     )
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
