@@ -7,7 +7,8 @@ examples/demo/*.yaml through `kubetune run` in a fresh directory, and reads the 
 A setting is an environment for the run: `native` (nothing set), or `VAR=value,...` such as
 `ATEN_CPU_CAPABILITY=avx2` (ATen's vectorised kernels on AVX2 only) or
 `ATEN_CPU_CAPABILITY=default` (no vector kernels), `MKL_CBWR=COMPATIBLE` (MKL's processor-independent
-code path); `kubetune run` hands such variables to its steps.
+code path); `kubetune run` hands such variables to its steps. The word `deterministic` in a setting
+sets `hyperparameters.deterministic: true` on both FineTuneJobs (transformers' full_determinism).
 
 It prints a Markdown table, one row a run: the repeated-n-gram rate of the SFT baseline and of
 DPO with their 95% intervals and the gap between the intervals; `contains` accuracy of both, the
@@ -45,12 +46,14 @@ EVAL = Path("demo-artifacts/default/evalruns/demo-eval")
 
 
 def environment(setting: str) -> dict[str, str]:
-    if setting == "native":
-        return {}
-    return dict(item.split("=", 1) for item in setting.split(","))
+    return dict(item.split("=", 1) for item in setting.split(",") if "=" in item)
 
 
-def seeded_documents(seed: int, target: Path) -> list[Path]:
+def deterministic(setting: str) -> bool:
+    return "deterministic" in setting.split(",")
+
+
+def seeded_documents(seed: int, target: Path, setting: str) -> list[Path]:
     """The demo's YAML with `hyperparameters.seed` of every FineTuneJob set to `seed`."""
     paths = []
     for path in sorted(DEMO.glob("*.yaml")):
@@ -58,6 +61,8 @@ def seeded_documents(seed: int, target: Path) -> list[Path]:
         for document in documents:
             if document["kind"] == "FineTuneJob":
                 document["spec"].setdefault("hyperparameters", {})["seed"] = seed
+                if deterministic(setting):
+                    document["spec"]["hyperparameters"]["deterministic"] = True
         paths.append(target / path.name)
         paths[-1].write_text(yaml.safe_dump_all(documents, sort_keys=False))
     return paths
@@ -74,7 +79,7 @@ def run_once(seed: int, setting: str, scratch: Path) -> dict:
     )
     started = time.perf_counter()
     result = subprocess.run(
-        [str(BIN / "kubetune"), "run", *map(str, seeded_documents(seed, work / "yaml")),
+        [str(BIN / "kubetune"), "run", *map(str, seeded_documents(seed, work / "yaml", setting)),
          "--artifacts", "demo-artifacts", "--workdir", "demo-artifacts/.kubetune"],
         cwd=work, env=env, capture_output=True, text=True,
     )

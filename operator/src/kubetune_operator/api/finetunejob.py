@@ -127,6 +127,10 @@ class Hyperparameters(Model):
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 42
     """Seed for weights of new layers, data order and dropout."""
 
+    deterministic: bool = False
+    """Deterministic kernels only (transformers' full_determinism): a rerun with the same seed on the same
+    hardware gives the same weights. Costs speed on GPUs; kernels with no deterministic version fail."""
+
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     """auto: bf16 where the GPU supports it, else fp32."""
 

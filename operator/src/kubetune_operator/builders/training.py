@@ -106,6 +106,7 @@ def trainer_config(ftj: FineTuneJob, settings: OperatorSettings, inputs: Trainin
         "lr_scheduler_type": hp.lr_scheduler,
         "max_grad_norm": hp.max_grad_norm,
         "seed": hp.seed,
+        "full_determinism": hp.deterministic,
         "precision": hp.precision,
         "gradient_checkpointing": hp.gradient_checkpointing,
         "save_steps": spec.checkpointing.every_steps,

@@ -277,6 +277,13 @@ def test_sft_options_reach_the_trainer_config():
     assert config["completion_only_loss"] is True and "beta" not in config
 
 
+def test_deterministic_reaches_the_trainer_config_as_full_determinism():
+    ftj = resource("pipeline/02-sft.yaml")
+    assert training.trainer_config(ftj, SETTINGS, training.TrainingInputs(dataset_uri="s3://a/b"))["full_determinism"] is False
+    ftj.spec.hyperparameters.deterministic = True
+    assert training.trainer_config(ftj, SETTINGS, training.TrainingInputs(dataset_uri="s3://a/b"))["full_determinism"] is True
+
+
 def test_a_truncated_training_summary_still_locates_the_artifact():
     assert training.summary_artifacts({"output": "s3://b/x"}).uri == "s3://b/x/final"
     full = training.summary_artifacts({"output": "s3://b/x", "artifact": {"uri": "s3://b/x/final", "type": "full"}})

@@ -30,6 +30,9 @@ def test_training_arguments_on_cpu_turn_off_trl_defaults(tmp_path, monkeypatch):
     assert args.metric_for_best_model == "eval_loss" and args.greater_is_better is False
     assert args.logging_nan_inf_filter is False
     assert args.loss_weights is None
+    assert args.full_determinism is False
+    deterministic = config_from_dict(DPO | {"full_determinism": True})
+    assert DPORecipe(deterministic).training_arguments("fp32", str(tmp_path), evaluate=False).full_determinism is True
 
 
 def test_sft_loss_weight_adds_trls_sft_loss(tmp_path, monkeypatch):

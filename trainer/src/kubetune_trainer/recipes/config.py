@@ -85,6 +85,7 @@ class TrainConfig:
     lr_scheduler_type: str = "cosine"
     max_grad_norm: float = Field(1.0, ge=0.0)
     seed: int = Field(42, ge=0)
+    full_determinism: bool = False
 
     completion_only_loss: bool = True
     key_token_patterns: list[str] = Field(default_factory=list)

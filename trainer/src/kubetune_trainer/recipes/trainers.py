@@ -33,6 +33,7 @@ def common_arguments(config: TrainConfig, precision: str, output_dir: str, evalu
         max_grad_norm=config.max_grad_norm,
         seed=config.seed,
         data_seed=config.seed,
+        full_determinism=config.full_determinism,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         gradient_checkpointing=config.gradient_checkpointing,
