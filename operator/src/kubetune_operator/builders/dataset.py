@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kubetune_operator.api import PreferenceDataset
+from kubetune_operator.api import PreferenceDataset, Resource
 from kubetune_operator.builders import workload
 from kubetune_operator.builders.inputs import Artifacts
+from kubetune_operator.builders.kind import KindBuilder, Probe
 from kubetune_operator.builders.settings import OperatorSettings
 
 
@@ -23,6 +24,20 @@ def predicted_artifacts(output: str, pds: PreferenceDataset | None = None) -> Ar
 def summary_artifacts(summary: dict[str, Any]) -> Artifacts:
     """What a dataset holds, from its pod's termination summary (docs/contracts.md §5)."""
     return Artifacts(uri=summary.get("output"), fingerprint=summary.get("fingerprint"))
+
+
+def references(pds: PreferenceDataset) -> list[tuple[type[Resource], str]]:
+    """A dataset reads only its sources: it waits for no other resource."""
+    return []
+
+
+def rerun_inputs(pds: PreferenceDataset, inputs: None, probe: Probe) -> list:
+    """Its source files' content; with a dataset_info.json and no sources, the folder it names files in."""
+    sources = [s.uri for s in pds.spec.sources]
+    if pds.spec.llamafactory and pds.spec.llamafactory.dataset_info:
+        info = pds.spec.llamafactory.dataset_info
+        sources.append(info.rsplit("/", 1)[0] if not pds.spec.sources else info)
+    return [probe.files(s) for s in sources]
 
 
 def column_map(pds: PreferenceDataset) -> str | None:
@@ -94,3 +109,13 @@ def build(pds: PreferenceDataset, settings: OperatorSettings) -> list[workload.M
             active_deadline_seconds=spec.active_deadline_seconds,
         )
     ]
+
+
+KIND = KindBuilder(
+    PreferenceDataset,
+    references=references,
+    build=lambda pds, settings, inputs: build(pds, settings),  # it resolves no inputs
+    rerun_inputs=rerun_inputs,
+    predicted_artifacts=predicted_artifacts,
+    summary_artifacts=summary_artifacts,
+)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubetune_operator.api import EvalRun, FineTuneJob, PreferenceDataset
+from kubetune_operator.api import EvalRun, FineTuneJob, PreferenceDataset, Resource
 from kubetune_operator.builders import workload
 from kubetune_operator.builders.inputs import InputRefused, Lookup
+from kubetune_operator.builders.kind import KindBuilder, Probe
 from kubetune_operator.builders.settings import OperatorSettings
 
 
@@ -28,6 +29,16 @@ class EvalInputs:
 
     test_set_uri: str | None
     candidates: dict[str, CandidateArtifacts] = field(default_factory=dict)
+
+
+def references(evr: EvalRun) -> list[tuple[type[Resource], str]]:
+    """Its test set, when a PreferenceDataset holds it, and every FineTuneJob candidate."""
+    spec = evr.spec
+    refs: list[tuple[type[Resource], str]] = []
+    if spec.test_set.preference_dataset:
+        refs.append((PreferenceDataset, spec.test_set.preference_dataset))
+    refs += [(FineTuneJob, c.fine_tune_job) for c in spec.candidates if c.fine_tune_job]
+    return refs
 
 
 def resolve_inputs(evr: EvalRun, artifacts_of: Lookup) -> EvalInputs:
@@ -52,6 +63,13 @@ def resolve_inputs(evr: EvalRun, artifacts_of: Lookup) -> EvalInputs:
             )
         candidates[candidate.name] = resolved
     return EvalInputs(test_set_uri=test_set, candidates=candidates)
+
+
+def rerun_inputs(evr: EvalRun, inputs: EvalInputs, probe: Probe) -> list:
+    """Its test set's content, its resolved inputs, the models it names itself and what the steps it
+    waits for produced."""
+    models = [probe.model(c.model) for c in evr.spec.candidates if c.model]
+    return [probe.files(inputs.test_set_uri), inputs, models, probe.upstream()]
 
 
 def trained_candidate(
@@ -165,3 +183,13 @@ def build(evr: EvalRun, settings: OperatorSettings, inputs: EvalInputs) -> list[
             queue_name=spec.queue_name,
         ),
     ]
+
+
+# Nothing takes an EvalRun as input: it names no artifacts of its own for others.
+KIND = KindBuilder(
+    EvalRun,
+    references=references,
+    build=build,
+    rerun_inputs=rerun_inputs,
+    resolve_inputs=resolve_inputs,
+)

@@ -1,20 +1,19 @@
 """A set of resource documents → validated resources in dependency order, with inputs predicted.
 
-The operator resolves a FineTuneJob's dataset from the PreferenceDataset's status; `kubetune
+The operator resolves a resource's inputs from the statuses of those it references; `kubetune
 render` and `kubetune run` have no cluster, so they predict the same URIs from the specs (the
-default output layout of docs/contracts.md §6).
+default output layout of docs/contracts.md §6). Every kind is handled alike, through its
+`KindBuilder` (builders/kind.py) looked up in builders/registry.py.
 """
 
 from __future__ import annotations
 
-from kubetune_operator.api import EvalRun, FineTuneJob, PreferenceDataset, Resource
-from kubetune_operator.builders import dataset, evaluation, training, workload
+from kubetune_operator.api import Resource
+from kubetune_operator.builders import workload
 from kubetune_operator.builders.inputs import Artifacts, InputRefused, Lookup
+from kubetune_operator.builders.registry import builder_of
 from kubetune_operator.builders.settings import OperatorSettings
 from kubetune_operator.errors import ValidationFailed
-
-# What each kind that others take as input will have produced, by the layout.
-PREDICTED = {PreferenceDataset: dataset.predicted_artifacts, FineTuneJob: training.predicted_artifacts}
 
 
 def key(resource: Resource) -> tuple[str, str, str]:
@@ -22,19 +21,9 @@ def key(resource: Resource) -> tuple[str, str, str]:
 
 
 def references(resource: Resource) -> list[tuple[str, str, str]]:
-    """The resources this one waits for."""
+    """The keys of the resources this one waits for."""
     namespace = workload.namespace_of(resource)
-    refs: list[tuple[str, str, str]] = []
-    if isinstance(resource, FineTuneJob):
-        if resource.spec.dataset.preference_dataset:
-            refs.append(("PreferenceDataset", namespace, resource.spec.dataset.preference_dataset))
-        if resource.spec.start_from and resource.spec.start_from.fine_tune_job:
-            refs.append(("FineTuneJob", namespace, resource.spec.start_from.fine_tune_job))
-    elif isinstance(resource, EvalRun):
-        if resource.spec.test_set.preference_dataset:
-            refs.append(("PreferenceDataset", namespace, resource.spec.test_set.preference_dataset))
-        refs += [("FineTuneJob", namespace, c.fine_tune_job) for c in resource.spec.candidates if c.fine_tune_job]
-    return refs
+    return [(kind.kind_name, namespace, name) for kind, name in builder_of(type(resource)).references(resource)]
 
 
 def order(resources: list[Resource], require_references: bool = True) -> list[Resource]:
@@ -85,7 +74,7 @@ def predicted(resource: Resource, known: dict, settings: OperatorSettings) -> Lo
             output = workload.output_uri(producer, settings)
         else:
             output = f"{settings.artifact_root.rstrip('/')}/{namespace}/{kind.plural}/{name}"
-        return PREDICTED[kind](output, producer)
+        return builder_of(kind).predicted_artifacts(output, producer)
 
     return artifacts_of
 
@@ -93,18 +82,12 @@ def predicted(resource: Resource, known: dict, settings: OperatorSettings) -> Lo
 def build(resource: Resource, known: dict, settings: OperatorSettings) -> list[workload.Manifest]:
     """The children the operator would create, with inputs predicted from the other documents; an
     input that could never serve is refused, as the operator would refuse it."""
+    kind = builder_of(type(resource))
     try:
-        if isinstance(resource, PreferenceDataset):
-            return dataset.build(resource, settings)
-        if isinstance(resource, FineTuneJob):
-            inputs = training.resolve_inputs(resource, predicted(resource, known, settings))
-            return training.build(resource, settings, inputs)
-        if isinstance(resource, EvalRun):
-            inputs = evaluation.resolve_inputs(resource, predicted(resource, known, settings))
-            return evaluation.build(resource, settings, inputs)
+        inputs = kind.resolve_inputs(resource, predicted(resource, known, settings))
     except InputRefused as refused:
         raise ValidationFailed(f"{resource.kind_name} {resource.metadata.name}: {refused.message}") from refused
-    raise TypeError(f"no builder for {type(resource).__name__}")
+    return kind.build(resource, settings, inputs)
 
 
 def render(resources: list[Resource], settings: OperatorSettings) -> list[workload.Manifest]:

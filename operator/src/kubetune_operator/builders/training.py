@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kubetune_operator.api import FineTuneJob, PreferenceDataset
+from kubetune_operator.api import FineTuneJob, PreferenceDataset, Resource
 from kubetune_operator.api.finetunejob import FineTuneJobSpec, Kto, Lora, Orpo, Simpo
 from kubetune_operator.builders import workload
 from kubetune_operator.builders.inputs import Artifacts, InputRefused, Lookup
+from kubetune_operator.builders.kind import KindBuilder, Probe
 from kubetune_operator.builders.settings import OperatorSettings
 
 RENDEZVOUS_PORT = 29500
@@ -21,6 +22,17 @@ class TrainingInputs:
     dataset_uri: str | None
     dataset_fingerprint: str | None = None
     start_from_uri: str | None = None
+
+
+def references(ftj: FineTuneJob) -> list[tuple[type[Resource], str]]:
+    """Its dataset and the job it starts from, when they are resources."""
+    spec = ftj.spec
+    refs: list[tuple[type[Resource], str]] = []
+    if spec.dataset.preference_dataset:
+        refs.append((PreferenceDataset, spec.dataset.preference_dataset))
+    if spec.start_from and spec.start_from.fine_tune_job:
+        refs.append((FineTuneJob, spec.start_from.fine_tune_job))
+    return refs
 
 
 def resolve_inputs(ftj: FineTuneJob, artifacts_of: Lookup) -> TrainingInputs:
@@ -44,6 +56,11 @@ def resolve_inputs(ftj: FineTuneJob, artifacts_of: Lookup) -> TrainingInputs:
             )
         start_from = start.uri if start else None
     return TrainingInputs(dataset_uri=dataset_uri, dataset_fingerprint=fingerprint, start_from_uri=start_from)
+
+
+def rerun_inputs(ftj: FineTuneJob, inputs: TrainingInputs, probe: Probe) -> list:
+    """Its base model, its resolved inputs and what the steps it waits for produced."""
+    return [probe.model(ftj.spec.base_model), inputs, probe.upstream()]
 
 
 def predicted_artifacts(output: str, ftj: FineTuneJob | None = None) -> Artifacts:
@@ -283,3 +300,15 @@ def build(ftj: FineTuneJob, settings: OperatorSettings, inputs: TrainingInputs) 
             nodes=resources.nodes,
         ),
     ]
+
+
+KIND = KindBuilder(
+    FineTuneJob,
+    references=references,
+    build=build,
+    rerun_inputs=rerun_inputs,
+    resolve_inputs=resolve_inputs,
+    predicted_artifacts=predicted_artifacts,
+    summary_artifacts=summary_artifacts,
+    forced_afresh=True,
+)

@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubetune_operator.api import EvalRun, FineTuneJob, PreferenceDataset, Resource
-from kubetune_operator.builders import dataset, evaluation, plan, training, workload
+from kubetune_operator.api import Resource
+from kubetune_operator.builders import plan, workload
 from kubetune_operator.builders.inputs import Artifacts, InputRefused, Lookup
+from kubetune_operator.builders.kind import Probe
+from kubetune_operator.builders.registry import builder_of
 from kubetune_operator.builders.settings import OperatorSettings
 from kubetune_operator.errors import UserError, shorten
 from kubetune_operator.exitcodes import reason
@@ -52,8 +54,6 @@ AFRESH_ENV = "KUBETUNE_TRAIN_AFRESH"
 OUTPUT_LOCK = ".kubetune-lock"
 # kubetune's own files in an output: not part of its content (the lock holds a PID).
 CONTROL_FILES = (OUTPUT_MARKER, OUTPUT_LOCK)
-# What each kind that others take as input produced, from its step's summary.
-PRODUCED = {PreferenceDataset: dataset.summary_artifacts, FineTuneJob: training.summary_artifacts}
 # Launcher flags that only make sense across several nodes; locally everything is one node.
 _MULTI_NODE_FLAGS = ("--node-rank", "--master-addr", "--master-port")
 
@@ -270,46 +270,28 @@ class LocalRunner:
         """The lookup for the input resolvers: what the earlier steps' summaries say they produced."""
 
         def artifacts_of(kind: type[Resource], name: str) -> Artifacts:
-            return PRODUCED[kind](self._summary_of(kind.kind_name, resource, name))
+            return builder_of(kind).summary_artifacts(self._summary_of(kind.kind_name, resource, name))
 
         return artifacts_of
 
-    def _inputs(self, resource: FineTuneJob | EvalRun) -> Any:
-        resolve = training.resolve_inputs if isinstance(resource, FineTuneJob) else evaluation.resolve_inputs
+    def _inputs(self, resource: Resource) -> Any:
         try:
-            return resolve(resource, self._artifacts_of(resource))
+            return builder_of(type(resource)).resolve_inputs(resource, self._artifacts_of(resource))
         except InputRefused as refused:
             raise UserError(f"{resource.kind_name} {resource.metadata.name}: {refused.message}") from refused
 
+    def _probe(self, resource: Resource) -> Probe:
+        def upstream() -> list[Any]:
+            summaries = [self._summary_of(kind, resource, name) for kind, _, name in plan.references(resource)]
+            return [u.get("fingerprint") or u.get("artifact") for u in summaries]
+
+        return Probe(files=_file_fingerprint, model=_model_fingerprint, upstream=upstream)
+
     def _children(self, resource: Resource) -> tuple[list[dict[str, Any]], Any]:
         """The manifests to run and the inputs that decide whether they must run again."""
-        if isinstance(resource, PreferenceDataset):
-            sources = [s.uri for s in resource.spec.sources]
-            if resource.spec.llamafactory and resource.spec.llamafactory.dataset_info:
-                info = resource.spec.llamafactory.dataset_info
-                sources.append(info.rsplit("/", 1)[0] if not resource.spec.sources else info)
-            return dataset.build(resource, self.settings), [_file_fingerprint(s) for s in sources]
-        if isinstance(resource, FineTuneJob):
-            inputs = self._inputs(resource)
-            upstream = [
-                self._summary_of(kind, resource, name) for kind, _, name in plan.references(resource)
-            ]
-            return training.build(resource, self.settings, inputs), [
-                _model_fingerprint(resource.spec.base_model),
-                inputs,
-                [u.get("fingerprint") or u.get("artifact") for u in upstream],
-            ]
-        if isinstance(resource, EvalRun):
-            inputs = self._inputs(resource)
-            upstream = [self._summary_of(kind, resource, name) for kind, _, name in plan.references(resource)]
-            models = [_model_fingerprint(c.model) for c in resource.spec.candidates if c.model]
-            return evaluation.build(resource, self.settings, inputs), [
-                _file_fingerprint(inputs.test_set_uri),
-                inputs,
-                models,
-                [u.get("fingerprint") or u.get("artifact") for u in upstream],
-            ]
-        raise TypeError(type(resource).__name__)
+        kind = builder_of(type(resource))
+        inputs = self._inputs(resource)
+        return kind.build(resource, self.settings, inputs), kind.rerun_inputs(resource, inputs, self._probe(resource))
 
     # -- running one step ------------------------------------------------------------------------
     def _local_output(self, resource: Resource) -> Path | None:
@@ -335,7 +317,7 @@ class LocalRunner:
 
     def _refusal(self, resource: Resource) -> str | None:
         """Why `--force` may not retrain into this output: a non-empty local folder kubetune did not create."""
-        if not (self.force and isinstance(resource, FineTuneJob)):
+        if not (self.force and builder_of(type(resource)).forced_afresh):
             return None
         path = self._local_output(resource)
         if path is None or not path.exists() or (path / OUTPUT_MARKER).is_file():
@@ -468,7 +450,7 @@ class LocalRunner:
         if not self.force and previous and previous.get("fingerprint") == fingerprint and self._outputs_exist(previous):
             return StepResult(resource, "Skipped", 0.0, previous["summary"], "up to date")
         env = {}
-        if self.force and isinstance(resource, FineTuneJob):
+        if self.force and builder_of(type(resource)).forced_afresh:
             # The trainer reuses a finished run found in its output (a restarted pod must not train
             # again); --force means train again. The trainer drops the old run itself, once its inputs
             # resolve, and only in an output kubetune created.
