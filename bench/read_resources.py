@@ -3,7 +3,7 @@
 A file of small documents (by default 355,000 of them, about 50 MB: PreferenceDatasets, each with
 its own name and source URI, and every fifth a FineTuneJob on the one before) is read
 (`cli.documents.load_documents`: YAML 1.2, duplicate keys, alias budget), validated against the CRD schemas
-and their CEL rules (`validate_all`) and ordered by references (`plan.order`). The same is done
+and their CEL rules (`validate_all`) and ordered by references (`graph.order`). The same is done
 on the file's first 1/8, 1/4 and 1/2: a flat documents/s down the table is a linear reader.
 
 Peers, in the same run: PyYAML's pure-Python `safe_load_all` (the former reader, YAML 1.1) on the
@@ -60,7 +60,7 @@ def peak_rss_mib() -> float:
 
 
 def worker(mode: str, path: Path) -> dict:
-    from kubetune_operator.builders import plan
+    from kubetune_operator.builders import graph
     from kubetune_operator.cli.documents import load_documents, validate_all
 
     timings: dict[str, float] = {}
@@ -90,7 +90,7 @@ def worker(mode: str, path: Path) -> dict:
     resources = validate_all(documents)
     timings["validate"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    plan.order(resources, require_references=mode != "celpy")
+    graph.order(resources, require_references=mode != "celpy")
     timings["order"] = time.perf_counter() - mark
     return {"documents": len(documents), **timings, "rss": peak_rss_mib()}
 

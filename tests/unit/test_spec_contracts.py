@@ -23,11 +23,11 @@ from kubetune_operator.api import API_VERSION, KINDS
 from kubetune_operator.api.crd import openapi_schema
 from kubetune_operator.api.evalrun import EvalRunSpec
 from kubetune_operator.api.validation import check, validate
-from kubetune_operator.builders import dataset, evaluation, plan, training, workload
+from kubetune_operator.builders import dataset, evaluation, graph, training, workload
 from kubetune_operator.builders.settings import OperatorSettings
 from kubetune_operator.errors import ValidationFailed
 from kubetune_trainer.data import options as prepare_options
-from kubetune_trainer.data.plan import FormatPlan
+from kubetune_trainer.data.format_plan import FormatPlan
 from kubetune_trainer.errors import ConfigError
 from kubetune_trainer.eval.config import parse_config as eval_config_from_dict
 from kubetune_trainer.recipes.config import config_from_dict as train_config_from_dict
@@ -152,7 +152,7 @@ def as_the_pod_reads_it(config: dict[str, Any]) -> Any:
 
 def inputs_by_layout(resource):
     """Other resources' outputs where the default layout puts them (as `kubetune render` predicts)."""
-    return plan.predicted(resource, {}, SETTINGS)
+    return graph.predicted(resource, {}, SETTINGS)
 
 
 # -- FineTuneJob → TrainConfig --------------------------------------------------------------------

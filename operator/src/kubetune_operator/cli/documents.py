@@ -14,7 +14,7 @@ import yaml
 from kubetune_operator import yaml12
 from kubetune_operator.api import Resource
 from kubetune_operator.api.validation import parse
-from kubetune_operator.builders.plan import key
+from kubetune_operator.builders.graph import key
 from kubetune_operator.errors import ValidationFailed, shorten
 
 # Errors listed per document: ten thousand unknown fields need not be ten thousand lines.

@@ -33,7 +33,7 @@ def checked_root(value: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from kubetune_operator.builders import plan
+    from kubetune_operator.builders import graph
     from kubetune_operator.builders.settings import OperatorSettings
     from kubetune_operator.cli.documents import load_documents, validate_all
 
@@ -41,6 +41,6 @@ def run(args: argparse.Namespace) -> int:
     if args.artifact_root:
         settings = replace(settings, artifact_root=args.artifact_root)
     resources = validate_all(load_documents(args.files))
-    manifests = plan.render(resources, settings)
+    manifests = graph.render(resources, settings)
     print(yaml.safe_dump_all(manifests, sort_keys=False, allow_unicode=True), end="")
     return 0

@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, stream) -> int:
     from rich.console import Console
 
-    from kubetune_operator.builders import plan
+    from kubetune_operator.builders import graph
     from kubetune_operator.cli.documents import load_documents, validate_all
     from kubetune_operator.localrun.runner import LocalRunner
 
@@ -111,7 +111,7 @@ def _run(args: argparse.Namespace, stream) -> int:
         args.artifacts, args.workdir.resolve(), force=args.force, gpus=args.gpus,
         on_event=display.event,
     )
-    plan.order(resources, require_references=True)
+    graph.order(resources, require_references=True)
     with display, stop_signals() as stopped:
         results = runner.run(resources, on_step=display.step_done)
     print_results(console, results)

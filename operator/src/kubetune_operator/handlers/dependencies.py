@@ -12,7 +12,7 @@ import kopf
 from pydantic import ValidationError
 
 from kubetune_operator.api import KINDS, Resource
-from kubetune_operator.builders import plan
+from kubetune_operator.builders import graph
 from kubetune_operator.builders.inputs import Artifacts
 from kubetune_operator.runtime.context import Runtime
 from kubetune_operator.runtime.kube import CUSTOM_RESOURCES
@@ -83,7 +83,7 @@ def input_index(model: type[Resource], body: Mapping[str, Any]) -> dict[tuple[st
         return {}
     return {
         (KINDS[kind].plural, namespace, name): (model.plural, resource.metadata.name)
-        for kind, namespace, name in plan.references(resource)
+        for kind, namespace, name in graph.references(resource)
     }
 
 

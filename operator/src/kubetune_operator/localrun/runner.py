@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kubetune_operator.api import Resource
-from kubetune_operator.builders import plan, workload
+from kubetune_operator.builders import graph, workload
 from kubetune_operator.builders.inputs import Artifacts, InputRefused, Lookup
 from kubetune_operator.builders.kind import Probe
 from kubetune_operator.builders.registry import builder_of
@@ -282,7 +282,7 @@ class LocalRunner:
 
     def _probe(self, resource: Resource) -> Probe:
         def upstream() -> list[Any]:
-            summaries = [self._summary_of(kind, resource, name) for kind, _, name in plan.references(resource)]
+            summaries = [self._summary_of(kind, resource, name) for kind, _, name in graph.references(resource)]
             return [u.get("fingerprint") or u.get("artifact") for u in summaries]
 
         return Probe(files=_file_fingerprint, model=_model_fingerprint, upstream=upstream)
@@ -408,7 +408,7 @@ class LocalRunner:
     # -- the whole run ---------------------------------------------------------------------------
     def run(self, resources: list[Resource], on_step: Callable[[StepResult], None] | None = None) -> list[StepResult]:
         cwd = Path.cwd()
-        ordered = plan.order([without_cluster_plumbing(absolute_file_uris(r, cwd)) for r in resources],
+        ordered = graph.order([without_cluster_plumbing(absolute_file_uris(r, cwd)) for r in resources],
                              require_references=True)
         with self.locks:
             # Before anything is read or written: another run's state, pod folders and outputs are its own.
@@ -427,14 +427,14 @@ class LocalRunner:
         for resource in ordered:
             blocked = [
                 f"{kind} {name}"
-                for kind, namespace, name in plan.references(resource)
+                for kind, namespace, name in graph.references(resource)
                 if not self.results[(kind, namespace, name)].ok
             ]
             if blocked:
                 result = StepResult(resource, "Blocked", message=f"waits for {', '.join(blocked)}, which did not succeed")
             else:
                 result = self._run_step(resource, steps_state)
-            self.results[plan.key(resource)] = result
+            self.results[graph.key(resource)] = result
             results.append(result)
             if on_step:
                 on_step(result)

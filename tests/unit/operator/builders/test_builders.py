@@ -12,7 +12,7 @@ import yaml
 
 from kubetune_operator.api.evalrun import PullRequest
 from kubetune_operator.api.validation import validate
-from kubetune_operator.builders import dataset, evaluation, plan, promotion, training, workload
+from kubetune_operator.builders import dataset, evaluation, graph, promotion, training, workload
 from kubetune_operator.builders.settings import OperatorSettings
 from kubetune_operator.cli.documents import load_documents, validate_all
 from kubetune_operator.errors import UserError, ValidationFailed
@@ -47,7 +47,7 @@ def all_manifests():
     resources = validate_all(load_documents(sorted((ROOT / "examples").rglob("*.yaml"))))
     for r in resources:
         r.metadata.uid = UID
-    manifests = plan.render(resources, SETTINGS)
+    manifests = graph.render(resources, SETTINGS)
     record = {"schemaVersion": 1, "evalRun": {"name": "x"}}
     evr = resource("evalrun.yaml")
     return [*manifests, *promotion.build(evr, SETTINGS, record)]
@@ -292,12 +292,12 @@ def test_a_truncated_training_summary_still_locates_the_artifact():
 
 def test_chained_dpo_starts_from_the_sft_jobs_final_adapter():
     resources = validate_all(load_documents(sorted((ROOT / "examples" / "pipeline").glob("*.yaml"))))
-    known = {plan.key(r): r for r in resources}
+    known = {graph.key(r): r for r in resources}
     dpo = next(r for r in resources if r.metadata.name == "qwen25-1-5b-safety-dpo")
-    inputs = training.resolve_inputs(dpo, plan.predicted(dpo, known, SETTINGS))
+    inputs = training.resolve_inputs(dpo, graph.predicted(dpo, known, SETTINGS))
     assert inputs.start_from_uri == "s3://artifacts/kubetune/llm-team/finetunejobs/qwen25-1-5b-defects-sft/final"
     assert inputs.dataset_uri == "s3://artifacts/kubetune/llm-team/preferencedatasets/safety-prefs"
-    ordered = [r.metadata.name for r in plan.order(resources)]
+    ordered = [r.metadata.name for r in graph.order(resources)]
     assert ordered.index("qwen25-1-5b-defects-sft") < ordered.index("qwen25-1-5b-safety-dpo")
     assert ordered.index("qwen25-1-5b-safety-dpo") < ordered.index("qwen25-1-5b-chain-eval")
 
@@ -371,9 +371,9 @@ def test_settings_come_from_the_environment():
 
 def test_render_refuses_unknown_references_only_when_asked():
     resources = validate_all(load_documents([ROOT / "examples" / "finetunejob.yaml"]))
-    assert plan.render(resources, SETTINGS)
+    assert graph.render(resources, SETTINGS)
     with pytest.raises(Exception, match="references PreferenceDataset repeater-badcases"):
-        plan.order(resources)
+        graph.order(resources)
 
 
 def test_render_cli_names_the_document_and_field_of_a_bad_resource(tmp_path):
@@ -466,7 +466,7 @@ def test_no_users_text_is_ever_expanded_by_the_kubelet_in_any_builder(text):
                     resource_ = validate(changed)
                 except ValidationFailed:
                     continue
-                manifests = plan.render([resource_], SETTINGS)
+                manifests = graph.render([resource_], SETTINGS)
                 if getattr(resource_.spec, "promotion", None) is not None:
                     manifests += promotion.build(resource_, SETTINGS, {"schemaVersion": 1})
                 for container in _containers_of(manifests):

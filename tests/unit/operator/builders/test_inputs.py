@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from kubetune_operator.api import EvalRun, FineTuneJob, PreferenceDataset, Resource
 from kubetune_operator.api.validation import validate
-from kubetune_operator.builders import evaluation, plan, training, workload
+from kubetune_operator.builders import evaluation, graph, training, workload
 from kubetune_operator.builders.settings import OperatorSettings
 from kubetune_operator.cli.documents import load_documents
 from kubetune_operator.errors import UserError, ValidationFailed
@@ -64,7 +64,7 @@ def status(resource: Resource) -> dict:
 
 def upstream(resources: list[Resource], resource: Resource) -> list[Resource]:
     return [r for r in resources if (r.kind_name, workload.namespace_of(r), r.metadata.name)
-            in set(plan.references(resource))]
+            in set(graph.references(resource))]
 
 
 def from_statuses(resources: list[Resource], resource: FineTuneJob | EvalRun) -> tuple[object, StatusDraft]:
@@ -83,14 +83,14 @@ def from_statuses(resources: list[Resource], resource: FineTuneJob | EvalRun) ->
 def from_layout(resources: list[Resource], resource: FineTuneJob | EvalRun):
     """`kubetune render`: predicted from the specs."""
     resolve = training.resolve_inputs if isinstance(resource, FineTuneJob) else evaluation.resolve_inputs
-    return resolve(resource, plan.predicted(resource, {plan.key(r): r for r in resources}, SETTINGS))
+    return resolve(resource, graph.predicted(resource, {graph.key(r): r for r in resources}, SETTINGS))
 
 
 def from_summaries(resources: list[Resource], resource: FineTuneJob | EvalRun, tmp_path: Path):
     """`kubetune run`: the earlier steps' summaries."""
     runner = LocalRunner(SETTINGS.artifact_root, tmp_path)
     for other in upstream(resources, resource):
-        runner.results[plan.key(other)] = StepResult(other, "Succeeded", summary=summary(other))
+        runner.results[graph.key(other)] = StepResult(other, "Succeeded", summary=summary(other))
     return runner._inputs(resource)
 
 
@@ -143,4 +143,4 @@ def test_an_input_that_can_never_serve_is_refused_by_all_three(name, edit, reaso
     with pytest.raises(UserError, match=message):
         from_summaries(resources, resource, tmp_path)
     with pytest.raises(ValidationFailed, match=message):
-        plan.render(resources, SETTINGS)
+        graph.render(resources, SETTINGS)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from kubetune_trainer.data import plan as plan_module
+from kubetune_trainer.data import format_plan
 
 from .conftest import pref, write_jsonl
 
@@ -213,7 +213,7 @@ def test_a_lone_surrogate_in_a_json_array_is_named_as_unwritable_text(prepare, t
 
 
 def test_a_file_of_no_json_objects_stops_detection_early(prepare, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(plan_module, "DETECTION_RECORDS", 50)
+    monkeypatch.setattr(format_plan, "DETECTION_RECORDS", 50)
     (tmp_path / "a.jsonl").write_text("not json\n" * 60 + json.dumps(pref("q")) + "\n")
     result = prepare("--source", tmp_path / "a.jsonl", "--kind", "preference")
     assert result.rc == 65

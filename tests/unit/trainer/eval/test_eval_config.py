@@ -170,19 +170,19 @@ def test_every_example_evalrun_renders_to_a_config_the_trainer_loads():
     """The operator's builders write the config this command reads (contracts §7)."""
     from pathlib import Path
 
-    from kubetune_operator.builders import evaluation, plan
+    from kubetune_operator.builders import evaluation, graph
     from kubetune_operator.builders.settings import OperatorSettings
     from kubetune_operator.cli.documents import load_documents, validate_all
 
     settings = OperatorSettings(artifact_root="s3://artifacts/kubetune")
     examples = sorted((Path(__file__).resolve().parents[4] / "examples").rglob("*.yaml"))
     resources = validate_all(load_documents(examples))
-    known = {plan.key(r): r for r in resources}
+    known = {graph.key(r): r for r in resources}
     evalruns = [r for r in resources if r.kind == "EvalRun"]
     assert evalruns
     for evalrun in evalruns:
         rendered = evaluation.eval_config(
-            evalrun, settings, evaluation.resolve_inputs(evalrun, plan.predicted(evalrun, known, settings))
+            evalrun, settings, evaluation.resolve_inputs(evalrun, graph.predicted(evalrun, known, settings))
         )
         config = parse_config(rendered, evalrun.metadata.name)
         assert [c.name for c in config.candidates] == [c.name for c in evalrun.spec.candidates]

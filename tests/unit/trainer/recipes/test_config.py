@@ -117,7 +117,7 @@ def test_to_dict_round_trips():
 
 def test_every_example_finetunejob_renders_a_config_the_trainer_loads():
     """Contracts §7: the operator renders the ConfigMap from the spec; the trainer must accept it."""
-    from kubetune_operator.builders import plan
+    from kubetune_operator.builders import graph
     from kubetune_operator.builders.settings import OperatorSettings
     from kubetune_operator.cli.documents import load_documents, validate_all
 
@@ -130,7 +130,7 @@ def test_every_example_finetunejob_renders_a_config_the_trainer_loads():
     )
     rendered = [
         (m["metadata"]["name"], m["data"]["config.yaml"])
-        for m in plan.render(resources, settings)
+        for m in graph.render(resources, settings)
         if m["kind"] == "ConfigMap" and m["metadata"]["name"].endswith("-train-config")
     ]
     assert len(rendered) >= 3

@@ -28,8 +28,8 @@ import orjson
 
 from kubetune_trainer import __version__, storage
 from kubetune_trainer.data import sources, split
+from kubetune_trainer.data.format_plan import FormatPlan
 from kubetune_trainer.data.options import PrepareOptions
-from kubetune_trainer.data.plan import FormatPlan
 from kubetune_trainer.data.validate import (
     FILTERED,
     REASONS,

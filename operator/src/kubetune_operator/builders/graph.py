@@ -1,4 +1,5 @@
-"""A set of resource documents → validated resources in dependency order, with inputs predicted.
+"""Resource documents as a graph: each one's key and references, the dependency order, and the
+children `kubetune render` builds along it with inputs predicted.
 
 The operator resolves a resource's inputs from the statuses of those it references; `kubetune
 render` and `kubetune run` have no cluster, so they predict the same URIs from the specs (the
