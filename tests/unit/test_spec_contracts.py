@@ -36,8 +36,8 @@ SETTINGS = OperatorSettings()
 # Spec fields no builder puts into the config (pod placement, credentials, Job limits, the promote
 # Job's settings): drawing them would only slow the search down.
 NOT_IN_CONFIG = {
-    "FineTuneJob": {"scheduling", "storage", "queueName", "suspend", "activeDeadlineSeconds", "backoffLimit"},
-    "EvalRun": {"scheduling", "storage", "queueName", "activeDeadlineSeconds", "promotion", "resources"},
+    "FineTuneJob": {"scheduling", "storage", "queueName", "suspend", "activeDeadlineSeconds", "backoffLimit", "pod"},
+    "EvalRun": {"scheduling", "storage", "queueName", "activeDeadlineSeconds", "promotion", "resources", "pod"},
     "PreferenceDataset": {"scheduling", "storage", "activeDeadlineSeconds", "resources"},
 }
 # `has(self.a) != has(self.b)`: the CEL idiom for "exactly one of a or b".
@@ -198,13 +198,23 @@ def evalrun_specs(draw) -> dict[str, Any]:
     for index, candidate in enumerate(candidates):
         candidate["name"] = f"c{index}"
         candidate["baseline"] = False
+        if "adapter" in candidate and "model" not in candidate and draw(MOSTLY):
+            del candidate["adapter"]
     draw(st.sampled_from(candidates))["baseline"] = True
+    engine = spec.get("engine", {})
+    if engine.get("beamWidth", 1) > 1 and draw(MOSTLY):
+        engine["temperature"] = 0.0
+    if engine.get("tensorParallel", 1) > 1 and engine.get("type", "vllm") != "vllm" and draw(MOSTLY):
+        del engine["tensorParallel"]
     metrics = spec.get("metrics")
     for index, metric in enumerate(metrics or []):
         metric["name"] = f"m{index}"
         if metric["type"] != "rubric":
             metric.pop("rules", None)
             metric.pop("judge", None)
+        elif ("rules" in metric) == ("judge" in metric) and draw(MOSTLY):
+            rules = spec_schema("EvalRun")["properties"]["metrics"]["items"]["properties"]["rules"]
+            metric.pop("judge", None) if "rules" in metric else metric.update(rules=draw(from_schema(rules)))
         # Mostly what the type takes, sometimes not: the API must refuse what the evaluator would.
         if draw(MOSTLY):
             if metric["type"] in ("regex", "judgement"):
@@ -238,8 +248,22 @@ def test_every_accepted_evalrun_gives_an_eval_config_the_evaluator_accepts(spec)
 # -- PreferenceDataset → data prepare ------------------------------------------------------------
 
 
+@st.composite
+def preferencedataset_specs(draw) -> dict[str, Any]:
+    """A PreferenceDataset spec that mostly names a source, and mostly reads no LLaMA-Factory
+    mapping unless its format takes one, so that the CEL rules keep most draws."""
+    spec = draw(specs("PreferenceDataset"))
+    schema = spec_schema("PreferenceDataset")["properties"]
+    if not spec.get("sources") and draw(MOSTLY):
+        spec["sources"] = draw(st.lists(from_schema(schema["sources"]["items"]), min_size=1, max_size=2))
+    takes_mapping = spec.get("format", "auto") in ("auto", "llamafactory", "alpaca", "sharegpt")
+    if "llamafactory" in spec and not takes_mapping and draw(MOSTLY):
+        del spec["llamafactory"]
+    return spec
+
+
 @contract(200)
-@given(specs("PreferenceDataset"))
+@given(preferencedataset_specs())
 def test_every_accepted_preferencedataset_gives_flags_data_prepare_accepts(spec):
     pds = accepted("PreferenceDataset", spec)
     argv = dataset.command(pds, workload.output_uri(pds, SETTINGS))
@@ -258,7 +282,7 @@ def test_every_accepted_preferencedataset_gives_flags_data_prepare_accepts(spec)
 
 @pytest.mark.parametrize(
     ("kind", "strategy"),
-    [("FineTuneJob", specs("FineTuneJob")), ("EvalRun", evalrun_specs()), ("PreferenceDataset", specs("PreferenceDataset"))],
+    [("FineTuneJob", specs("FineTuneJob")), ("EvalRun", evalrun_specs()), ("PreferenceDataset", preferencedataset_specs())],
 )
 def test_most_draws_are_specs_the_api_accepts(kind, strategy):
     """The properties above hold for the draws the API accepts; were those rare, they would hold

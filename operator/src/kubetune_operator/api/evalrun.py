@@ -16,6 +16,7 @@ from kubetune_operator.api.resource import (
     ModelUri,
     ObjectMeta,
     Quantity,
+    Regex,
     Resource,
     ResourceName,
     Scheduling,
@@ -27,19 +28,6 @@ from kubetune_operator.api.resource import (
 )
 
 MetricName = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z][a-z0-9_]*$")]
-
-
-def _compiles(pattern: str) -> str:
-    # The evaluator compiles patterns with Python's re (lookbehind and all); the API server's CEL
-    # knows only RE2, so this check runs where the operator reads the spec, before any Job exists.
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"not a valid (Python) regular expression: {exc}") from None
-    return pattern
-
-
-Regex = Annotated[str, Field(min_length=1, max_length=512), AfterValidator(_compiles)]
 
 
 def _one_group(pattern: str) -> str:

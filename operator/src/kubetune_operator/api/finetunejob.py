@@ -14,6 +14,7 @@ from kubetune_operator.api.resource import (
     ModelUri,
     ObjectMeta,
     Quantity,
+    Regex,
     Resource,
     ResourceName,
     Scheduling,
@@ -141,9 +142,7 @@ class Hyperparameters(Model):
 class KeyTokens(Model):
     """Extra loss weight on tokens that matter (the seed-001 workflow weights its judgement tokens)."""
 
-    patterns: Annotated[
-        list[Annotated[str, Field(min_length=1, max_length=256)]], Field(min_length=1, max_length=32)
-    ]
+    patterns: Annotated[list[Annotated[Regex, Field(max_length=256)]], Field(min_length=1, max_length=32)]
     """Regular expressions; answer tokens inside a match get the weight."""
 
     weight: Annotated[float, Field(gt=0.0, le=100.0)] = 2.0

@@ -7,9 +7,10 @@ so that the generated CRDs are structural, cheap for CEL and strict about what r
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 GROUP = "kubetune.dev"
@@ -81,6 +82,20 @@ GpuResourceName = Annotated[
     str, Field(max_length=128, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 ]
 ImageRef = Annotated[str, Field(max_length=512, pattern=r"^[a-z0-9][a-z0-9./_:@-]*$")]
+
+
+def _compiles(pattern: str) -> str:
+    # The trainer and the evaluator compile patterns with Python's re (lookbehind and all); the API
+    # server's CEL knows only RE2, so this check runs where the operator reads the spec, before any
+    # Job exists.
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"not a valid (Python) regular expression: {exc}") from None
+    return pattern
+
+
+Regex = Annotated[str, Field(min_length=1, max_length=512), AfterValidator(_compiles)]
 
 
 def cel(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> dict[str, str]:

@@ -233,6 +233,17 @@ def test_a_pattern_the_evaluator_cannot_use_is_refused_where_the_operator_reads_
         validate(document)
 
 
+def test_a_key_token_pattern_the_trainer_cannot_compile_is_refused_where_the_operator_reads_the_spec():
+    # Found by the spec contract test: the CRD took '?' and the trainer's TrainConfig refused it in the pod.
+    document = load(FTJ)
+    document["spec"]["method"] = "sft"
+    document["spec"].pop("dpo", None)
+    document["spec"]["sft"] = {"keyTokens": {"patterns": ["判断:(是|否)", "?"]}}
+    assert check(document) == []
+    with pytest.raises(ValidationFailed, match=re.escape("sft.keyTokens.patterns[1]")):
+        validate(document)
+
+
 # Objects the API server accepts must pass locally too: `kubetune run` refusing them would be a lie.
 GOOD = {
     # YAML's `0` is an integer, but the API server hands a `number` field to CEL as a double.
