@@ -14,7 +14,9 @@ It prints a Markdown table, one row a run: the repeated-n-gram rate of the SFT b
 DPO with their 95% intervals and the gap between the intervals; `contains` accuracy of both, the
 change and the lower end of its interval against the non-inferiority margin of the demo's
 `accuracy_holds` gate; whether every gate passed; a digest of all answers (equal digests: the
-same answers, token for token); seconds. It exits 1 when a claim fails in any run:
+same answers, token for token); the final training loss of SFT and of DPO (different digits: the
+setting did change the arithmetic); the seconds both trainings took (their manifests' `train`
+timing) and the whole run took. It exits 1 when a claim fails in any run:
 
 - the intervals of the repetition rate are apart (DPO's upper end below the baseline's lower end);
 - every gate passes: `repetition_falls` (the interval of the change lies below its threshold) and
@@ -43,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "demo"
 BIN = Path(sys.executable).parent
 EVAL = Path("demo-artifacts/default/evalruns/demo-eval")
+JOBS = Path("demo-artifacts/default/finetunejobs")
 
 
 def environment(setting: str) -> dict[str, str]:
@@ -89,6 +92,9 @@ def run_once(seed: int, setting: str, scratch: Path) -> dict:
         raise SystemExit(f"seed {seed}, {setting}: the demo did not finish (exit {result.returncode}):\n"
                          + result.stdout[-3000:] + result.stderr[-3000:])
     summary = json.loads(summary_file.read_text())
+    trained = {
+        name: json.loads((work / JOBS / name / "manifest.json").read_text()) for name in ("demo-sft", "demo-dpo")
+    }
     predictions = (work / EVAL / "predictions.jsonl").read_text().splitlines()
     answers = [(row["candidate"], row["index"], row["predict"]) for row in map(json.loads, predictions)]
     return {
@@ -97,6 +103,8 @@ def run_once(seed: int, setting: str, scratch: Path) -> dict:
         "summary": summary,
         "answers": hashlib.sha256(json.dumps(sorted(answers)).encode()).hexdigest()[:10],
         "seconds": seconds,
+        "losses": [trained[name]["finalLoss"] for name in ("demo-sft", "demo-dpo")],
+        "train_seconds": sum(manifest["timings"]["train"] for manifest in trained.values()),
         "exit": result.returncode,
     }
 
@@ -139,8 +147,9 @@ def main() -> None:
     non_inferiority = margin()
     print(f"non-inferiority margin of accuracy_holds: {non_inferiority:g}; runs in {scratch}\n")
     print("| seed | setting | n-gram rate SFT [95% CI] | n-gram rate DPO [95% CI] | gap | contains SFT | "
-          "contains DPO | Δ contains [95% CI] | Δ low ≥ −margin | gates | answers | s |")
-    print("|---:|---|---|---|---:|---:|---:|---|---|---|---|---:|")
+          "contains DPO | Δ contains [95% CI] | Δ low ≥ −margin | gates | answers | final loss SFT, DPO | "
+          "train s | s |")
+    print("|---:|---|---|---|---:|---:|---:|---|---|---|---|---|---:|---:|")
     failures = []
     for seed in args.seeds:
         for setting in args.settings:
@@ -153,7 +162,8 @@ def main() -> None:
                 f"{found['gap']:.3f} | {found['acc_sft']['value']:.3f} | {found['acc_dpo']['value']:.3f} | "
                 f"{interval(found['change'])} | {'yes' if holds else 'NO'} | "
                 f"{'pass' if passed else 'FAIL: ' + ', '.join(k for k, v in found['gates'].items() if not v)} | "
-                f"{run['answers']} | {run['seconds']:.0f} |",
+                f"{run['answers']} | {run['losses'][0]:.6g}, {run['losses'][1]:.6g} | "
+                f"{run['train_seconds']:.1f} | {run['seconds']:.0f} |",
                 flush=True,
             )
             if found["gap"] <= 0 or not holds or not passed or run["exit"] != 0:
