@@ -1,8 +1,11 @@
-"""A TrainConfig factory for the recipes, and the scratch, progress and termination files of one run."""
+"""A TrainConfig factory for the recipes, the scratch, progress and termination files of one run, and
+SIGTERM at a chosen step."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -44,6 +47,24 @@ def make_config(tmp_path, tiny_model_dir, sft_dataset, dpo_dataset, kto_dataset)
         return config_from_dict(fields | overrides)
 
     return make
+
+
+@pytest.fixture
+def sigterm_at_step(monkeypatch):
+    """Deliver SIGTERM to this process at the end of the given optimizer step (None: never)."""
+    from kubetune_trainer.recipes import callbacks
+
+    original = callbacks.Preemption.on_step_end
+
+    def arm(step: int | None) -> None:
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return original(self, args, state, control, **kwargs)
+
+        monkeypatch.setattr(callbacks.Preemption, "on_step_end", on_step_end)
+
+    return arm
 
 
 def losses(history: list[dict], key: str = "loss") -> list[float]:

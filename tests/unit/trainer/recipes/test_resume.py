@@ -3,8 +3,6 @@ with the same losses as a run that was never interrupted. A start into an output
 a run resumes, or returns, only that very run."""
 
 import json
-import os
-import signal
 
 import pytest
 import torch
@@ -12,28 +10,12 @@ from safetensors.torch import load
 
 from kubetune_trainer import storage
 from kubetune_trainer.errors import DataError, Preempted, StorageError
-from kubetune_trainer.recipes import callbacks, train
+from kubetune_trainer.recipes import train
 from kubetune_trainer.recipes.base import finished_summary
 
 from .conftest import losses, read_jsonl
 
 STEPS = 6
-
-
-@pytest.fixture
-def sigterm_at_step(monkeypatch):
-    """Deliver SIGTERM to this process at the end of the given optimizer step (None: never)."""
-    original = callbacks.Preemption.on_step_end
-
-    def arm(step: int | None) -> None:
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == step:
-                os.kill(os.getpid(), signal.SIGTERM)
-            return original(self, args, state, control, **kwargs)
-
-        monkeypatch.setattr(callbacks.Preemption, "on_step_end", on_step_end)
-
-    return arm
 
 
 def output_root(store: str, tmp_path, request) -> str:

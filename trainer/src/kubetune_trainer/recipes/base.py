@@ -150,14 +150,16 @@ def oom_message(config: TrainConfig, exc: BaseException) -> str:
 @dataclass
 class Resume:
     """Where a start picks up: `finished` (the summary of this very run, already done), or the newest
-    complete checkpoint of this run (`checkpoint`, downloaded to `local`), or step 0. `latest` is the
-    newest complete checkpoint of any run, which a fresh start deletes; `afresh`: asked to start so."""
+    complete checkpoint of this run (`checkpoint`, downloaded to `local`, with the ids of the tracker
+    runs it logged to in `tracking`), or step 0. `latest` is the newest complete checkpoint of any
+    run, which a fresh start deletes; `afresh`: asked to start so."""
 
     finished: dict[str, Any] | None
     latest: checkpoints.Checkpoint | None
     checkpoint: checkpoints.Checkpoint | None
     local: Path | None
     afresh: bool = False
+    tracking: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -275,19 +277,21 @@ class Recipe:
             callbacks = [
                 preemption,
                 CheckpointPublisher(
-                    output, world, config.save_total_limit, state.lineage, state.run, reporter, self.tensorboard
+                    output, world, config.save_total_limit, state.lineage, state.run, reporter, self.tensorboard,
+                    self.tracked,
                 ),
                 ProgressCallback(reporter),
                 self.tracked,
             ]
-            with clock.phase("data"):
-                trainer = self.trainer(state, precision, callbacks)
-            with clock.phase("train"):
-                self.train(trainer, state)
-            if preemption.stopped_at is not None:
-                uri = checkpoints.checkpoint_uri(output, preemption.stopped_at)
-                reporter.update(phase="train", checkpoint=uri, message="preempted", force=True)
-                raise Preempted(f"SIGTERM: checkpoint {uri} written; a new start resumes from it")
+            with tracking.continuing(config.report_to, state.resume.tracking, world.is_main):
+                with clock.phase("data"):
+                    trainer = self.trainer(state, precision, callbacks)
+                with clock.phase("train"):
+                    self.train(trainer, state)
+                if preemption.stopped_at is not None:
+                    uri = checkpoints.checkpoint_uri(output, preemption.stopped_at)
+                    reporter.update(phase="train", checkpoint=uri, message="preempted", force=True)
+                    raise Preempted(f"SIGTERM: checkpoint {uri} written; a new start resumes from it")
             with clock.phase("save"):
                 summary = self.save(trainer, state, clock, precision)
             reporter.update(phase="done", step=summary.get("steps"), message="completed", force=True)
@@ -343,14 +347,18 @@ class Recipe:
         return Setup(args, model_path, true_base, tokenizer, dataset, resume, lineage, run, attention=attention)
 
     def resume(self, run: str, work: Path) -> Resume:
-        """This run finished already, or its newest complete checkpoint (downloaded), or nothing;
-        always nothing when asked to start afresh."""
+        """This run finished already, or its newest complete checkpoint (downloaded, with the event
+        files TensorBoard published), or nothing; always nothing when asked to start afresh."""
         afresh = os.environ.get(AFRESH_ENV) == "1"
         finished = None if afresh else finished_summary(self.output, run)
         latest = checkpoints.latest_complete(self.output)
-        checkpoint = latest if latest and not afresh and checkpoints.run_of(latest) == run else None
+        marker = checkpoints.marker_of(latest) if latest and not afresh else {}
+        checkpoint = latest if marker.get("run") == run else None
         local = checkpoints.download(checkpoint, work / "hf") if checkpoint and not finished else None
-        return Resume(finished, latest, checkpoint, local, afresh)
+        if local and self.world.is_main and self.tensorboard is not None:
+            tracking.restore_tensorboard(self.output, self.tensorboard)
+        ids = tracking.resumed_ids(marker) if checkpoint else {}
+        return Resume(finished, latest, checkpoint, local, afresh, ids)
 
     def trainer(self, state: Setup, precision: str, callbacks: list) -> Any:
         """The model loaded (and prepared for QLoRA) and handed to the method's `build`."""

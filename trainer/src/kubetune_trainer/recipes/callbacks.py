@@ -17,6 +17,7 @@ from kubetune_trainer.errors import Preempted
 from kubetune_trainer.progress import ProgressReporter, metrics
 from kubetune_trainer.recipes import checkpoints
 from kubetune_trainer.recipes.distributed import World, any_rank, barrier
+from kubetune_trainer.recipes.tracking import TrackedRuns
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,8 @@ class ProgressCallback(TrainerCallback):
 
 
 class CheckpointPublisher(TrainerCallback):
-    """Uploads each local checkpoint, marks it COMPLETE after every rank's files are up, prunes old ones."""
+    """Uploads each local checkpoint, marks it COMPLETE (naming the run and its tracker runs) after
+    every rank's files are up, prunes old ones."""
 
     def __init__(
         self,
@@ -114,6 +116,7 @@ class CheckpointPublisher(TrainerCallback):
         run: str,
         reporter: ProgressReporter,
         tensorboard: Path | None = None,
+        tracked: TrackedRuns | None = None,
     ):
         self.output = output
         self.world = world
@@ -122,6 +125,7 @@ class CheckpointPublisher(TrainerCallback):
         self.run = run
         self.reporter = reporter
         self.tensorboard = tensorboard
+        self.tracked = tracked
 
     def on_save(self, args, state, control, **kwargs):
         local = Path(args.output_dir) / f"checkpoint-{state.global_step}"
@@ -134,7 +138,8 @@ class CheckpointPublisher(TrainerCallback):
             checkpoints.upload_files(local, uri)
         barrier()
         if self.world.is_main:
-            checkpoints.mark_complete(uri, state.global_step, self.run)
+            tracking = self.tracked.resumable() if self.tracked else None
+            checkpoints.mark_complete(uri, state.global_step, self.run, tracking)
             write_metrics_history(state.log_history, Path(args.output_dir) / METRICS_FILE)
             storage.upload_file(Path(args.output_dir) / METRICS_FILE, storage.join(self.output, METRICS_FILE))
             if self.tensorboard is not None and self.tensorboard.is_dir():

@@ -2,7 +2,8 @@
 
 The HF Trainer writes checkpoints to a local scratch directory; each one is then uploaded and
 counts only once its `COMPLETE` marker, written after every other file, is there. The marker names
-the run (config, true base and dataset) that wrote it. A new start resumes from the newest complete
+the run (config, true base and dataset) that wrote it, and the tracker runs (MLflow, W&B) it logged
+to, so that a start resuming from it logs to them again. A new start resumes from the newest complete
 checkpoint of its own run, so neither a half-uploaded one (a pod killed mid-upload) nor one of an
 earlier, different job in the same output is ever loaded. Pruning keeps the newest
 `save_total_limit` complete checkpoints plus the best one.
@@ -61,21 +62,30 @@ def upload_files(local_dir: Path, uri: str) -> None:
     storage.upload_dir(local_dir, uri, last=(COMPLETE,))
 
 
-def mark_complete(uri: str, step: int, run: str) -> None:
+def mark_complete(uri: str, step: int, run: str, tracking: dict[str, str] | None = None) -> None:
+    """`tracking`: the ids of the tracker runs logged to so far, which a start resuming from this
+    checkpoint logs to again (ids only: never an endpoint or a credential)."""
     marker = {"step": step, "run": run, "completedAt": datetime.now(UTC).isoformat(timespec="seconds")}
+    if tracking:
+        marker["tracking"] = tracking
     storage.write_text(storage.join(uri, COMPLETE), json.dumps(marker) + "\n")
 
 
-def run_of(checkpoint: Checkpoint) -> str | None:
-    """The run that completed `checkpoint`, as its marker says; None when the marker names none.
+def marker_of(checkpoint: Checkpoint) -> dict:
+    """What `checkpoint`'s COMPLETE marker says; empty when it cannot be read as an object.
 
     A failing store raises (every rank must decide alike whether to resume, or none goes on).
     """
     try:
         marker = json.loads(storage.read_text(storage.join(checkpoint.uri, COMPLETE)))
     except ValueError:
-        return None
-    return marker.get("run") if isinstance(marker, dict) else None
+        return {}
+    return marker if isinstance(marker, dict) else {}
+
+
+def run_of(checkpoint: Checkpoint) -> str | None:
+    """The run that completed `checkpoint`, as its marker says; None when the marker names none."""
+    return marker_of(checkpoint).get("run")
 
 
 def delete(checkpoint: Checkpoint) -> None:

@@ -6,6 +6,11 @@ Secret the FineTuneJob names, never from its spec; under `kubetune run` from thi
 environment). TensorBoard's event files are written to scratch and published under
 <output>/tensorboard/ with each checkpoint and at the end. Whatever the trackers, the loss,
 learning-rate and reward-margin curves are drawn from the metrics history into <output>/plots/.
+
+A start that resumes from a checkpoint goes on logging where the stopped one did: each checkpoint's
+marker records the ids of its MLflow and W&B runs, which `continuing` hands back to the integrations
+(MLFLOW_RUN_ID; WANDB_RUN_ID with WANDB_RESUME=allow), and the published event files come back into
+scratch beside the new ones. A fresh start has no checkpoint of its run, so it starts new runs.
 """
 
 from __future__ import annotations
@@ -13,13 +18,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
-from kubetune_trainer.errors import ConfigError
+from kubetune_trainer import storage
+from kubetune_trainer.errors import ConfigError, KubetuneError, Preempted
 from kubetune_trainer.recipes.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -34,6 +41,9 @@ CURVES = {
     "learning_rate": (("learning_rate",), "learning rate"),
     "reward_margin": (("rewards/margins", "eval_rewards/margins"), "reward margin (chosen − rejected)"),
 }
+# What a checkpoint records of the tracker runs: their ids, all a resumed start needs to log to them
+# again (the endpoints and credentials stay in the environment).
+RESUMED_IDS = ("mlflowRunId", "mlflowExperimentId", "wandbRunId")
 
 
 def prepare(config: TrainConfig, work: Path, job: Mapping[str, str | None]) -> None:
@@ -91,6 +101,94 @@ class TrackedRuns(TrainerCallback):
                 self.runs["wandbRunId"] = wandb.run.id
                 if wandb.run.url:
                     self.runs["wandbRunUrl"] = wandb.run.url
+
+    def resumable(self) -> dict[str, str]:
+        return {key: self.runs[key] for key in RESUMED_IDS if key in self.runs}
+
+
+def resumed_ids(marker: Mapping[str, Any]) -> dict[str, str]:
+    """The tracker run ids a checkpoint's marker records; none from one written without trackers."""
+    ids = marker.get("tracking")
+    if not isinstance(ids, dict):
+        return {}
+    return {key: value for key, value in ids.items() if key in RESUMED_IDS and isinstance(value, str) and value}
+
+
+def mlflow_run_to_continue(run_id: str | None) -> str | None:
+    """`run_id` when the tracking server holds it, live, in the experiment this start logs to; else
+    None (the server, the experiment or the run changed since the checkpoint): a new run."""
+    if not run_id:
+        return None
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        run = None
+    experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME")
+    if (
+        run is None
+        or run.info.lifecycle_stage != "active"
+        # MLflow refuses to resume a run of another experiment than the one set.
+        or (experiment and client.get_experiment(run.info.experiment_id).name != experiment)
+    ):
+        log.warning("MLflow run %s of the checkpoint is not a live run of this experiment here: starting a new run", run_id)
+        return None
+    return run_id
+
+
+@contextmanager
+def continuing(report_to: list[str], ids: Mapping[str, str], main: bool) -> Iterator[None]:
+    """While the trainer is built and trains, point its integrations at the tracker runs `ids` names
+    (those of the checkpoint this start resumes from; none: new runs). Rank 0 (`main`) alone logs.
+    The W&B run ends with it, so a later start in the same process gets its own."""
+    env: dict[str, str] = {}
+    if main and "mlflow" in report_to and (run_id := mlflow_run_to_continue(ids.get("mlflowRunId"))):
+        env["MLFLOW_RUN_ID"] = run_id
+    if main and "wandb" in report_to and ids.get("wandbRunId"):
+        # allow: the run goes on where the server holds it, and starts under this id where not.
+        env |= {"WANDB_RUN_ID": ids["wandbRunId"], "WANDB_RESUME": "allow"}
+    earlier = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield
+    except BaseException as exc:
+        if "wandb" in report_to:
+            end_wandb(int(exc.exit_code) if isinstance(exc, KubetuneError) else 1, isinstance(exc, Preempted))
+        raise
+    else:
+        if "wandb" in report_to:
+            end_wandb(0, preempted=False)
+    finally:
+        for name, value in earlier.items():
+            if value is None:
+                os.environ.pop(name, None)  # MLflow removes MLFLOW_RUN_ID once it has read it
+            else:
+                os.environ[name] = value
+
+
+def end_wandb(exit_code: int, preempted: bool) -> None:
+    """Finish the W&B run, and W&B's session with it: W&B reads the environment (WANDB_RUN_ID, ...)
+    once a session, and a later start in this process must read its own."""
+    import wandb
+
+    if wandb.run is not None:
+        if preempted:
+            wandb.run.mark_preempting()
+        wandb.finish(exit_code=exit_code)
+    wandb.teardown()
+
+
+def restore_tensorboard(output: str, local: Path) -> None:
+    """The event files the run published before it stopped, back into scratch, where the writer adds
+    its own: <output>/tensorboard/ goes on holding the whole run, and the manifest lists each file."""
+    published = storage.join(output, TENSORBOARD_DIR)
+    if storage.list_files(published):
+        storage.download_dir(published, local)
 
 
 def series(history: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
