@@ -256,9 +256,21 @@ def preferencedataset_specs(draw) -> dict[str, Any]:
     schema = spec_schema("PreferenceDataset")["properties"]
     if not spec.get("sources") and draw(MOSTLY):
         spec["sources"] = draw(st.lists(from_schema(schema["sources"]["items"]), min_size=1, max_size=2))
+    if spec.get("split", {}).get("testFraction", 0) > 0.9 and draw(MOSTLY):
+        spec["split"]["testFraction"] = 0.1
+    if spec.get("format") in ("chat-sft", "defects-raw", "replay") and draw(MOSTLY):
+        spec["kind"] = "sft"
     takes_mapping = spec.get("format", "auto") in ("auto", "llamafactory", "alpaca", "sharegpt")
     if "llamafactory" in spec and not takes_mapping and draw(MOSTLY):
         del spec["llamafactory"]
+    mapping = spec.get("llamafactory")
+    if mapping is not None and draw(MOSTLY):
+        kind = spec.get("kind", "preference")
+        if "datasetInfo" in mapping:
+            mapping.setdefault("dataset", "d")
+        mapping["ranking"] = kind == "preference"
+        if kind != "sft":
+            mapping.get("columns", {}).pop("tools", None)
     return spec
 
 
@@ -286,10 +298,12 @@ def test_every_accepted_preferencedataset_gives_flags_data_prepare_accepts(spec)
 )
 def test_most_draws_are_specs_the_api_accepts(kind, strategy):
     """The properties above hold for the draws the API accepts; were those rare, they would hold
-    for next to nothing (hypothesis gives up quietly once assumptions fail too often)."""
+    for next to nothing (hypothesis gives up quietly once assumptions fail too often). Hypothesis
+    mixes literals from the modules already imported into its draws, so the share accepted depends
+    on what ran before in the process: 60 draws, and strategies that follow the rules, leave room."""
     verdicts = []
 
-    @settings(max_examples=30, derandomize=True, deadline=None, phases=[Phase.generate], database=None,
+    @settings(max_examples=60, derandomize=True, deadline=None, phases=[Phase.generate], database=None,
               suppress_health_check=list(HealthCheck))
     @given(strategy)
     def draw(spec):

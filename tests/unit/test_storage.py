@@ -8,6 +8,13 @@ def test_plain_paths_and_file_uris_are_the_same_location(tmp_path):
     assert storage.parse(str(tmp_path)) == storage.parse(f"file://{tmp_path}")
 
 
+def test_a_nul_byte_in_a_path_is_a_storage_error_naming_the_uri():
+    # Found by the spec contract test: `file://%00` reached realpath and raised a bare ValueError.
+    for uri in ("file://%00", "file:///data/a%00b", "/data/a\x00b"):
+        with pytest.raises(StorageError, match="NUL byte"):
+            storage.parse(uri)
+
+
 def test_unknown_scheme_is_named():
     with pytest.raises(StorageError, match="gs://x/y: unsupported URI scheme 'gs'"):
         storage.parse("gs://x/y")

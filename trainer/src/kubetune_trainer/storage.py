@@ -39,6 +39,13 @@ class Location:
         return f"file://{self.path}"
 
 
+def _local_path(path: str, uri: str) -> str:
+    # No file system takes a NUL byte in a name; Python would raise a bare ValueError deep in realpath.
+    if "\x00" in path:
+        raise StorageError(f"{uri!r}: a path cannot hold a NUL byte (%00)")
+    return str(Path(path).expanduser().resolve())
+
+
 def parse(uri: str | os.PathLike) -> Location:
     """A URI (or plain path) as a Location.
 
@@ -48,12 +55,12 @@ def parse(uri: str | os.PathLike) -> Location:
     """
     text = os.fspath(uri)
     if "://" not in text:
-        return Location("file", "", str(Path(text).expanduser().resolve()))
+        return Location("file", "", _local_path(text, text))
     scheme, rest = text.split("://", 1)
     if scheme == "file":
         if rest.startswith("localhost/"):
             rest = rest[len("localhost") :]
-        return Location("file", "", str(Path(unquote(rest)).expanduser().resolve()))
+        return Location("file", "", _local_path(unquote(rest), text))
     if scheme == "s3":
         bucket, _, key = rest.partition("/")
         if not bucket:

@@ -40,6 +40,8 @@ URI_PATTERN = rf"^({_S3}|{_FILE})$"
 MODEL_URI_PATTERN = rf"^({_S3}|{_FILE}|{_HF})$"
 SOURCE_URI_PATTERN = rf"^({_S3_GLOB}|{_FILE_GLOB})$"
 NO_DOT_DOT = {"rule": "!self.contains('..')", "message": "must not contain '..'"}
+# A file name cannot hold a NUL byte, and a file:// URI decodes %00 into one.
+NO_NUL = {"rule": "!self.contains('%00')", "message": "must not contain %00 (a NUL byte)"}
 # `file://~/x` would be read from whatever home directory the pod has (or fail for `~user`).
 NO_HOME = {"rule": "!self.startsWith('file://~')", "message": "a file:// path cannot start with ~ (a pod has no home of yours)"}
 
@@ -57,7 +59,7 @@ Uri = Annotated[
     Field(
         max_length=MAX_URI_LENGTH,
         pattern=URI_PATTERN,
-        json_schema_extra={"x-kubernetes-validations": [NO_DOT_DOT, NO_HOME]},
+        json_schema_extra={"x-kubernetes-validations": [NO_DOT_DOT, NO_HOME, NO_NUL]},
     ),
 ]
 ModelUri = Annotated[
@@ -65,7 +67,7 @@ ModelUri = Annotated[
     Field(
         max_length=MAX_URI_LENGTH,
         pattern=MODEL_URI_PATTERN,
-        json_schema_extra={"x-kubernetes-validations": [NO_DOT_DOT, NO_HOME]},
+        json_schema_extra={"x-kubernetes-validations": [NO_DOT_DOT, NO_HOME, NO_NUL]},
     ),
 ]
 SourceUri = Annotated[
@@ -73,7 +75,7 @@ SourceUri = Annotated[
     Field(
         max_length=MAX_URI_LENGTH,
         pattern=SOURCE_URI_PATTERN,
-        json_schema_extra={"x-kubernetes-validations": [NO_DOT_DOT, NO_HOME]},
+        json_schema_extra={"x-kubernetes-validations": [NO_DOT_DOT, NO_HOME, NO_NUL]},
     ),
 ]
 Quantity = Annotated[str, Field(max_length=32, pattern=QUANTITY_PATTERN)]

@@ -166,6 +166,8 @@ BAD = {
     "tensor parallel on hf": (EVR, setter("spec.engine.type", "hf"), "spec.engine.tensorParallel"),
     "regex metric without pattern": (EVR, setter("spec.metrics.0.type", "regex"), "spec.metrics[0].pattern"),
     "llamafactory format without mapping": (PDS, deleter("spec.llamafactory"), "spec.llamafactory"),
+    "a NUL byte in a source URI": (PDS, both(deleter("spec.llamafactory"), setter("spec.format", "trl"), setter("spec.sources", [{"uri": "file://data/%00x"}])), "spec.sources[0].uri"),
+    "a NUL byte in a base model URI": (FTJ, setter("spec.baseModel", "s3://llm-models/%00"), "spec.baseModel"),
     "sft format on preference data": (PDS, both(setter("spec.format", "defects-raw"), deleter("spec.llamafactory"), setter("spec.sources", [{"uri": "s3://llm-data/x"}])), "spec.kind"),
     "kto rows from an sft-only format": (PDS, both(setter("spec.kind", "kto"), setter("spec.format", "replay"), deleter("spec.llamafactory"), setter("spec.sources", [{"uri": "s3://llm-data/x"}])), "spec.format"),
     "tools column on preference data": (PDS, both(deleter("spec.llamafactory.datasetInfo"), deleter("spec.llamafactory.dataset"), setter("spec.llamafactory.columns", {"messages": "conversations", "chosen": "c", "rejected": "r", "tools": "tools"}), setter("spec.sources", [{"uri": "s3://llm-data/x"}])), "spec.llamafactory.columns.tools"),

@@ -462,8 +462,12 @@ def kubetune_run(fake_trainer):
         path = tmp_path / f"{resource.metadata.name}.yaml"
         path.write_text(yaml.safe_dump(resource.to_wire()))
         files.append(str(path))
+    # SIGINT at Python's default, as a terminal gives it: a suite started in the background of a
+    # non-interactive shell (a CI step, `make test &`) passes SIGINT on as ignored, and Python then
+    # leaves it ignored.
     driver = (
-        f"import sys; sys.executable = {str(tmp_path / 'bin' / 'python')!r}\n"
+        f"import signal, sys; sys.executable = {str(tmp_path / 'bin' / 'python')!r}\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "from kubetune_operator.cli import main\nsys.exit(main(sys.argv[1:]))\n"
     )
 
