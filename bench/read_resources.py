@@ -131,11 +131,15 @@ def main() -> None:
     print(f"\nload at the end {os.getloadavg()[0]:.1f}")
 
 
+def seconds(result: dict, step: str) -> str:
+    return f"{result[step]:.1f}" if step in result else "–"
+
+
 def row(label: str, path: Path, result: dict, reading: bool = True) -> None:
     total = result.get("validate", 0.0) + result.get("order", 0.0) + (result["read"] if reading else 0.0)
     print(
         f"| {label} | {result['documents']:,} | {path.stat().st_size / 1e6:.1f} | {result['read']:.1f} | "
-        f"{result.get('validate', float('nan')):.1f} | {result.get('order', float('nan')):.1f} | "
+        f"{seconds(result, 'validate')} | {seconds(result, 'order')} | "
         f"{result['documents'] / total:,.0f} | {result['rss']:.0f} |",
         flush=True,
     )
