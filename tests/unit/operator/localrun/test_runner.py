@@ -478,13 +478,20 @@ def kubetune_run(fake_trainer):
             [PYTHON, "-c", driver, "run", *files, "--artifacts", "artifacts", "--workdir", "work", "--gpus", "0"],
             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
+        started.append(run)
         pid_file = tmp_path / "pid"
         child = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), "the step to start"))
         progress = tmp_path / "work" / "pods" / "default" / "preferencedatasets" / "data" / "progress.jsonl"
         wait_for(progress.exists, "the step's first event")
         return run, child
 
-    return tmp_path, start_hanging_step
+    started: list[subprocess.Popen] = []
+    yield tmp_path, start_hanging_step
+    # A run that a failed test left waiting must not outlive it (its step stops by parent-death signal).
+    for run in started:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
 
 
 @pytest.mark.parametrize("signum, code", [("SIGTERM", 143), ("SIGHUP", 129), ("SIGINT", 130)])
