@@ -213,8 +213,11 @@ def evalrun_specs(draw) -> dict[str, Any]:
             metric.pop("rules", None)
             metric.pop("judge", None)
         elif ("rules" in metric) == ("judge" in metric) and draw(MOSTLY):
-            rules = spec_schema("EvalRun")["properties"]["metrics"]["items"]["properties"]["rules"]
-            metric.pop("judge", None) if "rules" in metric else metric.update(rules=draw(from_schema(rules)))
+            if "rules" in metric:
+                del metric["judge"]
+            else:
+                rules = spec_schema("EvalRun")["properties"]["metrics"]["items"]["properties"]["rules"]
+                metric["rules"] = draw(from_schema(rules))
         # Mostly what the type takes, sometimes not: the API must refuse what the evaluator would.
         if draw(MOSTLY):
             if metric["type"] in ("regex", "judgement"):
