@@ -54,30 +54,23 @@ ResourceName = Annotated[
     str,
     Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN),
 ]
-Uri = Annotated[
-    str,
-    Field(
-        max_length=MAX_URI_LENGTH,
-        pattern=URI_PATTERN,
-        json_schema_extra={"x-kubernetes-validations": [NO_DOT_DOT, NO_HOME, NO_NUL]},
-    ),
-]
-ModelUri = Annotated[
-    str,
-    Field(
-        max_length=MAX_URI_LENGTH,
-        pattern=MODEL_URI_PATTERN,
-        json_schema_extra={"x-kubernetes-validations": [NO_DOT_DOT, NO_HOME, NO_NUL]},
-    ),
-]
-SourceUri = Annotated[
-    str,
-    Field(
-        max_length=MAX_URI_LENGTH,
-        pattern=SOURCE_URI_PATTERN,
-        json_schema_extra={"x-kubernetes-validations": [NO_DOT_DOT, NO_HOME, NO_NUL]},
-    ),
-]
+
+
+def _uri(pattern: str) -> Any:
+    """A URI field: `pattern`'s schemes, and no `..`, `~` home or NUL byte, checked by the API server."""
+    return Annotated[
+        str,
+        Field(
+            max_length=MAX_URI_LENGTH,
+            pattern=pattern,
+            json_schema_extra={"x-kubernetes-validations": [NO_DOT_DOT, NO_HOME, NO_NUL]},
+        ),
+    ]
+
+
+Uri = _uri(URI_PATTERN)
+ModelUri = _uri(MODEL_URI_PATTERN)
+SourceUri = _uri(SOURCE_URI_PATTERN)
 Quantity = Annotated[str, Field(max_length=32, pattern=QUANTITY_PATTERN)]
 FieldName = Annotated[str, Field(min_length=1, max_length=63, pattern=FIELD_PATTERN)]
 GpuResourceName = Annotated[
